@@ -1,0 +1,3 @@
+"""wanfed agent."""
+
+__all__: list[str] = []

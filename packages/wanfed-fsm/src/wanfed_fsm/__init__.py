@@ -1,0 +1,3 @@
+"""wanfed fsm."""
+
+__all__: list[str] = []

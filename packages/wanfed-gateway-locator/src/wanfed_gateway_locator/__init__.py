@@ -1,0 +1,3 @@
+"""wanfed gateway_locator."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""wanfed proto."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""wanfed replication."""
+
+__all__: list[str] = []
