@@ -1,0 +1,110 @@
+"""Reading config files (JSON or HCL) into plain nested dicts.
+
+python-hcl2 represents every block as a list of dicts (a block may repeat) and
+keeps string quotes unless told otherwise; :func:`read_config_file` smooths
+that into the same shape a JSON file has, so one schema checks both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hcl2
+
+from ._errors import ConfigError
+
+__all__ = ["CONFIG_SUFFIXES", "config_dir_files", "read_config_file"]
+
+CONFIG_SUFFIXES = (".json", ".hcl")
+
+_BLOCK_MARKER = "__is_block__"
+_HCL_OPTIONS = hcl2.SerializationOptions(
+    with_comments=False,
+    explicit_blocks=True,
+    strip_string_quotes=True,
+    preserve_heredocs=False,
+)
+
+
+def config_dir_files(directory: Path) -> list[Path]:
+    """The ``.json``/``.hcl`` files of a config dir in lexical order, like Consul.
+
+    Other files (editor backups, READMEs) and sub-directories are skipped so a
+    dir can be shared with unrelated material.
+    """
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: config dir does not exist or is not a directory")
+    return sorted(
+        path for path in directory.iterdir() if path.suffix in CONFIG_SUFFIXES and path.is_file()
+    )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    source = str(path)
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(f"{source}: expected a config file named *.json or *.hcl", source=source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file does not exist", source=source) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: cannot read config file: {error}", source=source) from None
+    if path.suffix == ".json":
+        return _parse_json(text, source)
+    return _parse_hcl(text, source)
+
+
+def _parse_json(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{source}: invalid JSON: {error}", source=source) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object at the top level", source=source)
+    return data
+
+
+def _parse_hcl(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+    except Exception as error:  # the parser raises several unrelated lark types
+        detail = str(error).strip()
+        first_line = detail.splitlines()[0] if detail else type(error).__name__
+        raise ConfigError(f"{source}: invalid HCL: {first_line}", source=source) from None
+    return _merge_blocks(data, source, "")
+
+
+def _merge_blocks(data: dict[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    """Turn ``{"tls": [{"defaults": [...]}, {...}]}`` into nested dicts.
+
+    Repeated blocks (``tls { a } tls { b }``) are merged key by key; a key set
+    twice is an error rather than a silent last-wins inside one file.
+    """
+    result: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == _BLOCK_MARKER:
+            continue
+        path = f"{prefix}{name}"
+        if isinstance(value, list) and value and all(_is_block(item) for item in value):
+            merged: dict[str, Any] = {}
+            for item in value:
+                for key, inner in _merge_blocks(item, source, f"{path}.").items():
+                    if key in merged:
+                        raise ConfigError(
+                            f"{source}: {path}.{key}: set more than once",
+                            source=source,
+                            key=f"{path}.{key}",
+                        )
+                    merged[key] = inner
+            result[name] = merged
+        elif isinstance(value, dict):
+            result[name] = _merge_blocks(value, source, f"{path}.")
+        else:
+            result[name] = value
+    return result
+
+
+def _is_block(item: object) -> bool:
+    return isinstance(item, dict) and bool(item.get(_BLOCK_MARKER))

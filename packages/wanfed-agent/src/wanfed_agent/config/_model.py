@@ -1,0 +1,148 @@
+"""The validated agent configuration.
+
+Defaults follow Consul's, so an operator's existing mental model (and config
+files) carry over. Everything here is already checked: a value of these types
+only exists after :func:`load_config` accepted it, so the runtime never
+re-validates. Durations are float seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+
+from ._values import DEFAULT_SERVER_PORT, parse_host_port
+
+__all__ = [
+    "DEFAULT_GATEWAY_PORT",
+    "Addresses",
+    "AgentConfig",
+    "Connect",
+    "Limits",
+    "Ports",
+    "TLSConfig",
+    "TLSDefaults",
+    "TLSInternalRPC",
+]
+
+DEFAULT_GATEWAY_PORT = 8443
+
+
+class Ports(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Listening ports; 0 means "let the operating system choose"."""
+
+    http: int = 8500
+    server: int = DEFAULT_SERVER_PORT
+    serf_wan: int = 8302
+    raft: int = 8303
+    """Only used if Raft cannot ride the server RPC port (ALPN ``wanfed/raft``)."""
+
+
+class Addresses(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-listener bind addresses overriding ``client_addr``."""
+
+    http: str | None = None
+
+
+class Connect(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    enable_mesh_gateway_wan_federation: bool = False
+
+
+class TLSDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_incoming: bool = False
+    verify_outgoing: bool = False
+
+
+class TLSInternalRPC(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    verify_server_hostname: bool = False
+
+
+class TLSConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    defaults: TLSDefaults = msgspec.field(default_factory=TLSDefaults)
+    internal_rpc: TLSInternalRPC = msgspec.field(default_factory=TLSInternalRPC)
+
+    @property
+    def mutual_tls_capable(self) -> bool:
+        """CA, certificate and key are all present: the ALPN/gateway path can be used."""
+        d = self.defaults
+        return d.ca_file is not None and d.cert_file is not None and d.key_file is not None
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    rpc_handshake_timeout: float = 5.0
+    """Seconds allowed for the first byte and the TLS handshake of an RPC connection."""
+
+
+class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One agent's complete configuration, after merging files, flags and defaults.
+
+    ``dev_mode`` (``wanfed agent -dev``) means: one server that bootstraps
+    itself, Raft kept in memory (``data_dir`` is ignored), plain non-TLS RPC
+    accepted, WAN federation off unless explicitly enabled.
+    """
+
+    node_name: str
+    datacenter: str = "dc1"
+    primary_datacenter: str = ""
+    """Filled in by the loader (defaults to ``datacenter``); empty only if built by hand."""
+    server: bool = False
+    bootstrap: bool = False
+    bootstrap_expect: int = 0
+    """0 means "not set"; the loader rejects explicit values below 1."""
+    retry_join: tuple[str, ...] = ()
+    retry_join_wan: tuple[str, ...] = ()
+    retry_interval_wan: float = 30.0
+    retry_max_wan: int = 0
+    primary_gateways: tuple[str, ...] = ()
+    primary_gateways_interval: float = 30.0
+    connect: Connect = msgspec.field(default_factory=Connect)
+    domain: str = "consul"
+    data_dir: str | None = None
+    bind_addr: str = "0.0.0.0"
+    client_addr: str = "127.0.0.1"
+    advertise_addr: str | None = None
+    advertise_addr_wan: str | None = None
+    ports: Ports = msgspec.field(default_factory=Ports)
+    addresses: Addresses = msgspec.field(default_factory=Addresses)
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    encrypt: str | None = None
+    log_level: str = "info"
+    log_json: bool = False
+    dev_mode: bool = False
+
+    @property
+    def wan_federation(self) -> bool:
+        """WAN federation via mesh gateways is on."""
+        return self.connect.enable_mesh_gateway_wan_federation
+
+    @property
+    def is_primary(self) -> bool:
+        return self.primary_datacenter in ("", self.datacenter)
+
+    @property
+    def wan_member_name(self) -> str:
+        """This server's name in the WAN gossip pool, ``<node>.<dc>``."""
+        return f"{self.node_name}.{self.datacenter}"
+
+    @property
+    def encrypt_key(self) -> bytes | None:
+        """The decoded gossip encryption key, if ``encrypt`` is set."""
+        return None if self.encrypt is None else base64.b64decode(self.encrypt)
+
+    @property
+    def http_bind_addr(self) -> str:
+        return self.addresses.http or self.client_addr
+
+    def retry_join_addresses(self) -> list[tuple[str, int]]:
+        """``retry_join`` entries as (host, port); a bare host means the RPC port 8300."""
+        return [parse_host_port(entry, DEFAULT_SERVER_PORT) for entry in self.retry_join]
+
+    def primary_gateway_addresses(self) -> list[tuple[str, int]]:
+        """``primary_gateways`` as (host, port); hosts are resolved at dial time."""
+        return [parse_host_port(entry, DEFAULT_GATEWAY_PORT) for entry in self.primary_gateways]

@@ -1,0 +1,157 @@
+"""Rules that span several keys, checked once all sources are merged.
+
+The first six messages are the ones Consul's config builder prints, word for
+word, because operators search for them. The rest are checks an operator
+would expect up front instead of a confusing failure at run time.
+"""
+
+from __future__ import annotations
+
+from ._errors import ConfigError
+from ._model import AgentConfig
+
+__all__ = ["validate_config"]
+
+_WANFED = "connect.enable_mesh_gateway_wan_federation"
+
+
+def validate_config(config: AgentConfig) -> None:
+    """Raise :class:`ConfigError` for the first broken rule; no I/O."""
+    for message, key in _problems(config):
+        raise ConfigError(message, key=key)
+
+
+def _problems(c: AgentConfig) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if c.wan_federation:
+        if not c.connect.enabled:
+            found.append((f"'{_WANFED}=true' requires 'connect.enabled=true'", _WANFED))
+        if not c.server:
+            found.append((f"'{_WANFED} = true' requires 'server = true'", _WANFED))
+        if "/" in c.node_name:
+            found.append(
+                (
+                    f"'{_WANFED} = true' requires that 'node_name' not contain '/' characters",
+                    "node_name",
+                )
+            )
+        if c.retry_join_wan:
+            found.append(
+                (f"'retry_join_wan' is incompatible with '{_WANFED} = true'", "retry_join_wan")
+            )
+    if c.primary_gateways:
+        if not c.server:
+            found.append(("'primary_gateways' requires 'server = true'", "primary_gateways"))
+        if c.primary_datacenter == c.datacenter:
+            found.append(
+                (
+                    "'primary_gateways' should only be configured in a secondary datacenter",
+                    "primary_gateways",
+                )
+            )
+    if c.wan_federation and "." in c.node_name:
+        found.append(
+            (
+                f"'{_WANFED} = true' requires that 'node_name' not contain '.' characters: the "
+                f"WAN member name is '<node_name>.<datacenter>' and is split at the dot to find "
+                f"the datacenter, so {c.node_name!r} would make '{c.wan_member_name}' unreadable",
+                "node_name",
+            )
+        )
+    if c.wan_federation and not c.tls.mutual_tls_capable:
+        found.append(
+            (
+                f"'{_WANFED} = true' requires 'tls.defaults.ca_file', 'tls.defaults.cert_file' "
+                "and 'tls.defaults.key_file': all traffic through mesh gateways is mutual TLS",
+                "tls.defaults",
+            )
+        )
+    found += _server_problems(c)
+    found += _tls_problems(c)
+    found += _port_problems(c)
+    return found
+
+
+def _server_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if c.bootstrap_expect and not c.server:
+        found.append(("'bootstrap_expect' requires 'server = true'", "bootstrap_expect"))
+    if c.bootstrap and not c.server:
+        found.append(("'bootstrap' requires 'server = true'", "bootstrap"))
+    if c.bootstrap and c.bootstrap_expect:
+        found.append(
+            (
+                "'bootstrap' and 'bootstrap_expect' are mutually exclusive: use 'bootstrap' for a "
+                "single server, 'bootstrap_expect' for a cluster",
+                "bootstrap_expect",
+            )
+        )
+    if c.server and not c.dev_mode and not c.data_dir:
+        found.append(
+            (
+                "'data_dir' is required for a server (use -dev for a server that keeps its state "
+                "in memory)",
+                "data_dir",
+            )
+        )
+    return found
+
+
+def _tls_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    d = c.tls.defaults
+    found: list[tuple[str, str]] = []
+    if (d.cert_file is None) != (d.key_file is None):
+        found.append(
+            (
+                "'tls.defaults.cert_file' and 'tls.defaults.key_file' must be given together",
+                "tls.defaults.cert_file" if d.cert_file is None else "tls.defaults.key_file",
+            )
+        )
+    if d.cert_file is not None and d.ca_file is None:
+        found.append(
+            (
+                "'tls.defaults.cert_file' requires 'tls.defaults.ca_file' to verify peers",
+                "tls.defaults.ca_file",
+            )
+        )
+    for flag in ("verify_incoming", "verify_outgoing"):
+        if getattr(d, flag) and d.ca_file is None:
+            found.append(
+                (
+                    f"'tls.defaults.{flag} = true' requires 'tls.defaults.ca_file'",
+                    "tls.defaults.ca_file",
+                )
+            )
+    if d.verify_incoming and d.cert_file is None:
+        found.append(
+            (
+                "'tls.defaults.verify_incoming = true' requires 'tls.defaults.cert_file' and "
+                "'tls.defaults.key_file'",
+                "tls.defaults.cert_file",
+            )
+        )
+    return found
+
+
+def _port_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """Two listeners on one fixed port would fail at bind time with a vaguer error.
+
+    ``ports.raft`` is left out: Raft normally rides the server RPC port and its
+    own port is then never bound.
+    """
+    used: dict[int, str] = {}
+    found: list[tuple[str, str]] = []
+    for name in ("http", "server", "serf_wan"):
+        port = getattr(c.ports, name)
+        if port == 0:
+            continue
+        if port in used:
+            found.append(
+                (
+                    f"'ports.{used[port]}' and 'ports.{name}' are both {port}; each listener "
+                    "needs its own port",
+                    f"ports.{name}",
+                )
+            )
+        used[port] = name
+    return found
