@@ -1,0 +1,352 @@
+"""The multiplexed RPC envelope and a sans-I/O connection for each side.
+
+Theory of operation: a connection carries length-prefixed frames (see
+``_frames``); each frame holds exactly one msgpack envelope. A client sends
+:class:`Request` envelopes, each with a sequence id it picked; the server
+answers each with one :class:`Response` carrying the same id, in whatever order
+its handlers finish. Many calls therefore share one connection, and a slow call
+never blocks a fast one.
+
+Bodies stay msgpack (:class:`msgspec.Raw`) inside the envelope so the envelope
+layer never needs to know the request and response types; each handler, and
+each caller, decodes the body into its own Struct.
+
+Failures come in three kinds that callers must be able to tell apart:
+
+* a **remote error**: the request reached a handler (or no handler existed)
+  and the server answered with a non-empty ``Error``; the connection is fine;
+* a **protocol violation**: a frame too large or an envelope that does not
+  decode; the stream is unusable, so the connection must close and every
+  pending call fails with :class:`TransportError`;
+* a **transport failure**: the connection closed under pending calls.
+
+Neither class below touches sockets or clocks: they take bytes and return
+bytes and events. Deadlines travel in the envelope as absolute unix seconds
+and are only interpreted by the adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, TypeAlias
+
+import msgspec
+
+from ._errors import EnvelopeError, FrameTooLargeError, ProtoError, TransportError
+from ._frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+
+__all__ = [
+    "NIL_BODY",
+    "CallFailed",
+    "ClientEvent",
+    "ProtocolViolation",
+    "RemoteErrorReceived",
+    "Request",
+    "RequestReceived",
+    "Response",
+    "ResponseReceived",
+    "RpcClientConnection",
+    "RpcServerConnection",
+    "RpcTimeoutError",
+    "ServerEvent",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "unknown_method_error",
+]
+
+NIL_BODY: Final = msgspec.Raw(b"\xc0")
+"""A msgpack ``nil``: the body of a call that carries no arguments or result."""
+
+SequenceId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+MethodName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class RpcTimeoutError(ProtoError, TimeoutError):
+    """No response arrived within the caller's timeout.
+
+    Deliberately neither :class:`RemoteError` nor :class:`TransportError`: the
+    connection may be healthy and the request may still run remotely. It is a
+    :class:`TimeoutError`, so generic timeout handling catches it too.
+    """
+
+
+class Request(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One call, as it travels from client to server."""
+
+    Seq: SequenceId
+    Method: MethodName
+    Body: msgspec.Raw = NIL_BODY
+    Token: str = ""
+    Deadline: float = 0.0
+    """Absolute unix seconds after which the caller stops waiting; 0 = none."""
+    Trace: str = ""
+    """W3C ``traceparent`` of the caller's span, or empty."""
+
+
+class Response(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The answer to one :class:`Request`; ``Error`` non-empty means it failed."""
+
+    Seq: SequenceId
+    Error: str = ""
+    Body: msgspec.Raw = NIL_BODY
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_REQUEST_DECODER: Final = msgspec.msgpack.Decoder(Request)
+_RESPONSE_DECODER: Final = msgspec.msgpack.Decoder(Response)
+
+
+def encode_request(request: Request) -> bytes:
+    """The envelope bytes of ``request`` (without the frame header)."""
+    return _ENCODER.encode(request)
+
+
+def encode_response(response: Response) -> bytes:
+    """The envelope bytes of ``response`` (without the frame header)."""
+    return _ENCODER.encode(response)
+
+
+def decode_request(data: bytes) -> Request:
+    """Parse one request envelope; anything malformed is an :class:`EnvelopeError`."""
+    try:
+        return _REQUEST_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"malformed rpc request: {exc}") from None
+
+
+def decode_response(data: bytes) -> Response:
+    """Parse one response envelope; anything malformed is an :class:`EnvelopeError`."""
+    try:
+        return _RESPONSE_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"malformed rpc response: {exc}") from None
+
+
+def unknown_method_error(method: str) -> str:
+    """The error text for a method no handler serves (net/rpc's wording)."""
+    return f"rpc: can't find method {method}"
+
+
+class ResponseReceived(msgspec.Struct, frozen=True):
+    """A pending call succeeded; ``body`` is its msgpack result."""
+
+    seq: int
+    body: msgspec.Raw
+
+
+class RemoteErrorReceived(msgspec.Struct, frozen=True):
+    """A pending call failed on the server; the connection stays usable."""
+
+    seq: int
+    message: str
+
+
+class CallFailed(msgspec.Struct, frozen=True):
+    """A pending call will never be answered: the connection broke under it."""
+
+    seq: int
+    error: TransportError
+
+
+class ProtocolViolation(msgspec.Struct, frozen=True):
+    """The peer broke the framing or envelope rules: close the connection now."""
+
+    error: EnvelopeError
+
+
+class RequestReceived(msgspec.Struct, frozen=True):
+    """A call for the server to run and answer with the same ``seq``."""
+
+    request: Request
+
+
+ClientEvent: TypeAlias = ResponseReceived | RemoteErrorReceived | CallFailed | ProtocolViolation
+ServerEvent: TypeAlias = RequestReceived | ProtocolViolation
+
+
+def _as_envelope_error(exc: ProtoError) -> EnvelopeError:
+    if isinstance(exc, EnvelopeError):
+        return exc
+    error = EnvelopeError(str(exc))
+    error.__cause__ = exc
+    return error
+
+
+class RpcClientConnection:
+    """The caller's side: numbers requests and matches responses to them.
+
+    After a :class:`ProtocolViolation` or :meth:`connection_lost` the object is
+    closed: it fails new requests with :class:`TransportError` and ignores
+    further bytes.
+    """
+
+    __slots__ = ("_closed", "_decoder", "_max_frame", "_next_seq", "_pending")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
+        self._next_seq = 1
+        self._pending: set[int] = set()
+        self._closed: TransportError | None = None
+
+    @property
+    def pending(self) -> frozenset[int]:
+        """Sequence ids sent and neither answered, failed nor cancelled."""
+        return frozenset(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def send_request(
+        self,
+        method: str,
+        body: msgspec.Raw = NIL_BODY,
+        *,
+        token: str = "",
+        deadline: float = 0.0,
+        trace: str = "",
+    ) -> tuple[int, bytes]:
+        """Allocate a sequence id for a call; returns it and the bytes to write.
+
+        ``body`` must already be msgpack (``msgspec.Raw``), so the caller's
+        types never reach this layer. Raises :class:`TransportError` once the
+        connection is closed and :class:`FrameTooLargeError` for a request the
+        peer would refuse anyway.
+        """
+        if self._closed is not None:
+            raise TransportError(f"rpc connection is closed: {self._closed}")
+        if not method:
+            raise ValueError("rpc method name must not be empty")
+        seq = self._next_seq
+        envelope = _ENCODER.encode(
+            Request(Seq=seq, Method=method, Body=body, Token=token, Deadline=deadline, Trace=trace)
+        )
+        data = encode_frame(envelope, self._max_frame)
+        self._next_seq = seq + 1
+        self._pending.add(seq)
+        return seq, data
+
+    def cancel(self, seq: int) -> None:
+        """Stop waiting for ``seq``: a late response for it is dropped.
+
+        The request may still run on the server; the envelope has no way to
+        recall it, just as net/rpc has none.
+        """
+        self._pending.discard(seq)
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
+        """Feed received bytes; returns what happened to pending calls, in order.
+
+        A :class:`ProtocolViolation` is always the last event and is preceded
+        by one :class:`CallFailed` per call that was still pending.
+        """
+        if self._closed is not None:
+            return []
+        events: list[ClientEvent] = []
+        try:
+            self._decoder.feed(data)
+            for frame in self._decoder.frames():
+                response = decode_response(frame)
+                seq = response.Seq
+                if seq not in self._pending:
+                    continue  # cancelled, or an id we never sent: harmless
+                self._pending.discard(seq)
+                if response.Error:
+                    events.append(RemoteErrorReceived(seq, response.Error))
+                else:
+                    events.append(ResponseReceived(seq, response.Body))
+        except (EnvelopeError, FrameTooLargeError) as exc:
+            error = _as_envelope_error(exc)
+            events.extend(self._fail_all(TransportError(f"rpc protocol violation: {error}")))
+            events.append(ProtocolViolation(error))
+        return events
+
+    def connection_lost(self, reason: str = "connection closed") -> list[CallFailed]:
+        """The transport is gone: every pending call fails, in send order."""
+        if self._closed is not None:
+            return []
+        return self._fail_all(TransportError(reason))
+
+    def _fail_all(self, error: TransportError) -> list[CallFailed]:
+        self._closed = error
+        failed = [CallFailed(seq, error) for seq in sorted(self._pending)]
+        self._pending.clear()
+        return failed
+
+
+class RpcServerConnection:
+    """The serving side: turns bytes into requests and answers into bytes.
+
+    It tracks which sequence ids are being served so that a peer reusing an id
+    still in flight is caught (the two answers would be indistinguishable), and
+    so that an answer is sent at most once per request.
+    """
+
+    __slots__ = ("_closed", "_decoder", "_in_flight", "_max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
+        self._in_flight: set[int] = set()
+        self._closed = False
+
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """Sequence ids received and not yet answered."""
+        return frozenset(self._in_flight)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ServerEvent]:
+        """Feed received bytes; returns the requests they completed, in order."""
+        if self._closed:
+            return []
+        events: list[ServerEvent] = []
+        try:
+            self._decoder.feed(data)
+            for frame in self._decoder.frames():
+                request = decode_request(frame)
+                if request.Seq in self._in_flight:
+                    raise EnvelopeError(f"rpc request reuses sequence id {request.Seq} in flight")
+                self._in_flight.add(request.Seq)
+                events.append(RequestReceived(request))
+        except (EnvelopeError, FrameTooLargeError) as exc:
+            self._closed = True
+            events.append(ProtocolViolation(_as_envelope_error(exc)))
+        return events
+
+    def send_response(self, seq: int, body: msgspec.Raw = NIL_BODY) -> bytes:
+        """The bytes that answer ``seq`` successfully with msgpack ``body``.
+
+        A result too large for one frame is answered with an error instead, so
+        the caller learns why rather than waiting for a reply that never comes.
+        """
+        self._finish(seq)
+        try:
+            return encode_frame(_ENCODER.encode(Response(Seq=seq, Body=body)), self._max_frame)
+        except FrameTooLargeError as exc:
+            return self._error_frame(seq, f"rpc response too large: {exc}")
+
+    def send_error(self, seq: int, message: str) -> bytes:
+        """The bytes that answer ``seq`` with a remote error."""
+        self._finish(seq)
+        return self._error_frame(seq, message or "rpc: unknown error")
+
+    def _error_frame(self, seq: int, message: str) -> bytes:
+        # Error text is ours or a handler's; cap it so it always fits a frame.
+        return encode_frame(_ENCODER.encode(Response(Seq=seq, Error=message[:65536])))
+
+    def _finish(self, seq: int) -> None:
+        try:
+            self._in_flight.remove(seq)
+        except KeyError:
+            raise ValueError(f"sequence id {seq} is not awaiting an answer") from None
+
+    def connection_lost(self) -> None:
+        """Nothing more can be sent; answers in flight are abandoned."""
+        self._closed = True
+        self._in_flight.clear()

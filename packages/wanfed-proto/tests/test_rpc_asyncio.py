@@ -1,0 +1,290 @@
+"""RpcClient and serve_rpc over real loopback connections (TLS+ALPN and plain)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from wanfed_proto import (
+    Alpn,
+    Connection,
+    EnvelopeError,
+    RemoteError,
+    RpcCall,
+    RpcClient,
+    RpcHandler,
+    RpcPortServer,
+    RpcTimeoutError,
+    RpcType,
+    TransportError,
+    client_context,
+    dial_alpn,
+    dial_plain,
+    encode_frame,
+    serve_rpc,
+    serve_rpc_port,
+    server_context,
+)
+
+
+class Sum(msgspec.Struct, frozen=True):
+    Values: list[int]
+
+
+class Total(msgspec.Struct, frozen=True):
+    Total: int
+
+
+class Handlers:
+    """A handler table whose slow method waits on an event the test controls."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.slow_started = asyncio.Event()
+        self.slow_cancelled = asyncio.Event()
+        self.seen: list[RpcCall] = []
+
+    def table(self) -> dict[str, RpcHandler]:
+        return {
+            "Math.Sum": self.sum,
+            "Test.Echo": self.echo,
+            "Test.Fail": self.fail,
+            "Test.Slow": self.slow,
+            "Test.Peer": self.peer,
+        }
+
+    async def sum(self, call: RpcCall) -> Total:
+        request = call.decode(Sum)
+        return Total(sum(request.Values))
+
+    async def echo(self, call: RpcCall) -> msgspec.Raw:
+        self.seen.append(call)
+        return call.body
+
+    async def fail(self, call: RpcCall) -> None:
+        raise ValueError("permission denied")
+
+    async def slow(self, call: RpcCall) -> str:
+        self.slow_started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.slow_cancelled.set()
+            raise
+        return "done"
+
+    async def peer(self, call: RpcCall) -> dict[str, object]:
+        return {"sni": call.peer.sni, "alpn": call.peer.alpn, "type": call.peer.rpc_type}
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    return Handlers()
+
+
+@pytest.fixture
+async def server(pki: dict[str, Path], handlers: Handlers) -> AsyncIterator[RpcPortServer]:
+    table = handlers.table()
+
+    async def rpc(connection: Connection) -> None:
+        await serve_rpc(connection, table)
+
+    context = server_context(pki["ca"], pki["server"], pki["server_key"])
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={Alpn.RPC_MULTI: rpc},
+        ssl_context=context,
+        handshake_timeout=2.0,
+    )
+    yield port
+    await port.close()
+
+
+@pytest.fixture
+async def client(pki: dict[str, Path], server: RpcPortServer) -> AsyncIterator[RpcClient]:
+    context = client_context(pki["ca"], pki["client"], pki["client_key"], [Alpn.RPC_MULTI])
+    connection = await dial_alpn(server.address, "server.dc1.consul", Alpn.RPC_MULTI, context)
+    rpc = RpcClient(connection)
+    yield rpc
+    await rpc.close()
+
+
+async def test_call_decodes_into_the_requested_type(client: RpcClient) -> None:
+    assert await client.call("Math.Sum", Sum([1, 2, 3]), type=Total) == Total(6)
+
+
+async def test_call_without_type_returns_plain_msgpack_values(client: RpcClient) -> None:
+    assert await client.call("Test.Echo", {"a": [1, "x"]}) == {"a": [1, "x"]}
+    assert await client.call("Test.Echo") is None
+
+
+async def test_token_trace_and_deadline_reach_the_handler(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await client.call("Test.Echo", 1, token="secret", trace=trace, timeout=30.0)
+    (seen,) = handlers.seen
+    assert (seen.token, seen.trace) == ("secret", trace)
+    assert seen.deadline > 0
+
+
+async def test_handler_sees_sni_and_alpn_of_the_connection(client: RpcClient) -> None:
+    peer = await client.call("Test.Peer")
+    assert peer == {"sni": "server.dc1.consul", "alpn": "wanfed/rpc-multi", "type": None}
+
+
+async def test_unknown_method_is_a_remote_error_and_the_connection_survives(
+    client: RpcClient,
+) -> None:
+    with pytest.raises(RemoteError, match=r"^rpc: can't find method Nope\.Nothing$"):
+        await client.call("Nope.Nothing")
+    assert await client.call("Math.Sum", Sum([2]), type=Total) == Total(2)
+
+
+async def test_handler_exception_is_a_remote_error(
+    client: RpcClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.ERROR, logger="wanfed_proto.rpc"),
+        pytest.raises(RemoteError, match="permission denied") as info,
+    ):
+        await client.call("Test.Fail")
+    assert not isinstance(info.value, TransportError)
+    (record,) = [r for r in caplog.records if r.name == "wanfed_proto.rpc"]
+    assert "Test.Fail" in record.getMessage()
+    assert record.exc_info is not None
+    assert await client.call("Test.Echo", 5) == 5
+
+
+async def test_body_not_matching_the_handlers_type_is_a_remote_error(client: RpcClient) -> None:
+    with pytest.raises(RemoteError, match="invalid request body"):
+        await client.call("Math.Sum", {"Values": "not a list"})
+
+
+async def test_response_not_matching_the_callers_type_is_an_envelope_error(
+    client: RpcClient,
+) -> None:
+    with pytest.raises(EnvelopeError, match="unexpected response body"):
+        await client.call("Test.Echo", "text", type=Total)
+    assert await client.call("Test.Echo", 1) == 1
+
+
+async def test_many_concurrent_calls_share_one_connection(client: RpcClient) -> None:
+    results = await asyncio.gather(
+        *(client.call("Math.Sum", Sum([i, i]), type=Total) for i in range(200))
+    )
+    assert results == [Total(2 * i) for i in range(200)]
+
+
+async def test_slow_call_does_not_block_fast_ones(client: RpcClient, handlers: Handlers) -> None:
+    slow = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    assert await client.call("Test.Echo", "fast") == "fast"
+    handlers.release.set()
+    assert await slow == "done"
+
+
+async def test_timeout_is_distinct_and_the_late_answer_is_dropped(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    with pytest.raises(RpcTimeoutError) as info:
+        await client.call("Test.Slow", timeout=0.05)
+    assert isinstance(info.value, TimeoutError)
+    assert not isinstance(info.value, RemoteError | TransportError)
+    handlers.release.set()
+    # The late "done" must not be mistaken for the next call's answer.
+    assert await client.call("Test.Echo", "next") == "next"
+
+
+async def test_cancelled_call_leaves_the_connection_usable(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    task = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    handlers.release.set()
+    assert await client.call("Test.Echo", 7) == 7
+
+
+async def test_connection_loss_fails_pending_calls_with_transport_error(
+    client: RpcClient, handlers: Handlers, server: RpcPortServer
+) -> None:
+    pending = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    await server.close()
+    with pytest.raises(TransportError):
+        await pending
+    await handlers.slow_cancelled.wait()  # the server side cancelled the handler
+    with pytest.raises(TransportError):
+        await client.call("Test.Echo", 1)
+
+
+async def test_plain_type_byte_connection_reaches_the_same_handlers(
+    server: RpcPortServer,
+) -> None:
+    connection = await dial_plain(server.address, RpcType.MULTIPLEX_V2)
+    async with RpcClient(connection) as rpc:
+        assert await rpc.call("Math.Sum", Sum([4, 5]), type=Total) == Total(9)
+        assert (await rpc.call("Test.Peer"))["type"] == RpcType.MULTIPLEX_V2
+
+
+async def test_garbage_from_the_server_fails_pending_calls(
+    pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that answers with an undecodable envelope is a protocol violation."""
+
+    async def broken(connection: Connection) -> None:
+        reader, writer = connection.open_streams()
+        await reader.readexactly(4)
+        writer.write(encode_frame(b"\xc1 not msgpack"))
+        await writer.drain()
+        await reader.read()
+
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: broken},
+        alpn_handlers={},
+        ssl_context=None,
+    )
+    try:
+        rpc = RpcClient(await dial_plain(port.address, RpcType.MULTIPLEX_V2))
+        with (
+            caplog.at_level(logging.WARNING, logger="wanfed_proto.rpc"),
+            pytest.raises(TransportError, match="protocol violation"),
+        ):
+            await rpc.call("Test.Echo", 1)
+        await rpc.connection.wait_closed()
+        assert rpc.is_closed
+        assert any("broke the protocol" in r.getMessage() for r in caplog.records)
+    finally:
+        await port.close()
+
+
+async def test_garbage_from_a_client_closes_its_connection(
+    server: RpcPortServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await dial_plain(server.address, RpcType.MULTIPLEX_V2)
+    reader, writer = connection.open_streams()
+    with caplog.at_level(logging.WARNING, logger="wanfed_proto.rpc"):
+        writer.write(encode_frame(b"\x93\x01\x02\x03"))  # an array, not a request map
+        assert await reader.read() == b""
+    writer.close()
+    assert [r for r in caplog.records if "broke the protocol" in r.getMessage()]
+
+
+async def test_oversized_request_frame_closes_the_connection(server: RpcPortServer) -> None:
+    connection = await dial_plain(server.address, RpcType.MULTIPLEX_V2)
+    reader, writer = connection.open_streams()
+    writer.write((64 * 1024 * 1024).to_bytes(4, "big"))
+    assert await reader.read() == b""
+    writer.close()
