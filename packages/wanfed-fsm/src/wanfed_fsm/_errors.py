@@ -10,7 +10,9 @@ committed (retry only if the write is idempotent), and
 from __future__ import annotations
 
 __all__ = [
+    "CatalogError",
     "CommandDecodeError",
+    "CommandRejectedError",
     "ConsensusError",
     "FsmError",
     "InvalidOperationError",
@@ -40,6 +42,14 @@ class InvalidOperationError(FsmError, ValueError):
     def __init__(self, op: str) -> None:
         super().__init__(f"invalid federation state operation type: {op}")
         self.op = op
+
+
+class CatalogError(FsmError, ValueError):
+    """A catalog write that would leave the catalog inconsistent (a check without its service)."""
+
+
+class CommandRejectedError(FsmError):
+    """The FSM applied the command and returned an error; the write changed nothing."""
 
 
 class CommandDecodeError(FsmError):

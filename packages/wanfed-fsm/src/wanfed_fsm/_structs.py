@@ -362,6 +362,10 @@ class FederationStateRequest(msgspec.Struct, frozen=True, kw_only=True, rename="
     state: FederationState
     token: str = ""
 
+    def __post_init__(self) -> None:
+        if self.op not in ("upsert", "delete"):
+            raise ValueError(f"invalid federation state operation type: {self.op}")
+
 
 class FederationStateResponse(QueryMeta, frozen=True, kw_only=True, rename="pascal"):
     state: FederationState | None = None

@@ -1,0 +1,143 @@
+"""The blocking-query contract (reference 3.13) against a real store and a writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from wanfed_fsm import (
+    DEFAULT_QUERY_WAIT,
+    MAX_QUERY_WAIT,
+    FederationState,
+    FederationStateRequest,
+    FederationStateWrite,
+    Fsm,
+    LocalConsensus,
+    Node,
+    NotReadyError,
+    QueryOptions,
+    ReadTxn,
+    RegisterRequest,
+    StateStore,
+    blocking_query,
+    query_wait,
+)
+
+
+def _states(txn: ReadTxn) -> tuple[int, list[FederationState]]:
+    return txn.federation_states()
+
+
+def test_wait_defaults_clamps_and_jitters() -> None:
+    assert query_wait(0, 0.0) == DEFAULT_QUERY_WAIT
+    assert query_wait(-5, 0.0) == DEFAULT_QUERY_WAIT
+    assert query_wait(10_000, 0.0) == MAX_QUERY_WAIT
+    assert query_wait(16, 0.5) == 16.5
+    assert query_wait(16, 0.999) < 17
+
+
+async def test_index_zero_returns_at_once_and_index_is_never_below_one() -> None:
+    meta, states = await blocking_query(StateStore(), QueryOptions(), _states)
+    assert (meta.index, states) == (1, [])
+
+
+async def test_returns_unchanged_result_after_the_wait() -> None:
+    store = StateStore()
+    started = time.monotonic()
+    meta, _ = await blocking_query(
+        store, QueryOptions(min_query_index=1, max_query_time=0.05), _states, jitter=lambda: 0.0
+    )
+    assert meta.index == 1
+    assert 0.05 <= time.monotonic() - started < 1
+    assert store.watch_count() == 0
+
+
+async def test_wakes_within_10ms_of_a_federation_state_write_and_not_for_catalog() -> None:
+    fsm = Fsm()
+    fsm.store.federation_state_set(1, FederationState(datacenter="dc1"))
+    query = asyncio.ensure_future(
+        blocking_query(fsm.store, QueryOptions(min_query_index=1, max_query_time=5), _states)
+    )
+    await asyncio.sleep(0.02)  # let it block
+    written = threading.Event()
+    woke_at: list[float] = []
+    query.add_done_callback(lambda _: woke_at.append(time.monotonic()))
+
+    def catalog_write() -> None:
+        fsm.store.ensure_registration(2, RegisterRequest(node=Node(node="n1")))
+        written.set()
+
+    threading.Thread(target=catalog_write).start()
+    await asyncio.to_thread(written.wait)
+    await asyncio.sleep(0.05)
+    assert not query.done(), "a catalog write woke a federation-state query"
+
+    wrote_at: list[float] = []
+
+    def federation_write() -> None:
+        wrote_at.append(time.monotonic())
+        fsm.store.federation_state_set(3, FederationState(datacenter="dc2"))
+
+    threading.Thread(target=federation_write).start()
+    meta, states = await asyncio.wait_for(query, 2)
+    assert meta.index == 3
+    assert [s.datacenter for s in states] == ["dc1", "dc2"]
+    assert woke_at[0] - wrote_at[0] < 0.010
+
+
+async def test_restore_wakes_the_query_which_returns_the_new_contents() -> None:
+    store = StateStore()
+    store.federation_state_set(7, FederationState(datacenter="dc1"))
+    other = StateStore()
+    other.federation_state_set(3, FederationState(datacenter="dc9"))
+    query = asyncio.ensure_future(
+        blocking_query(store, QueryOptions(min_query_index=7, max_query_time=5), _states)
+    )
+    await asyncio.sleep(0.01)
+    store.restore(other.snapshot())
+    meta, states = await asyncio.wait_for(query, 1)
+    assert meta.index == 3  # moved backwards: the client must resync
+    assert [s.datacenter for s in states] == ["dc9"]
+
+
+async def test_cancelled_query_leaves_no_watch_behind() -> None:
+    store = StateStore()
+    query = asyncio.ensure_future(
+        blocking_query(store, QueryOptions(min_query_index=1, max_query_time=5), _states)
+    )
+    await asyncio.sleep(0.01)
+    assert store.watch_count() == 1
+    query.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await query
+    assert store.watch_count() == 0
+
+
+class _Deposed:
+    def leader_address(self) -> str | None:
+        return None
+
+    async def verify_leader(self) -> None:
+        raise NotReadyError()
+
+
+async def test_consistent_reads_check_leadership_first() -> None:
+    with pytest.raises(NotReadyError, match="Not ready to serve consistent reads"):
+        await blocking_query(
+            StateStore(), QueryOptions(require_consistent=True), _states, leadership=_Deposed()
+        )
+    consensus = LocalConsensus()
+    index = await consensus.apply(
+        FederationStateWrite(
+            request=FederationStateRequest(op="upsert", state=FederationState(datacenter="dc1"))
+        )
+    )
+    meta, states = await blocking_query(
+        consensus.store, QueryOptions(require_consistent=True), _states, leadership=consensus
+    )
+    assert meta.index == index
+    assert meta.known_leader
+    assert len(states) == 1
