@@ -1,0 +1,521 @@
+"""The mesh gateway's data plane: route raw TLS by SNI, never decrypt it.
+
+Theory of operation. Each accepted connection is a :class:`_Downstream`
+protocol. Until a ClientHello has been read it is *unrouted*: its bytes go to
+the sans-I/O hello parser (``wanfed_proto``), under a size cap and a deadline
+timer. Once the hello parses, the server name is looked up in the current
+:class:`~wanfed_server.gateway.RouteTable` — no route, no hello, garbage or a
+silent client all end in a close, so the gateway is never an open relay.
+With a route, reading pauses while a task dials one upstream (random order
+among the candidates, the next one on failure), then the hello bytes are
+replayed and the two transports are spliced: each side's ``data_received``
+writes straight into the other transport, ``pause_writing``/``resume_writing``
+on one side pause and resume reading on the other (flow control without a
+single extra buffer), and an EOF on one side becomes ``write_eof`` on the
+other so half-closed TLS shutdowns pass through.
+
+This is deliberately ``asyncio.Protocol`` (not streams, not
+``BufferedProtocol``): on uvloop callbacks are the cheapest way to move
+bytes, and the hot path is one ``write`` and one integer addition per chunk.
+Idle connections are found by one sweep timer for the whole gateway instead
+of one timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from functools import partial
+from typing import cast
+
+import msgspec
+
+from wanfed_proto import (
+    ClientHello,
+    ClientHelloParser,
+    HelloError,
+    HelloTooLargeError,
+    MalformedHelloError,
+    NotTLSError,
+)
+
+from ._counters import GatewayCounters, GatewayStats, RejectReason
+from ._routes import Route, RouteTable
+
+__all__ = ["GatewayConfig", "MeshGateway"]
+
+log = logging.getLogger("wanfed.gateway")
+
+_IDLE_SWEEPS = 4
+"""An idle connection is closed after this many quiet sweeps (sweep = timeout / 4)."""
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits of the data plane. Times are seconds.
+
+    ``idle_timeout`` must outlast the longest silence of a healthy connection:
+    a blocking query may hold an RPC stream quiet for 600 s plus jitter, so the
+    default is an hour, as Envoy's TCP proxy uses.
+    """
+
+    hello_timeout: float = 5.0
+    max_hello_size: int = 16 * 1024
+    connect_timeout: float = 10.0
+    connect_attempts: int = 3
+    idle_timeout: float = 3600.0
+    max_connections: int = 4000
+    write_buffer_limit: int = 256 * 1024
+    backlog: int = 1024
+    stats_log_interval: float = 60.0
+    """Seconds between counter summaries in the log; 0 disables them."""
+
+    def __post_init__(self) -> None:
+        for name in ("hello_timeout", "connect_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.stats_log_interval < 0:
+            raise ValueError("stats_log_interval must not be negative")
+        for name in ("max_hello_size", "connect_attempts", "max_connections", "backlog"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.write_buffer_limit < 1024:
+            raise ValueError("write_buffer_limit must be at least 1024 bytes")
+
+
+_HELLO_REJECTS: dict[type[HelloError], RejectReason] = {
+    NotTLSError: RejectReason.NOT_TLS,
+    MalformedHelloError: RejectReason.MALFORMED_HELLO,
+    HelloTooLargeError: RejectReason.HELLO_TOO_LARGE,
+}
+
+
+class MeshGateway:
+    """One gateway listener: SNI routing, counters and a swappable route table."""
+
+    def __init__(self, routes: RouteTable, config: GatewayConfig | None = None) -> None:
+        self._routes = routes
+        self.config = config or GatewayConfig()
+        self.counters = GatewayCounters()
+        self._connections: set[_Downstream] = set()
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._stats_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def routes(self) -> RouteTable:
+        return self._routes
+
+    def update_routes(self, routes: RouteTable) -> None:
+        """Use ``routes`` for every connection accepted from now on.
+
+        Connections already routed keep their upstream: TLS sessions through
+        the gateway cannot move, and the endpoints' own health checks decide
+        when to give up on them.
+        """
+        self._routes = routes
+        log.info(
+            "gateway route table replaced; new connections use it",
+            extra={"routes": len(routes.exact) + len(routes.remote_suffixes)},
+        )
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._connections)
+
+    def stats(self) -> GatewayStats:
+        return self.counters.snapshot(self._connections)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``; only valid after :meth:`start`."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("gateway is not listening")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port`` (port 0 picks one) and return the bound address."""
+        if self._server is not None:
+            raise RuntimeError("gateway is already listening")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._server = await loop.create_server(
+            partial(_Downstream, self), host, port, backlog=self.config.backlog
+        )
+        self._schedule_sweep()
+        if self.config.stats_log_interval:
+            self._stats_handle = loop.call_later(self.config.stats_log_interval, self._log_stats)
+        bound = self.address
+        log.info("gateway listening", extra={"host": bound[0], "port": bound[1]})
+        return bound
+
+    async def close(self) -> None:
+        """Stop accepting, drop every open connection and wait for the listener."""
+        for handle in (self._sweep_handle, self._stats_handle):
+            if handle is not None:
+                handle.cancel()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self._connections):
+            conn.abort()
+        if server is not None:
+            await server.wait_closed()
+        log.info("gateway stopped", extra={"stats": msgspec.to_builtins(self.stats())})
+
+    # --- internal, used by connections -------------------------------------
+
+    def _admit(self, conn: _Downstream) -> bool:
+        if len(self._connections) >= self.config.max_connections:
+            self.counters.reject(RejectReason.TOO_MANY_CONNECTIONS)
+            return False
+        self._connections.add(conn)
+        self.counters.accepted += 1
+        return True
+
+    def _forget(self, conn: _Downstream) -> None:
+        self._connections.discard(conn)
+
+    def _schedule_sweep(self) -> None:
+        assert self._loop is not None
+        interval = self.config.idle_timeout / _IDLE_SWEEPS
+        self._sweep_handle = self._loop.call_later(interval, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        for conn in list(self._connections):
+            conn.idle_sweep()
+        self._schedule_sweep()
+
+    def _log_stats(self) -> None:
+        assert self._loop is not None
+        log.info("gateway counters", extra={"stats": msgspec.to_builtins(self.stats())})
+        self._stats_handle = self._loop.call_later(self.config.stats_log_interval, self._log_stats)
+
+
+class _Downstream(asyncio.Protocol):
+    """The client side of one proxied connection; owns its whole lifecycle."""
+
+    __slots__ = (
+        "_client_eof",
+        "_closed",
+        "_connect_task",
+        "_gateway",
+        "_hello_timer",
+        "_idle_mark",
+        "_idle_sweeps",
+        "_parser",
+        "_pending",
+        "_server_eof",
+        "_transport",
+        "_up",
+        "bytes_to_downstream",
+        "bytes_to_upstream",
+        "route_label",
+    )
+
+    def __init__(self, gateway: MeshGateway) -> None:
+        self._gateway = gateway
+        self._transport: asyncio.Transport | None = None
+        self._up: asyncio.Transport | None = None
+        self._parser: ClientHelloParser | None = None
+        self._pending: list[bytes] = []
+        self._hello_timer: asyncio.TimerHandle | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._client_eof = False
+        self._server_eof = False
+        self._closed = False
+        self._idle_mark = -1
+        self._idle_sweeps = 0
+        self.route_label: str | None = None
+        self.bytes_to_upstream = 0
+        self.bytes_to_downstream = 0
+
+    # --- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        gateway = self._gateway
+        if not gateway._admit(self):
+            log.warning(
+                "connection refused: gateway at its connection limit; closing it",
+                extra={
+                    "peer": transport.get_extra_info("peername"),
+                    "limit": gateway.config.max_connections,
+                },
+            )
+            self._closed = True
+            transport.abort()
+            return
+        config = gateway.config
+        self._parser = ClientHelloParser(max_size=config.max_hello_size)
+        loop = asyncio.get_running_loop()
+        self._hello_timer = loop.call_later(config.hello_timeout, self._on_hello_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        up = self._up
+        if up is not None:
+            up.write(data)
+            self.bytes_to_upstream += len(data)
+        elif self._parser is not None:
+            self._read_hello(data)
+        elif not self._closed:
+            # Connecting: reading is paused, but a chunk may already be in flight.
+            self._pending.append(data)
+
+    def eof_received(self) -> bool:
+        self._client_eof = True
+        up = self._up
+        if up is None:
+            if self._parser is not None:
+                self._reject(RejectReason.CLOSED_BEFORE_HELLO)
+            return False
+        if not up.is_closing():
+            up.write_eof()
+        if self._server_eof:
+            up.close()
+            return False
+        return True
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the upstream sends: stop reading upstream.
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._up is not None:
+            self._up.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        gateway = self._gateway
+        gateway._forget(self)
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        up = self._up
+        if up is not None:
+            if exc is None:
+                up.close()
+            else:
+                up.abort()
+        label = self.route_label
+        if label is not None:
+            counters = gateway.counters.route(label)
+            counters.bytes_to_upstream += self.bytes_to_upstream
+            counters.bytes_to_downstream += self.bytes_to_downstream
+            self.bytes_to_upstream = self.bytes_to_downstream = 0
+            log.debug(
+                "connection closed",
+                extra={
+                    "route": label,
+                    "bytes_to_upstream": counters.bytes_to_upstream,
+                    "error": str(exc) if exc else None,
+                },
+            )
+
+    # --- used by the upstream side and the gateway -----------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+        self.bytes_to_downstream += len(data)
+
+    def upstream_eof(self) -> bool:
+        self._server_eof = True
+        client = self._transport
+        assert client is not None
+        if not client.is_closing():
+            client.write_eof()
+        if self._client_eof:
+            client.close()
+            return False
+        return True
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        client = self._transport
+        if client is None or client.is_closing():
+            return
+        if exc is None:
+            client.close()
+        else:
+            log.info(
+                "upstream connection failed; closing the client connection",
+                extra={"route": self.route_label, "error": str(exc)},
+            )
+            client.abort()
+
+    def pause_client(self) -> None:
+        assert self._transport is not None
+        self._transport.pause_reading()
+
+    def resume_client(self) -> None:
+        assert self._transport is not None
+        self._transport.resume_reading()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        if self._up is not None:
+            self._up.abort()
+
+    def idle_sweep(self) -> None:
+        """Called by the gateway's sweep timer; closes after enough quiet sweeps."""
+        if self._up is None:
+            return
+        total = self.bytes_to_upstream + self.bytes_to_downstream
+        if total != self._idle_mark:
+            self._idle_mark = total
+            self._idle_sweeps = 0
+            return
+        self._idle_sweeps += 1
+        if self._idle_sweeps >= _IDLE_SWEEPS:
+            log.info(
+                "connection idle too long; closing both sides",
+                extra={
+                    "route": self.route_label,
+                    "idle_timeout": self._gateway.config.idle_timeout,
+                },
+            )
+            self.abort()
+
+    # --- the unrouted phase ----------------------------------------------------
+
+    def _read_hello(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None
+        try:
+            hello = parser.feed(data)
+        except HelloError as exc:
+            self._reject(_HELLO_REJECTS.get(type(exc), RejectReason.MALFORMED_HELLO), exc)
+            return
+        if isinstance(hello, ClientHello):
+            self._route(hello)
+
+    def _route(self, hello: ClientHello) -> None:
+        self._parser = None
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        sni = hello.server_name
+        if not sni:
+            self._reject(RejectReason.NO_SNI)
+            return
+        route = self._gateway.routes.lookup(sni)
+        if route is None:
+            self._reject(RejectReason.UNKNOWN_SNI, sni=sni)
+            return
+        self.route_label = route.label
+        self._gateway.counters.route(route.label).connections += 1
+        self._pending.append(hello.raw)
+        transport = self._transport
+        assert transport is not None
+        transport.pause_reading()
+        self._connect_task = asyncio.get_running_loop().create_task(self._connect(route))
+
+    async def _connect(self, route: Route) -> None:
+        gateway = self._gateway
+        config = gateway.config
+        counters = gateway.counters.route(route.label)
+        candidates = list(route.upstreams)
+        if len(candidates) > 1:
+            random.shuffle(candidates)
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], _Upstream] = partial(_Upstream, self)
+        for upstream in candidates[: config.connect_attempts]:
+            try:
+                async with asyncio.timeout(config.connect_timeout):
+                    transport, _ = await loop.create_connection(
+                        factory, upstream.host, upstream.port
+                    )
+            except (OSError, TimeoutError) as exc:
+                counters.connect_failures += 1
+                log.warning(
+                    "upstream connect failed; trying the next candidate if any",
+                    extra={"route": route.label, "upstream": str(upstream), "error": repr(exc)},
+                )
+                continue
+            if self._closed:
+                transport.close()
+                return
+            self._splice(transport)
+            return
+        counters.unreachable += 1
+        log.warning(
+            "no upstream reachable; closing the client connection",
+            extra={"route": route.label, "candidates": [str(u) for u in candidates]},
+        )
+        if self._transport is not None:
+            self._transport.close()
+
+    def _splice(self, up: asyncio.Transport) -> None:
+        client = self._transport
+        assert client is not None
+        limit = self._gateway.config.write_buffer_limit
+        up.set_write_buffer_limits(high=limit)
+        client.set_write_buffer_limits(high=limit)
+        self._up = up
+        pending = b"".join(self._pending)
+        self._pending = []
+        # Resume first: a write below may fill the upstream buffer and pause
+        # the client again, which must not be undone afterwards.
+        client.resume_reading()
+        up.write(pending)
+        self.bytes_to_upstream += len(pending)
+
+    def _on_hello_timeout(self) -> None:
+        self._hello_timer = None
+        self._reject(RejectReason.HELLO_TIMEOUT)
+
+    def _reject(
+        self, reason: RejectReason, exc: Exception | None = None, sni: str | None = None
+    ) -> None:
+        self._parser = None
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        self._gateway.counters.reject(reason)
+        transport = self._transport
+        assert transport is not None
+        log.debug(
+            "connection refused; closing it",
+            extra={
+                "reason": str(reason),
+                "sni": sni,
+                "peer": transport.get_extra_info("peername"),
+                "error": str(exc) if exc else None,
+            },
+        )
+        transport.close()
+
+
+class _Upstream(asyncio.Protocol):
+    """The server side of one proxied connection; forwards everything to its client."""
+
+    __slots__ = ("_down", "_write")
+
+    def __init__(self, down: _Downstream) -> None:
+        self._down = down
+        self._write = down.upstream_data
+
+    def data_received(self, data: bytes) -> None:
+        self._write(data)
+
+    def eof_received(self) -> bool:
+        return self._down.upstream_eof()
+
+    def pause_writing(self) -> None:
+        # The upstream reads slower than the client sends: stop reading the client.
+        self._down.pause_client()
+
+    def resume_writing(self) -> None:
+        self._down.resume_client()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._down.upstream_lost(exc)
