@@ -58,6 +58,7 @@ async def dial_alpn(
     (refused, timed out, certificate rejected), with the cause chained.
     """
     check_dial_context(context)
+    alpn = str(alpn)  # an Alpn member compares equal but reads badly in errors
     if not sni:
         raise ValueError("dialing via ALPN needs a server name (SNI)")
     if not alpn:

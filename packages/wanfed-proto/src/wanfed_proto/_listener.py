@@ -81,6 +81,8 @@ class RpcPortServer:
         handshake_timeout: float,
     ) -> None:
         self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self._address = (str(host), int(port))
         self._plain = dict(plain_handlers)
         self._alpn = dict(alpn_handlers)
         self._ssl = ssl_context
@@ -93,8 +95,7 @@ class RpcPortServer:
     @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)``; useful after binding port 0."""
-        host, port = self._listener.getsockname()[:2]
-        return (str(host), int(port))
+        return self._address
 
     async def close(self) -> None:
         """Stop accepting, abort open connections, wait for their handlers."""

@@ -55,5 +55,6 @@ async def write_packet(
     writer: asyncio.StreamWriter, payload: bytes, max_size: int = DEFAULT_MAX_FRAME
 ) -> None:
     """Send one packet as a frame; refuses what the peer would refuse."""
-    writer.write(encode_frame(payload, max_size))
+    frame = encode_frame(payload, max_size)
+    writer.write(frame)
     await writer.drain()
