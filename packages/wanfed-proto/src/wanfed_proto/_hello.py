@@ -201,15 +201,16 @@ class ClientHelloParser:
             raise MalformedHelloError(
                 f"record of content type {content_type} interleaved with the ClientHello"
             )
-        if end - pos >= 2 and raw[pos + 1] != 3:
+        available = end - pos
+        if available >= 2 and raw[pos + 1] != 3:
             message = f"record version major byte {raw[pos + 1]} is not 3"
             raise NotTLSError(message) if first else MalformedHelloError(message)
-        if end - pos < _RECORD_HEADER:
+        if available >= 3 and raw[pos + 2] > 4:
+            message = f"record version 3.{raw[pos + 2]} is not SSL 3.0 to TLS 1.3"
+            raise NotTLSError(message) if first else MalformedHelloError(message)
+        if available < _RECORD_HEADER:
             return False
         _, major, minor, length = _RECORD.unpack_from(raw, pos)
-        if minor > 4:
-            message = f"record version {major}.{minor} is not SSL 3.0 to TLS 1.3"
-            raise NotTLSError(message) if first else MalformedHelloError(message)
         if length == 0:
             raise MalformedHelloError("empty handshake record")
         if length > _MAX_RECORD_PAYLOAD:
