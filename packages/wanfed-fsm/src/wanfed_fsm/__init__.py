@@ -40,6 +40,7 @@ from ._fsm import (
     decode_command,
     encode_command,
 )
+from ._raft import RaftConfig, RaftConsensus, raft_password
 from ._store import (
     SNAPSHOT_VERSION,
     ReadTxn,
@@ -137,6 +138,8 @@ __all__ = [
     "QueryLeadership",
     "QueryMeta",
     "QueryOptions",
+    "RaftConfig",
+    "RaftConsensus",
     "RaftSecurityError",
     "ReadTxn",
     "Register",
@@ -161,4 +164,5 @@ __all__ = [
     "gateway_wan_address",
     "is_wan_federation_gateway",
     "query_wait",
+    "raft_password",
 ]
