@@ -87,7 +87,7 @@ def test_oversize_length_is_rejected_before_any_payload_is_buffered() -> None:
     assert str(caught.value) == f"frame size {0xFFFFFFFF} exceeds threshold of 1024"
     assert caught.value.size == 0xFFFFFFFF
     assert caught.value.limit == 1024
-    assert decoder.buffered <= HEADER_SIZE
+    assert decoder.buffered == 0
 
 
 def test_oversize_length_split_across_feeds_is_rejected_when_complete() -> None:
@@ -96,7 +96,7 @@ def test_oversize_length_split_across_feeds_is_rejected_when_complete() -> None:
     assert decoder.buffered == 2
     with pytest.raises(FrameTooLargeError):
         decoder.feed(b"\x04\x01")
-    assert decoder.buffered <= HEADER_SIZE
+    assert decoder.buffered == 0
 
 
 def test_default_cap_is_the_gossip_packet_cap() -> None:
@@ -107,17 +107,24 @@ def test_default_cap_is_the_gossip_packet_cap() -> None:
 
 def test_oversize_frame_after_a_good_one_is_rejected_when_reached() -> None:
     decoder = FrameDecoder(max_size=8)
-    decoder.feed(encode_frame(b"ok") + b"\x00\x00\x01\x00")
-    with pytest.raises(FrameTooLargeError):
-        list(decoder)
+    decoder.feed(encode_frame(b"ok") + b"\x00\x00\x01\x00" + b"junk")
+    assert decoder.next_frame() == b"ok"
+    with pytest.raises(FrameTooLargeError, match="frame size 256 exceeds threshold of 8"):
+        decoder.next_frame()
+    assert decoder.buffered == 0
 
 
-def test_decoder_stays_failed() -> None:
+def test_decoder_stays_failed_with_the_same_error() -> None:
     decoder = FrameDecoder(max_size=8)
-    with pytest.raises(FrameTooLargeError):
-        decoder.feed(b"\x00\x00\x00\x09")
-    with pytest.raises(FrameTooLargeError):
+    with pytest.raises(FrameTooLargeError) as first:
+        decoder.feed(b"\x00\x00\x00\x09" + b"x" * 9)
+    assert decoder.buffered == 0
+    with pytest.raises(FrameTooLargeError) as again:
         decoder.feed(encode_frame(b"fine"))
+    assert again.value is first.value
+    with pytest.raises(FrameTooLargeError) as later:
+        decoder.next_frame()
+    assert later.value is first.value
 
 
 def test_encode_refuses_what_the_peer_would_refuse() -> None:
@@ -140,6 +147,20 @@ def test_long_streams_do_not_grow_the_buffer_without_bound() -> None:
         assert decoder.next_frame() == payload
         assert decoder.buffered == 0
     assert len(decoder._buffer) < 200_000
+
+
+def test_partly_consumed_buffer_is_compacted() -> None:
+    # Frames that straddle reads keep the buffer from ever being fully
+    # consumed; compaction must still bound it.
+    frame = encode_frame(b"q" * 700)
+    stream = frame * 2000
+    decoder = FrameDecoder()
+    got = 0
+    for start in range(0, len(stream), 1000):
+        decoder.feed(stream[start : start + 1000])
+        got += sum(1 for _ in decoder)
+        assert len(decoder._buffer) < 3 * 65536
+    assert got == 2000
 
 
 def test_large_frame_arrives_in_pieces() -> None:

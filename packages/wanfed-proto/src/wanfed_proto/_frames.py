@@ -7,6 +7,7 @@ buffered, and a truncated frame is simply "need more bytes".
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Final
 
@@ -17,6 +18,10 @@ __all__ = ["DEFAULT_MAX_FRAME", "HEADER_SIZE", "FrameDecoder", "encode_frame"]
 HEADER_SIZE: Final = 4
 DEFAULT_MAX_FRAME: Final = 4 * 1024 * 1024
 """4 MiB: the gossip packet cap, also the default for every framed protocol."""
+
+_LENGTH: Final = struct.Struct(">I")
+_COPY_VIA_VIEW: Final = 16384
+_COMPACT_AFTER: Final = 65536
 
 
 def encode_frame(payload: bytes, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -31,12 +36,15 @@ class FrameDecoder:
     """Turns a byte stream into frames.
 
     ``feed`` may be called with any split of the stream; complete frames come
-    out of :meth:`frames` (or iteration) in order. After a
-    :class:`FrameTooLargeError` the stream is unusable and the caller must close
+    out of :meth:`frames` (or iteration) in order. A length above the maximum
+    raises :class:`FrameTooLargeError` as soon as its header is next in line
+    (from ``feed`` when it arrives, otherwise from the call that reaches it,
+    after every earlier frame was returned). The buffered bytes are dropped at
+    once, and every later call raises the same error: the caller must close
     the connection.
     """
 
-    __slots__ = ("_buffer", "_failed", "_max_size", "_pos")
+    __slots__ = ("_buffer", "_error", "_max_size", "_pos")
 
     def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
         if max_size < 0:
@@ -44,7 +52,7 @@ class FrameDecoder:
         self._max_size = max_size
         self._buffer = bytearray()
         self._pos = 0
-        self._failed = False
+        self._error: FrameTooLargeError | None = None
 
     @property
     def buffered(self) -> int:
@@ -53,34 +61,51 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes; checks the next length prefix at once."""
-        if self._failed:
-            raise FrameTooLargeError(-1, self._max_size)
+        if self._error is not None:
+            raise self._error
+        if self._pos and self._pos == len(self._buffer):
+            # Everything was consumed: start over instead of growing.
+            self._buffer.clear()
+            self._pos = 0
         self._buffer += data
-        self._check_header()
+        self._next_size()
 
-    def _check_header(self) -> None:
-        if self.buffered >= HEADER_SIZE:
-            start = self._pos
-            size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
-            if size > self._max_size:
-                self._failed = True
-                raise FrameTooLargeError(size, self._max_size)
+    def _next_size(self) -> int | None:
+        """The length in the next header, once it has arrived; raises above the cap."""
+        buffer = self._buffer
+        start = self._pos
+        if len(buffer) - start < HEADER_SIZE:
+            return None
+        size: int = _LENGTH.unpack_from(buffer, start)[0]
+        if size > self._max_size:
+            self._error = FrameTooLargeError(size, self._max_size)
+            self._buffer = bytearray()
+            self._pos = 0
+            raise self._error
+        return size
 
     def next_frame(self) -> bytes | None:
         """The next complete frame, or ``None`` when more bytes are needed."""
-        if self.buffered < HEADER_SIZE:
+        if self._error is not None:
+            raise self._error
+        size = self._next_size()
+        if size is None:
             return None
-        start = self._pos
-        size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
-        end = start + HEADER_SIZE + size
-        if len(self._buffer) < end:
+        buffer = self._buffer
+        begin = self._pos + HEADER_SIZE
+        end = begin + size
+        if len(buffer) < end:
             return None
-        frame = bytes(self._buffer[start + HEADER_SIZE : end])
+        if size < _COPY_VIA_VIEW:
+            frame = bytes(buffer[begin:end])
+        else:
+            # One copy instead of two for large frames.
+            with memoryview(buffer) as view:
+                frame = view[begin:end].tobytes()
         self._pos = end
-        if self._pos > 65536 and self._pos * 2 > len(self._buffer):
-            del self._buffer[: self._pos]
+        if end > _COMPACT_AFTER and end * 2 > len(buffer):
+            del buffer[:end]
             self._pos = 0
-        self._check_header()
         return frame
 
     def frames(self) -> Iterator[bytes]:
