@@ -1,20 +1,48 @@
-"""The ``wanfed`` command line."""
+"""The ``wanfed`` command line: a dispatcher over the modules in ``commands``.
+
+Each command module exposes ``register(subparsers)`` and sets a ``handler``
+default on its parser; ``main`` parses, calls the handler and maps failures
+to exit code 1 with one message on stderr (``--help`` exits 0).
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
+
+from wanfed_agent.config import ConfigError
+from wanfed_agent.tls import TLSMaterialError
+
+from .commands import keygen, tls
+from .commands._base import CommandError, CommandParser, Handler, show_usage
+
+__all__ = ["build_parser", "main"]
+
+COMMANDS = (tls, keygen)
+"""Registered subcommand modules. ``agent`` is added by the server runtime."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``wanfed`` console script."""
-    parser = argparse.ArgumentParser(prog="wanfed", description="WAN federation via mesh gateways")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="wanfed", description="WAN federation via mesh gateways")
+    parser.set_defaults(handler=show_usage(parser))
+    subparsers = parser.add_subparsers(metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wanfed`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+        handler: Handler = args.handler
+        return handler(args)
+    except SystemExit as exit_:  # --help and --version end parsing this way
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    except (CommandError, ConfigError, TLSMaterialError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":
