@@ -260,6 +260,47 @@ def test_real_hello_over_a_smaller_cap_is_too_large(max_size: int, cuts: list[in
     assert parser.buffered == 0
 
 
+def hello_with_host_name(name: bytes) -> bytes:
+    entry = b"\x00" + len(name).to_bytes(2, "big") + name
+    sni = len(entry).to_bytes(2, "big") + entry
+    extensions = b"\x00\x00" + len(sni).to_bytes(2, "big") + sni
+    body = (
+        b"\x03\x03"
+        + b"\x00" * 32
+        + b"\x00"
+        + b"\x00\x02\x13\x01"
+        + b"\x01\x00"
+        + len(extensions).to_bytes(2, "big")
+        + extensions
+    )
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(message).to_bytes(2, "big") + message
+
+
+host_names = st.one_of(
+    st.binary(min_size=1, max_size=80),
+    st.text(min_size=1, max_size=40).map(str.encode),
+    st.binary(max_size=30).map(lambda rest: b"xn--" + rest),
+    st.text(max_size=20).map(lambda rest: ("xn--" + rest).encode()),
+    st.lists(st.text(max_size=70), min_size=1, max_size=4).map(lambda ls: ".".join(ls).encode()),
+)
+
+
+@PROPERTY
+@given(host_names)
+def test_any_host_name_is_parsed_or_malformed(name: bytes) -> None:
+    # The IDNA codecs raise a zoo of errors on odd input; only ours may escape.
+    try:
+        hello = parse_client_hello(hello_with_host_name(name))
+    except MalformedHelloError:
+        return
+    assert hello.server_name is not None
+    assert hello.server_name.isascii()
+    assert hello.server_name == hello.server_name.lower()
+    if name.isascii():
+        assert hello.server_name == name.decode("ascii").lower()
+
+
 # --- names ----------------------------------------------------------------------------------
 
 labels = st.from_regex(r"[a-z0-9_-]{1,20}", fullmatch=True)
