@@ -45,6 +45,11 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        # argparse's allow_abbrev=False only covers "--" flags; without this,
+        # "-serv" would silently mean "-server". Exact names only.
+        return []
+
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
