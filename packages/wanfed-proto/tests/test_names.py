@@ -92,6 +92,12 @@ def test_parsed_name_is_frozen() -> None:
     assert msgspec.json.decode(msgspec.json.encode(parsed), type=ServerName) == parsed
 
 
+@pytest.mark.parametrize(("dc", "node"), [("DC1", None), ("", None), ("dc1", ""), ("dc1", "a.b")])
+def test_server_name_cannot_be_built_invalid(dc: str, node: str | None) -> None:
+    with pytest.raises(InvalidNameError):
+        ServerName(dc=dc, node=node)
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -49,6 +49,12 @@ class ServerName(msgspec.Struct, frozen=True, kw_only=True):
     dc: str
     node: str | None = None
 
+    def __post_init__(self) -> None:
+        # Built by hand or decoded, it must still be a name that can route.
+        validate_datacenter(self.dc)
+        if self.node is not None:
+            validate_node_label(self.node)
+
     @property
     def any_server(self) -> bool:
         """True for ``server.<dc>.<domain>``: the gateway may pick any server."""
