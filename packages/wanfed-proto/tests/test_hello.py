@@ -13,6 +13,7 @@ import pytest
 
 from wanfed_proto import (
     DEFAULT_MAX_HELLO,
+    NATIVE_TLS,
     NEED_MORE,
     ClientHello,
     ClientHelloParser,
@@ -20,6 +21,8 @@ from wanfed_proto import (
     HelloTooLargeError,
     MalformedHelloError,
     NotTLSError,
+    RpcType,
+    classify,
     parse_client_hello,
 )
 
@@ -194,6 +197,19 @@ def test_python_ssl_hello(real_hello: bytes) -> None:
     assert hello.record_version in (0x0301, 0x0303)
     assert hello.raw == real_hello
     assert hello.hello_length == len(real_hello)
+
+
+def test_real_hello_sniffs_as_native_tls(real_hello: bytes) -> None:
+    # The RPC port's one-byte peek and the gateway's parser agree on real TLS.
+    assert classify(real_hello[0]) is NATIVE_TLS
+
+
+@pytest.mark.parametrize("rpc_type", range(10))
+def test_type_byte_streams_sniff_as_their_type_and_are_not_tls(rpc_type: int) -> None:
+    data = bytes([rpc_type]) + b"hello"
+    assert classify(data[0]) == RpcType(rpc_type)
+    with pytest.raises(NotTLSError):
+        ClientHelloParser().feed(data)
 
 
 def test_python_ssl_hello_name_is_lower_cased() -> None:
