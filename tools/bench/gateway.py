@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -184,7 +185,7 @@ async def run_backend(directory: Path) -> None:
     server.close()
 
 
-async def run_gateway(upstream_port: int) -> None:
+async def run_gateway(upstream_port: int, write_buffer_limit: int) -> None:
     from wanfed_fsm import CheckServiceNode, Node, Service
     from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
 
@@ -193,7 +194,9 @@ async def run_gateway(upstream_port: int) -> None:
         service=Service(service="consul", port=upstream_port),
     )
     table = build_route_table(RouteInputs(local_dc="dc1", local_servers=[server]))
-    gateway = MeshGateway(table, GatewayConfig(stats_log_interval=0))
+    gateway = MeshGateway(
+        table, GatewayConfig(stats_log_interval=0, write_buffer_limit=write_buffer_limit)
+    )
     _, port = await gateway.start("127.0.0.1", 0)
     print(f"READY {port}", flush=True)
     await wait_for_stdin_eof()
@@ -277,7 +280,7 @@ class Client:
     bulk_bytes: int
     pings: int
 
-    async def conns_per_second(self, port: int) -> float:
+    async def conns_per_second(self, port: int) -> tuple[float, int]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.seconds
         completed = 0
@@ -287,21 +290,21 @@ class Client:
             while loop.time() < deadline:
                 done: asyncio.Future[None] = loop.create_future()
                 await loop.create_connection(
-                    lambda: OneShot(done), "127.0.0.1", port, ssl=self.ctx, server_hostname=SNI
+                    partial(OneShot, done), "127.0.0.1", port, ssl=self.ctx, server_hostname=SNI
                 )
                 await done
                 completed += 1
 
         start = loop.time()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return completed / (loop.time() - start)
+        return completed / (loop.time() - start), completed
 
     async def bulk_mib_per_second(self, port: int) -> float:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         start = time.perf_counter()
         transport, _ = await loop.create_connection(
-            lambda: Download(self.bulk_bytes, done),
+            partial(Download, self.bulk_bytes, done),
             "127.0.0.1",
             port,
             ssl=self.ctx,
@@ -331,10 +334,30 @@ class Client:
 # --- orchestration -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """One path under test: where to connect, and the proxy process to account CPU to."""
+
+    port: int
+    pid: int | None = None
+
+
+def cpu_ns(pid: int | None) -> int:
+    """Nanoseconds the process's main thread has run (``/proc/PID/schedstat``), 0 if unknown."""
+    if pid is None:
+        return 0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @dataclass
 class PathResults:
     conns: list[float] = field(default_factory=list)
     bulk: list[float] = field(default_factory=list)
+    cpu_ns: dict[str, int] = field(default_factory=lambda: {"conns": 0, "bulk": 0})
+    work: dict[str, float] = field(default_factory=lambda: {"conns": 0.0, "bulk": 0.0})
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     added_p50: list[float] = field(default_factory=list)
@@ -347,7 +370,7 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start_python(self, *args: str) -> int:
+    def start_python(self, *args: str) -> Target:
         proc = subprocess.Popen(
             [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
@@ -356,9 +379,9 @@ class Children:
         line = proc.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "READY":
             raise RuntimeError(f"child {args} did not start: {line}")
-        return int(line[1])
+        return Target(int(line[1]), proc.pid)
 
-    def start_haproxy(self, directory: Path, backend_port: int) -> int:
+    def start_haproxy(self, directory: Path, backend_port: int) -> Target:
         port = free_port()
         config = directory / "haproxy.cfg"
         config.write_text(
@@ -390,7 +413,7 @@ backend be_none
         while True:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return port
+                    return Target(port, proc.pid)
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start (exit status {proc.poll()})")
             time.sleep(0.05)
@@ -430,20 +453,28 @@ def rotate(items: list[str], by: int) -> list[str]:
     return items[by:] + items[:by]
 
 
-async def measure(paths: dict[str, int], client: Client, rounds: int) -> dict[str, PathResults]:
+async def measure(paths: dict[str, Target], client: Client, rounds: int) -> dict[str, PathResults]:
     results = {name: PathResults() for name in paths}
-    for name, port in paths.items():  # warm-up: caches, first-connection costs
-        await client.round_trips_ms(port)
-        del name
+    for target in paths.values():  # warm-up: caches, first-connection costs
+        await client.round_trips_ms(target.port)
     for round_number in range(rounds):
         order = rotate(list(paths), round_number)
         for name in order:
-            results[name].conns.append(await client.conns_per_second(paths[name]))
+            target, result = paths[name], results[name]
+            before = cpu_ns(target.pid)
+            rate, count = await client.conns_per_second(target.port)
+            result.cpu_ns["conns"] += cpu_ns(target.pid) - before
+            result.work["conns"] += count
+            result.conns.append(rate)
         for name in order:
-            results[name].bulk.append(await client.bulk_mib_per_second(paths[name]))
+            target, result = paths[name], results[name]
+            before = cpu_ns(target.pid)
+            result.bulk.append(await client.bulk_mib_per_second(target.port))
+            result.cpu_ns["bulk"] += cpu_ns(target.pid) - before
+            result.work["bulk"] += client.bulk_bytes / 2**20
         medians: dict[str, tuple[float, float]] = {}
         for name in order:
-            samples = await client.round_trips_ms(paths[name])
+            samples = await client.round_trips_ms(paths[name].port)
             cut = statistics.quantiles(samples, n=100)
             medians[name] = (statistics.median(samples), cut[98])
         for name, (p50, p99) in medians.items():
@@ -485,7 +516,19 @@ def report(results: dict[str, PathResults]) -> None:
             f"  {name:<8} conns/s {' '.join(f'{v:.0f}' for v in r.conns)}  "
             f"MiB/s {' '.join(f'{v:.0f}' for v in r.bulk)}"
         )
+    print("proxy CPU (main thread, summed over rounds):")
+    for name, r in results.items():
+        if name == "direct":
+            continue
+        per_conn = r.cpu_ns["conns"] / max(r.work["conns"], 1) / 1e3
+        per_mib = r.cpu_ns["bulk"] / max(r.work["bulk"], 1) / 1e6
+        print(f"  {name:<8} {per_conn:7.0f} µs per new connection  {per_mib:6.2f} ms per MiB")
     wanfed = results["wanfed"]
+    if hap is not None:
+        for what, unit in (("conns", "connection"), ("bulk", "MiB")):
+            mine = wanfed.cpu_ns[what] / max(wanfed.work[what], 1)
+            theirs = hap.cpu_ns[what] / max(hap.work[what], 1)
+            print(f"  wanfed/HAProxy CPU per {unit}: {ratio(mine, theirs)}")
     added = med(wanfed.added_p50)
     print(f"added p50 (wanfed): {added:.3f} ms  target ≤ {ADDED_P50_TARGET_MS} ms  ", end="")
     print("MET" if added <= ADDED_P50_TARGET_MS else "MISSED")
@@ -502,15 +545,15 @@ async def orchestrate(args: argparse.Namespace) -> None:
         directory = Path(tmp)
         make_pki(directory)
         backend = procs.start_python("--role", "backend", "--dir", tmp)
-        paths = {"direct": backend}
+        paths = {"direct": Target(backend.port)}
         if shutil.which("haproxy"):
-            paths["haproxy"] = procs.start_haproxy(directory, backend)
+            paths["haproxy"] = procs.start_haproxy(directory, backend.port)
         else:
             print(
                 "HAProxy column unavailable: 'haproxy' is not installed "
                 "(install it with: apt-get install haproxy)"
             )
-        paths["wanfed"] = procs.start_python("--role", "gateway", "--upstream", str(backend))
+        paths["wanfed"] = procs.start_python("--role", "gateway", "--upstream", str(backend.port))
         client = Client(
             tls_context(directory, "client"), args.seconds, args.bulk_mib * 2**20, args.pings
         )
@@ -534,6 +577,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--bulk-mib", type=int, default=256)
     parser.add_argument("--pings", type=int, default=2000)
+    parser.add_argument(
+        "--write-buffer-limit", type=int, default=256 * 1024, help="the gateway's, in bytes"
+    )
     args = parser.parse_args()
     import uvloop
 
@@ -542,7 +588,7 @@ def main() -> None:
         uvloop.run(run_backend(args.dir))
     elif args.role == "gateway":
         assert args.upstream is not None
-        uvloop.run(run_gateway(args.upstream))
+        uvloop.run(run_gateway(args.upstream, args.write_buffer_limit))
     else:
         uvloop.run(orchestrate(args))
 

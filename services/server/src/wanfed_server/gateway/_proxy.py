@@ -308,17 +308,20 @@ class _Downstream(asyncio.Protocol):
         label = self.route_label
         if label is not None:
             counters = gateway.counters.route(label)
-            counters.bytes_to_upstream += self.bytes_to_upstream
-            counters.bytes_to_downstream += self.bytes_to_downstream
+            up_bytes, down_bytes = self.bytes_to_upstream, self.bytes_to_downstream
+            counters.bytes_to_upstream += up_bytes
+            counters.bytes_to_downstream += down_bytes
             self.bytes_to_upstream = self.bytes_to_downstream = 0
-            log.debug(
-                "connection closed",
-                extra={
-                    "route": label,
-                    "bytes_to_upstream": counters.bytes_to_upstream,
-                    "error": str(exc) if exc else None,
-                },
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "connection closed",
+                    extra={
+                        "route": label,
+                        "bytes_to_upstream": up_bytes,
+                        "bytes_to_downstream": down_bytes,
+                        "error": str(exc) if exc else None,
+                    },
+                )
 
     # --- used by the upstream side and the gateway -----------------------------
 
@@ -483,15 +486,16 @@ class _Downstream(asyncio.Protocol):
         self._gateway.counters.reject(reason)
         transport = self._transport
         assert transport is not None
-        log.debug(
-            "connection refused; closing it",
-            extra={
-                "reason": str(reason),
-                "sni": sni,
-                "peer": transport.get_extra_info("peername"),
-                "error": str(exc) if exc else None,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "connection refused; closing it",
+                extra={
+                    "reason": str(reason),
+                    "sni": sni,
+                    "peer": transport.get_extra_info("peername"),
+                    "error": str(exc) if exc else None,
+                },
+            )
         transport.close()
 
 
