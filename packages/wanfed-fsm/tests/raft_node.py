@@ -34,7 +34,9 @@ from wanfed_fsm import (
 
 def _write(record_id: int) -> FederationStateWrite:
     return FederationStateWrite(
-        request=FederationStateRequest(op="upsert", state=FederationState(datacenter=f"w{record_id}"))
+        request=FederationStateRequest(
+            op="upsert", state=FederationState(datacenter=f"w{record_id}")
+        )
     )
 
 

@@ -14,8 +14,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -32,6 +33,16 @@ def _free_port() -> int:
         return port
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass (state lives in other processes)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return await check()
+
+
 class Server:
     """One raft_node.py process and a control connection to it."""
 
@@ -45,8 +56,7 @@ class Server:
         self._writer: asyncio.StreamWriter | None = None
 
     async def start(self) -> None:
-        self.data_dir.mkdir(exist_ok=True)
-        with open(self.data_dir / "stderr.log", "ab") as log:
+        with self._log() as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(_NODE_SCRIPT),
@@ -67,16 +77,19 @@ class Server:
         line = await asyncio.wait_for(self.process.stdout.readline(), 10)
         assert line.startswith(b"READY "), line
         port = int(line.split()[1])
-        self._reader, self._writer = await asyncio.open_connection(
-            "127.0.0.1", port, limit=1 << 22
-        )
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+
+    def _log(self) -> BinaryIO:
+        self.data_dir.mkdir(exist_ok=True)
+        return open(self.data_dir / "stderr.log", "ab")
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
     async def request(self, line: str) -> str:
-        assert self._reader is not None and self._writer is not None
+        assert self._reader is not None
+        assert self._writer is not None
         self._writer.write(line.encode() + b"\n")
         await self._writer.drain()
         answer = await asyncio.wait_for(self._reader.readline(), 30)
@@ -112,28 +125,32 @@ class Cluster:
     async def start(self) -> None:
         await asyncio.gather(*(s.start() for s in self.servers))
 
-    async def leader(self, timeout: float = 5.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    async def leader(self, within: float = 5.0) -> Server:
+        found: list[Server] = []
+
+        async def elected() -> bool:
             for server in self.servers:
                 if server.alive:
                     try:
                         if (await server.status())[0]:
-                            return server
+                            found.append(server)
+                            return True
                     except ConnectionError:
                         pass
-            await asyncio.sleep(0.01)
-        raise AssertionError("no leader elected")
+            return False
 
-    async def converged(self, records: int, timeout: float = 10.0) -> None:
+        assert await eventually(elected, within), "no leader elected"
+        return found[0]
+
+    async def converged(self, records: int, within: float = 10.0) -> None:
         """Wait until every live server holds ``records`` records."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            counts = [(await s.status())[3] for s in self.servers if s.alive]
-            if all(c == records for c in counts):
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"servers did not converge on {records} records: {counts}")
+        counts: list[int] = []
+
+        async def same() -> bool:
+            counts[:] = [(await s.status())[3] for s in self.servers if s.alive]
+            return all(c == records for c in counts)
+
+        assert await eventually(same, within), f"no convergence on {records} records: {counts}"
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.kill() for s in self.servers))
@@ -158,6 +175,11 @@ class Writer:
         self.ack_times: list[float] = []
         self.next_id = 0
         self.stop = asyncio.Event()
+        self._acked = asyncio.Condition()
+
+    async def wait_acknowledged(self, count: int, within: float) -> None:
+        async with asyncio.timeout(within), self._acked:
+            await self._acked.wait_for(lambda: len(self.acknowledged) >= count)
 
     async def run(self) -> None:
         leader = await self.cluster.leader()
@@ -171,6 +193,8 @@ class Writer:
             if answer.startswith("OK"):
                 self.acknowledged.append(record_id)
                 self.ack_times.append(time.monotonic())
+                async with self._acked:
+                    self._acked.notify_all()
             else:
                 leader = await self.cluster.leader()
 
@@ -182,15 +206,14 @@ async def test_writes_survive_leader_kill_and_full_cluster_restart(cluster: Clus
 
     writer = Writer(cluster)
     task = asyncio.create_task(writer.run())
-    while len(writer.acknowledged) < 300:
-        await asyncio.sleep(0.01)
+    await writer.wait_acknowledged(300, within=10)
     killed_at = time.monotonic()
     await leader.kill()
     acked_before_kill = len(writer.acknowledged)
-    deadline = time.monotonic() + 5
-    while len(writer.acknowledged) < acked_before_kill + 300 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    writer.stop.set()
+    try:
+        await writer.wait_acknowledged(acked_before_kill + 300, within=5)
+    finally:
+        writer.stop.set()
     await task
 
     first_after_kill = next(t for t in writer.ack_times if t > killed_at)
@@ -202,10 +225,11 @@ async def test_writes_survive_leader_kill_and_full_cluster_restart(cluster: Clus
     survivors = [s for s in cluster.servers if s.alive]
     await cluster.leader()
     for server in survivors:
-        deadline = time.monotonic() + 5
-        while not acknowledged <= await server.ids() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert acknowledged <= await server.ids(), f"{server.address} lost acknowledged writes"
+
+        async def has_all(server: Server = server) -> bool:
+            return acknowledged <= await server.ids()
+
+        assert await eventually(has_all, 5), f"{server.address} lost acknowledged writes"
     records = len(await survivors[0].ids())
 
     # the killed server comes back from its data_dir and catches up
@@ -236,7 +260,7 @@ async def test_compaction_and_a_restarted_follower_catches_up(tmp_path: Path) ->
             if server.alive:
                 assert (await server.status())[4] < 2000
         await follower.start()
-        await cluster.converged(20000, timeout=15)
+        await cluster.converged(20000, within=15)
         assert await follower.ids() == set(range(20000))
         assert (await follower.status())[2] >= 20000
     finally:

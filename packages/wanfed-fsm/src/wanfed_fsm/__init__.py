@@ -41,6 +41,7 @@ from ._fsm import (
     encode_command,
 )
 from ._raft import RaftConfig, RaftConsensus, raft_password
+from ._retry import LEADER_LOOP_BACKOFF_CAP, RetryPolicy, TokenBucket, retry_loop
 from ._store import (
     SNAPSHOT_VERSION,
     ReadTxn,
@@ -91,6 +92,7 @@ from ._structs import (
 __all__ = [
     "DEFAULT_QUERY_WAIT",
     "HEALTH_STATUSES",
+    "LEADER_LOOP_BACKOFF_CAP",
     "MAX_QUERY_WAIT",
     "MESH_GATEWAY_KIND",
     "SNAPSHOT_VERSION",
@@ -144,6 +146,7 @@ __all__ = [
     "ReadTxn",
     "Register",
     "RegisterRequest",
+    "RetryPolicy",
     "Service",
     "ServiceAddress",
     "ServiceKind",
@@ -153,6 +156,7 @@ __all__ = [
     "StateStore",
     "StoreContents",
     "Table",
+    "TokenBucket",
     "Watch",
     "WatchCallback",
     "blocking_query",
@@ -165,4 +169,5 @@ __all__ = [
     "is_wan_federation_gateway",
     "query_wait",
     "raft_password",
+    "retry_loop",
 ]
