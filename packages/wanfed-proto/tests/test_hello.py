@@ -8,6 +8,7 @@ import ssl
 import struct
 import subprocess
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -315,6 +316,55 @@ def test_raw_keeps_bytes_that_followed_the_hello(real_hello: bytes) -> None:
     assert isinstance(hello, ClientHello)
     assert hello.raw == real_hello + b"early data"
     assert hello.hello_length == len(real_hello)
+
+
+def _pump(source: ssl.MemoryBIO, sink: ssl.MemoryBIO) -> None:
+    if data := source.read():
+        sink.write(data)
+
+
+def test_replayed_raw_bytes_complete_a_real_mutual_tls_handshake(pki: dict[str, Path]) -> None:
+    # What a gateway does: read the hello, route on it, replay every byte read.
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(pki["server"], pki["server_key"])
+    server_context.load_verify_locations(pki["ca"])
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    server_context.set_alpn_protocols(["wanfed/raft", "wanfed/rpc-multi"])
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_cert_chain(pki["client"], pki["client_key"])
+    client_context.load_verify_locations(pki["ca"])
+    client_context.set_alpn_protocols(["wanfed/rpc-multi"])
+
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_context.wrap_bio(c_in, c_out, server_hostname="s1.server.dc1.consul")
+    server = server_context.wrap_bio(s_in, s_out, server_side=True)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    first_flight = c_out.read()
+    hello = feed_in_chunks(ClientHelloParser(), first_flight, cycle(3, 100))
+    assert hello.server_name == "s1.server.dc1.consul"
+    assert hello.alpn_protocols == ("wanfed/rpc-multi",)
+
+    s_in.write(hello.raw)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, side in (("server", server), ("client", client)):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        _pump(s_out, c_in)
+        _pump(c_out, s_in)
+        if all(done.values()):
+            break
+    assert done == {"client": True, "server": True}
+    assert server.selected_alpn_protocol() == "wanfed/rpc-multi"
+    assert server.getpeercert() is not None
+    client.write(b"ping")
+    _pump(c_out, s_in)
+    assert server.read(4) == b"ping"
 
 
 def test_feeding_a_complete_parser_is_a_programming_error(real_hello: bytes) -> None:
