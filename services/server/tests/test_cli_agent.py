@@ -223,3 +223,29 @@ def test_parse_returns_a_frozen_struct() -> None:
     assert isinstance(config, AgentConfig)
     with pytest.raises(AttributeError):
         config.server = False  # type: ignore[misc]
+
+
+def test_config_file_and_dir_keep_command_line_order(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"node_name": "from-dir"}))
+    file = tmp_path / "f.json"
+    file.write_text(json.dumps({"node_name": "from-file"}))
+    dir_last = parse_agent_config(["-config-file", str(file), "-config-dir", str(folder)])
+    file_last = parse_agent_config(["-config-dir", str(folder), "-config-file", str(file)])
+    assert dir_last.node_name == "from-dir"
+    assert file_last.node_name == "from-file"
+
+
+def test_config_dir_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is not a directory"):
+        parse_agent_config(["-config-dir", str(tmp_path / "missing")])
+
+
+def test_advertise_cannot_be_a_wildcard() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_agent_config(["-dev", "-advertise", "0.0.0.0"])
+    assert str(caught.value) == (
+        "command line: advertise_addr (-advertise): expected an address peers can reach, "
+        "got the wildcard '0.0.0.0'"
+    )

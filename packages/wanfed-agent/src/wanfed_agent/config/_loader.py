@@ -2,7 +2,9 @@
 
 Order, lowest priority first: built-in defaults, the ``-dev`` preset, each
 ``files`` entry, each ``dirs`` entry (its ``.json``/``.hcl`` files in lexical
-order), then ``overrides`` (the command line). Scalars from a later source
+order), then ``overrides`` (the command line). A directory given in ``files``
+is read like a ``dirs`` entry at that position, as Consul treats
+``-config-file`` and ``-config-dir`` as one ordered list. Scalars from a later source
 replace earlier ones, blocks merge key by key, and lists (``retry_join``,
 ``primary_gateways``, ...) are concatenated, as Consul does. Each source is
 checked on its own first so an error names the file that holds it.
@@ -10,6 +12,7 @@ checked on its own first so an error names the file that holds it.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +30,8 @@ from ._schema import check_source
 from ._validate import validate_config
 
 __all__ = ["COMMAND_LINE", "DEV_PRESET", "load_config"]
+
+log = logging.getLogger(__name__)
 
 COMMAND_LINE = "command line"
 
@@ -57,11 +62,12 @@ def load_config(
     merged: dict[str, Any] = {}
     if dev:
         _merge(merged, check_source(DEV_PRESET, "-dev"))
-    for path in files:
-        _merge(merged, check_source(read_config_file(path), str(path)))
-    for directory in dirs:
-        for path in config_dir_files(directory):
+    loaded: list[str] = []
+    for given in [*files, *dirs]:
+        is_dir = given in dirs or given.is_dir()
+        for path in config_dir_files(given) if is_dir else [given]:
             _merge(merged, check_source(read_config_file(path), str(path)))
+            loaded.append(str(path))
     if overrides:
         _merge(merged, check_source(overrides, COMMAND_LINE, _with_flag))
     merged.setdefault("node_name", socket.gethostname())
@@ -72,6 +78,10 @@ def load_config(
     validate_config(config)
     if check_tls_files:
         _check_tls_files(config)
+    log.info(
+        "configuration loaded; the agent starts with it",
+        extra={"config_files": loaded, "dev": dev, "flags": sorted(overrides or {})},
+    )
     return config
 
 

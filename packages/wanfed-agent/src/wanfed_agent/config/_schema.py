@@ -16,6 +16,7 @@ from ._errors import ConfigError
 from ._values import (
     describe,
     normalise_domain,
+    parse_advertise_ip,
     parse_bool,
     parse_bootstrap_expect,
     parse_datacenter,
@@ -72,8 +73,8 @@ SCHEMA: Block = {
     "data_dir": Key(parse_str),
     "bind_addr": Key(parse_ip),
     "client_addr": Key(parse_ip),
-    "advertise_addr": Key(parse_ip),
-    "advertise_addr_wan": Key(parse_ip),
+    "advertise_addr": Key(parse_advertise_ip),
+    "advertise_addr_wan": Key(parse_advertise_ip),
     "ports": {
         "http": Key(parse_port),
         "server": Key(parse_port),

@@ -19,6 +19,7 @@ __all__ = [
     "LOG_LEVELS",
     "describe",
     "normalise_domain",
+    "parse_advertise_ip",
     "parse_bool",
     "parse_bootstrap_expect",
     "parse_datacenter",
@@ -169,6 +170,14 @@ def parse_ip(value: object) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
+def parse_advertise_ip(value: object) -> str:
+    """An address peers dial: a wildcard like ``0.0.0.0`` would send them nowhere."""
+    text = parse_ip(value)
+    if ipaddress.ip_address(text).is_unspecified:
+        raise ValueError(f"expected an address peers can reach, got the wildcard {text!r}")
+    return text
 
 
 def parse_host_port(entry: str, default_port: int | None) -> tuple[str, int]:

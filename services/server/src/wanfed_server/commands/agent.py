@@ -33,10 +33,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     config loader, where they override files.
     """
     add_flag(parser, "dev", action="store_true", help="single in-memory server for trying things")
+    # Both flags feed one ordered list, so "-config-dir d -config-file f"
+    # lets f override what d says, as in Consul.
     add_flag(
         parser,
         "config-file",
         action="append",
+        dest="config_paths",
         default=[],
         type=Path,
         metavar="FILE",
@@ -46,8 +49,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         "config-dir",
         action="append",
+        dest="config_paths",
         default=[],
-        type=Path,
+        type=_directory,
         metavar="DIR",
         help="a dir whose .json/.hcl files are merged in lexical order (repeatable)",
     )
@@ -65,11 +69,16 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _directory(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return path
+
+
 def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Load the config the parsed flags describe; raises ``ConfigError`` if invalid."""
-    return load_config(
-        args.config_file, args.config_dir, flags_to_overrides(vars(args)), dev=args.dev
-    )
+    return load_config(args.config_paths, (), flags_to_overrides(vars(args)), dev=args.dev)
 
 
 def parse_agent_config(argv: Sequence[str]) -> AgentConfig:
