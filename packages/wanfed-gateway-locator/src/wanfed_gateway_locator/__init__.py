@@ -1,3 +1,34 @@
-"""wanfed gateway_locator."""
+"""wanfed_gateway_locator: which mesh gateway to dial to reach a datacenter.
 
-__all__: list[str] = []
+:class:`GatewayLocator` is the decision core (no I/O, time as a parameter);
+:class:`LocatorService` keeps it fed from the local store and stamps the
+replication feedback with the current time.
+"""
+
+from ._locator import (
+    FAILURES_BEFORE_DIRECT,
+    AddressSource,
+    Candidate,
+    DatacenterRoute,
+    GatewayLocator,
+    LocatorStatus,
+    Path,
+    ReplicationStatus,
+    merge_sorted_unique,
+)
+from ._service import FederationStateSource, LocalStateNotInitialized, LocatorService
+
+__all__ = [
+    "FAILURES_BEFORE_DIRECT",
+    "AddressSource",
+    "Candidate",
+    "DatacenterRoute",
+    "FederationStateSource",
+    "GatewayLocator",
+    "LocalStateNotInitialized",
+    "LocatorService",
+    "LocatorStatus",
+    "Path",
+    "ReplicationStatus",
+    "merge_sorted_unique",
+]

@@ -1,0 +1,134 @@
+"""The asyncio side of the locator: the refresh loop and the feedback entry points.
+
+:class:`LocatorService` owns a :class:`GatewayLocator` and keeps it fed: a
+long-running task re-reads the federation states with a blocking query over
+the local store (every server runs it, leader or not), and the replicator,
+the leader lifecycle and primary-gateway discovery call in through small
+methods that stamp the current time. Everything that decides lives in the
+core; this module only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from wanfed_fsm import FederationState, RetryPolicy, retry_loop
+
+from ._locator import GatewayLocator, LocatorStatus
+
+__all__ = ["FederationStateSource", "LocalStateNotInitialized", "LocatorService"]
+
+log = logging.getLogger("wanfed.gateway_locator")
+
+
+class LocalStateNotInitialized(Exception):
+    """This server has never heard from a leader: its store may be empty for no reason.
+
+    Not a failure: the refresh loop retries without backing off.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("local state not initialized")
+
+
+class FederationStateSource(Protocol):
+    """Where the locator reads federation states: the server's own store."""
+
+    def local_state_initialized(self) -> bool:
+        """True once this server is leader or has heard from one."""
+        ...
+
+    async def federation_states(self, min_index: int) -> tuple[int, Sequence[FederationState]]:
+        """Every federation state; blocks while the table index is ``<= min_index``.
+
+        Returns an index of at least 1 (the blocking-query contract).
+        """
+        ...
+
+
+class LocatorService:
+    """Runs the refresh loop of one server's locator and timestamps its inputs."""
+
+    def __init__(
+        self,
+        locator: GatewayLocator,
+        source: FederationStateSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.locator = locator
+        self._source = source
+        self._clock = clock
+        self._policy = policy or RetryPolicy()
+        self._index = 0
+        self._task: asyncio.Task[None] | None = None
+        self._updated = asyncio.Event()
+        self.primary_gateways_ready = asyncio.Event()
+        """Set the first time replication names a primary gateway; stops discovery."""
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(
+                retry_loop("gateway locator refresh", self._refresh_once, policy=self._policy),
+                name="gateway-locator-refresh",
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refresh_once(self) -> None:
+        if not self._source.local_state_initialized():
+            # Not a failure: wait for the next token, not for a backoff.
+            log.debug("gateway locator waiting: %s", LocalStateNotInitialized())
+            return
+        index, states = await self._source.federation_states(self._index)
+        self.locator.update_from_states(states)
+        self._index = index
+        if self.locator.primary_gateways_ready:
+            self.primary_gateways_ready.set()
+        self._updated.set()
+
+    async def wait_updated(self) -> None:
+        """Wait for the next completed refresh (for callers that need fresh lists)."""
+        self._updated.clear()
+        await self._updated.wait()
+
+    # --- inputs from other routines -------------------------------------------
+
+    def on_replication_result(self, error: str | None, *, from_replication: bool = True) -> None:
+        """The replicator's feedback after every remote fetch."""
+        self.locator.record_replication_result(
+            error, self._clock(), from_replication=from_replication
+        )
+
+    def set_use_replication_signal(self, enabled: bool) -> None:
+        """Called by the leader lifecycle when replication starts or stops."""
+        self.locator.set_use_replication_signal(enabled, self._clock())
+
+    def refresh_fallback_addresses(
+        self, addresses: Iterable[str], source: str = "configured"
+    ) -> bool:
+        return self.locator.refresh_fallback_addresses(addresses, source)
+
+    # --- outputs ----------------------------------------------------------------
+
+    def pick_gateway(self, datacenter: str) -> str:
+        return self.locator.pick_gateway(datacenter)
+
+    def dial_primary_through_local_gateway(self) -> bool:
+        return self.locator.dial_primary_through_local_gateway()
+
+    def status(self) -> LocatorStatus:
+        return self.locator.status(self._clock())
