@@ -186,13 +186,13 @@ def main() -> int:
     name_width = max(len(row.name) for row in rows)
     base_width = max(len(row.baseline_name) for row in rows)
     print(
-        f"{'benchmark':<{name_width}}  {'ours':>14}  {'baseline':<{base_width}}  "
-        f"{'baseline':>14}  {'ours/base':>9}"
+        f"{'benchmark':<{name_width}}  {'ours':>15}  {'baseline':<{base_width}}  "
+        f"{'baseline':>15}  {'ours/base':>9}"
     )
     for row in rows:
         print(
-            f"{row.name:<{name_width}}  {row.ours:>9,.0f} {row.unit:<4}  "
-            f"{row.baseline_name:<{base_width}}  {row.baseline:>9,.0f} {row.unit:<4}  "
+            f"{row.name:<{name_width}}  {row.ours:>9,.0f} {row.unit:<5}  "
+            f"{row.baseline_name:<{base_width}}  {row.baseline:>9,.0f} {row.unit:<5}  "
             f"{row.ratio:>9.3f}"
         )
     print(f"({time.perf_counter() - started:.1f} s)")
