@@ -53,7 +53,25 @@ def _install_workspace(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Every package's unit tests plus the cross-package tests, in parallel."""
     _install_workspace(session, *TEST_DEPS)
-    session.run("pytest", "-n", "2", "-q", *session.posargs)
+    session.run("pytest", "-n", "2", "-q", "-m", "not interop", *session.posargs)
+
+
+INTEROP_APT_PACKAGES = ["golang-go", "golang-github-hashicorp-memberlist-dev"]
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Tests against other implementations (a Go hashicorp/memberlist peer built offline)."""
+    import os
+    import shutil
+
+    memberlist_src = Path("/usr/share/gocode/src/github.com/hashicorp/memberlist")
+    if shutil.which("go") is None or not memberlist_src.is_dir():
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", external=True)
+        session.run(*sudo, "apt-get", "install", "-y", *INTEROP_APT_PACKAGES, external=True)
+    _install_workspace(session, *TEST_DEPS)
+    session.run("pytest", "-q", "-m", "interop", *session.posargs)
 
 
 @nox.session

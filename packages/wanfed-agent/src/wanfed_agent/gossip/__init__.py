@@ -5,6 +5,7 @@ it packets, streams and the time, and carries out the actions it returns.
 :class:`SimulatedNetwork` is such an adapter in memory, with a virtual clock.
 """
 
+from ._agent import GossipAgent, GossipTransport, PlainTransport
 from ._config import GossipConfig, fast_profile, wan_profile
 from ._errors import GossipConfigError, GossipDecodeError, GossipError, IncompleteMessage
 from ._keyring import Keyring
@@ -24,10 +25,12 @@ from ._suspicion import suspicion_timeout
 from ._tags import decode_tags, encode_tags
 
 __all__ = [
+    "GossipAgent",
     "GossipConfig",
     "GossipConfigError",
     "GossipDecodeError",
     "GossipError",
+    "GossipTransport",
     "HostPort",
     "IncompleteMessage",
     "Keyring",
@@ -36,6 +39,7 @@ __all__ = [
     "MemberEventKind",
     "MemberState",
     "Membership",
+    "PlainTransport",
     "SendPacket",
     "SimulatedNetwork",
     "StreamExchange",

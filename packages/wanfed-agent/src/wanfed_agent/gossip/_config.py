@@ -32,7 +32,11 @@ PROTOCOL_VERSION_MAX = 5
 
 
 class GossipConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a :class:`Membership` needs to know about itself; times in seconds."""
+    """Everything a :class:`Membership` needs to know about itself; times in seconds.
+
+    ``advertise_port`` 0 means "whatever the transport binds"; the adapter
+    fills it in before the core starts.
+    """
 
     name: str
     advertise_host: str
@@ -65,7 +69,7 @@ class GossipConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise GossipConfigError(
                 f"advertise address must be an IP address, not {self.advertise_host!r}"
             ) from None
-        if not 0 < self.advertise_port <= 0xFFFF:
+        if not 0 <= self.advertise_port <= 0xFFFF:
             raise GossipConfigError(f"invalid gossip port {self.advertise_port}")
         if len(self.meta) > META_MAX_SIZE:
             raise GossipConfigError(

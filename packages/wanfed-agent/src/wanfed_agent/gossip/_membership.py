@@ -38,7 +38,7 @@ import msgspec
 
 from ._broadcasts import BroadcastQueue, retransmit_limit
 from ._config import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, GossipConfig
-from ._errors import GossipDecodeError, IncompleteMessage
+from ._errors import GossipConfigError, GossipDecodeError, IncompleteMessage
 from ._messages import (
     Ack,
     Alive,
@@ -266,6 +266,8 @@ class Membership:
         seed: int | None = None,
         tcp_ping_allowed: Callable[[str], bool] | None = None,
     ) -> None:
+        if config.advertise_port == 0:
+            raise GossipConfigError("the membership core needs the real advertised port, not 0")
         self.config = config
         self._keyring = config.keyring()
         self._rng = random.Random(seed)
