@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from wanfed_agent.config import AgentConfig, ConfigError, load_config, validate_config
+from wanfed_agent.config import AgentConfig, ConfigError, Connect, load_config, validate_config
 from wanfed_agent.tls import TLSMaterial
 
 WANFED = "connect.enable_mesh_gateway_wan_federation"
@@ -90,21 +90,32 @@ def test_wanfed_requires_server(tls_files: TLSMaterial, tmp_path: Path) -> None:
 
 
 def test_wanfed_rejects_slash_in_node_name(tls_files: TLSMaterial, tmp_path: Path) -> None:
-    # A '/' cannot come from a file or flag (the value check refuses it for
-    # every agent); this is the cross-key rule for a config built in code.
-    config = load(secondary(tls_files, tmp_path))
-    broken = msgspec.structs.replace(config, node_name="a/b")
-    with pytest.raises(ConfigError) as caught:
-        validate_config(broken)
-    assert str(caught.value) == (
+    assert error_of(secondary(tls_files, tmp_path, node_name="a/b")) == (
         "'connect.enable_mesh_gateway_wan_federation = true' requires that 'node_name' "
         "not contain '/' characters"
     )
 
 
-def test_slash_in_node_name_rejected_from_any_source() -> None:
-    message = error_of({"node_name": "a/b"})
-    assert message.startswith("command line: node_name (-node): expected a node name without '/'")
+def test_validate_config_checks_structs_built_in_code(
+    tls_files: TLSMaterial, tmp_path: Path
+) -> None:
+    config = load(secondary(tls_files, tmp_path))
+    broken = msgspec.structs.replace(
+        config, connect=Connect(enabled=False, enable_mesh_gateway_wan_federation=True)
+    )
+    with pytest.raises(ConfigError) as caught:
+        validate_config(broken)
+    assert str(caught.value) == (
+        "'connect.enable_mesh_gateway_wan_federation=true' requires 'connect.enabled=true'"
+    )
+    assert caught.value.key == "connect.enable_mesh_gateway_wan_federation"
+
+
+def test_slash_in_node_name_rejected_without_wanfed() -> None:
+    assert error_of({"node_name": "a/b"}) == (
+        "'node_name' must not contain '/' characters, got 'a/b': '/' separates name and "
+        "address in join strings"
+    )
 
 
 @pytest.mark.parametrize("key", ["retry_join_wan", "start_join_wan"])

@@ -39,6 +39,14 @@ def _problems(c: AgentConfig) -> list[tuple[str, str]]:
             found.append(
                 (f"'retry_join_wan' is incompatible with '{_WANFED} = true'", "retry_join_wan")
             )
+    if "/" in c.node_name:
+        found.append(
+            (
+                f"'node_name' must not contain '/' characters, got {c.node_name!r}: '/' "
+                "separates name and address in join strings",
+                "node_name",
+            )
+        )
     if c.primary_gateways:
         if not c.server:
             found.append(("'primary_gateways' requires 'server = true'", "primary_gateways"))

@@ -143,15 +143,10 @@ def parse_datacenter(value: object) -> str:
 
 
 def parse_node_name(value: object) -> str:
-    """Node names may not contain ``/``: join strings use it between name and address."""
+    """Non-empty; the ``/`` rule is checked after merging (its message depends on wanfed)."""
     name = parse_str(value)
     if not name:
         raise ValueError("expected a non-empty node name")
-    if "/" in name:
-        raise ValueError(
-            f"expected a node name without '/' (it separates name and address in join "
-            f"strings), got {name!r}"
-        )
     return name
 
 
