@@ -1,0 +1,27 @@
+"""What every handler reaches through the aiohttp application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from wanfed_server.interfaces import RpcDispatcher, ServerView
+from wanfed_server.local_agent import LocalAgent
+
+__all__ = ["CONTEXT", "ApiContext", "context"]
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    dispatcher: RpcDispatcher
+    view: ServerView
+    agent: LocalAgent
+
+
+CONTEXT: Final = web.AppKey("wanfed_api_context", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,73 @@
+"""The read-only federation-state endpoints (Consul's undocumented ``/v1/internal``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from wanfed_fsm import (
+    DatacenterIndexedCheckServiceNodes,
+    DCSpecificRequest,
+    FederationStateQuery,
+    FederationStateResponse,
+    IndexedFederationStates,
+)
+
+from ._context import context
+from ._errors import HttpError
+from ._query import json_response, parse_query, set_meta_headers
+
+__all__ = ["register_federation_routes"]
+
+
+async def list_states(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = parse_query(request, ctx.view.datacenter)
+    reply = await ctx.dispatcher.rpc(
+        "FederationState.List",
+        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
+        IndexedFederationStates,
+    )
+    return json_response(reply.states, reply)
+
+
+async def mesh_gateways(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = parse_query(request, ctx.view.datacenter)
+    reply = await ctx.dispatcher.rpc(
+        "FederationState.ListMeshGateways",
+        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
+        DatacenterIndexedCheckServiceNodes,
+    )
+    return json_response(reply.datacenter_nodes, reply)
+
+
+async def get_state(request: web.Request) -> web.Response:
+    """The whole response object (``State`` and the query meta); 404 when absent."""
+    ctx = context(request)
+    record_dc = request.match_info.get("dc", "")
+    if not record_dc:
+        raise HttpError(400, "Missing datacenter name")
+    params = parse_query(request, ctx.view.datacenter)
+    options = params.options()
+    reply = await ctx.dispatcher.rpc(
+        "FederationState.Get",
+        FederationStateQuery(datacenter=record_dc, target_datacenter=params.datacenter, **options),
+        FederationStateResponse,
+    )
+    if reply.state is None:
+        response = web.Response(status=404)
+        set_meta_headers(response, reply)
+        return response
+    return json_response(reply, reply)
+
+
+async def missing_dc(_: web.Request) -> web.Response:
+    raise HttpError(400, "Missing datacenter name")
+
+
+def register_federation_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/internal/federation-states", list_states)
+    app.router.add_get("/v1/internal/federation-states/mesh-gateways", mesh_gateways)
+    app.router.add_get("/v1/internal/federation-state/", missing_dc)
+    app.router.add_get("/v1/internal/federation-state", missing_dc)
+    app.router.add_get("/v1/internal/federation-state/{dc}", get_state)
