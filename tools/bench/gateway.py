@@ -573,12 +573,12 @@ def main() -> None:
     parser.add_argument("--role", choices=["bench", "backend", "gateway"], default="bench")
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--upstream", type=int)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--bulk-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--bulk-mib", type=int, default=128)
     parser.add_argument("--pings", type=int, default=2000)
     parser.add_argument(
-        "--write-buffer-limit", type=int, default=256 * 1024, help="the gateway's, in bytes"
+        "--write-buffer-limit", type=int, default=64 * 1024, help="the gateway's, in bytes"
     )
     args = parser.parse_args()
     import uvloop
