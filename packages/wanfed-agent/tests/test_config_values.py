@@ -177,3 +177,28 @@ def test_empty_node_name() -> None:
     assert error_of({"node_name": ""}) == (
         "command line: node_name (-node): expected a non-empty node name"
     )
+
+
+@given(st.text(max_size=40))
+def test_host_port_parser_accepts_or_raises_value_error(text: str) -> None:
+    try:
+        host, port = parse_host_port(text, 8300)
+    except ValueError as error:
+        message = str(error)
+    else:
+        message = "expected "
+        assert host
+        assert 1 <= port <= 65535
+    assert message.startswith("expected ")
+
+
+@given(st.text(max_size=20))
+def test_duration_parser_accepts_or_raises_value_error(text: str) -> None:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        message = str(error)
+    else:
+        message = "expected a duration"
+        assert seconds >= 0
+    assert message.startswith("expected a duration")
