@@ -1,0 +1,61 @@
+"""The server runtime: consensus, the RPC port and its endpoints, forwarding,
+cluster formation and the leader routines, composed by :class:`Server`.
+
+``Server(config)`` implements both seams of ``wanfed_server.interfaces``:
+``await server.rpc(method, request, reply_type)`` runs an endpoint exactly as
+if it had arrived on the RPC port, and the ``ServerView`` properties describe
+the running server.
+"""
+
+from ._checks import CheckRunner, CheckSchedule, Expire, ProbeTcp, StatusChange
+from ._cluster import CLUSTER_FILE, ClusterFile, ServerDirectory
+from ._endpoint import Endpoint, EndpointKind
+from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
+from ._forward import NO_CLUSTER_LEADER, Dispatcher
+from ._leader import SERF_CHECK_ID, SERVER_SERVICE, LeaderRoutines, server_registration
+from ._messages import ClusterInfo, IndexedHealthChecks, NodeSpecificRequest, ServerInfo
+from ._pool import AlpnDialer, DialError, PlainDialer, RpcDialer, RpcPool
+from ._router import (
+    NO_PATH_TO_DATACENTER,
+    NO_SERVER_REACHABLE,
+    RemoteServer,
+    Router,
+    StaticRouter,
+)
+from ._server import Server, ServerOptions
+
+__all__ = [
+    "CLUSTER_FILE",
+    "MISSING_FEDERATION_STATE_DATACENTER",
+    "NO_CLUSTER_LEADER",
+    "NO_PATH_TO_DATACENTER",
+    "NO_SERVER_REACHABLE",
+    "SERF_CHECK_ID",
+    "SERVER_SERVICE",
+    "AlpnDialer",
+    "CheckRunner",
+    "CheckSchedule",
+    "ClusterFile",
+    "ClusterInfo",
+    "DialError",
+    "Dispatcher",
+    "Endpoint",
+    "EndpointKind",
+    "Expire",
+    "IndexedHealthChecks",
+    "LeaderRoutines",
+    "NodeSpecificRequest",
+    "PlainDialer",
+    "ProbeTcp",
+    "RemoteServer",
+    "Router",
+    "RpcDialer",
+    "RpcPool",
+    "Server",
+    "ServerDirectory",
+    "ServerInfo",
+    "ServerOptions",
+    "StaticRouter",
+    "StatusChange",
+    "server_registration",
+]

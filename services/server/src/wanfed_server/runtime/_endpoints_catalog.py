@@ -1,0 +1,131 @@
+"""``Catalog.*``, ``Health.*`` and ``Internal.ServiceDump``: the catalog over RPC.
+
+Writes become FSM commands; reads are blocking queries over one store
+transaction, so an index a client blocks on covers exactly what it read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from wanfed_fsm import (
+    DCSpecificRequest,
+    Deregister,
+    DeregisterRequest,
+    IndexedCheckServiceNodes,
+    IndexedNodes,
+    IndexedServiceNodes,
+    IndexedServices,
+    ReadTxn,
+    Register,
+    RegisterRequest,
+    ServiceSpecificRequest,
+)
+
+from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
+from ._messages import IndexedHealthChecks, NodeSpecificRequest
+
+__all__ = ["catalog_endpoints"]
+
+
+def _dc(request: Any) -> str:
+    return str(request.datacenter)
+
+
+def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
+    async def register(request: RegisterRequest) -> bool:
+        if not request.node.datacenter:
+            node = msgspec.structs.replace(request.node, datacenter=context.datacenter)
+            request = msgspec.structs.replace(request, node=node)
+        await context.consensus.apply(Register(request=request))
+        return True
+
+    async def deregister(request: DeregisterRequest) -> bool:
+        await context.consensus.apply(Deregister(request=request))
+        return True
+
+    async def list_datacenters(_: DCSpecificRequest) -> list[str]:
+        return sorted({context.datacenter.lower(), *context.router.datacenters()})
+
+    async def list_nodes(request: DCSpecificRequest) -> IndexedNodes:
+        meta, nodes = await run_query(context, request, lambda txn: txn.nodes())
+        return IndexedNodes(**meta_fields(meta), nodes=nodes)
+
+    async def list_services(request: DCSpecificRequest) -> IndexedServices:
+        meta, services = await run_query(context, request, lambda txn: txn.services())
+        return IndexedServices(**meta_fields(meta), services=services)
+
+    async def service_nodes(request: ServiceSpecificRequest) -> IndexedServiceNodes:
+        if not request.service_name:
+            raise ValueError("Must provide service name")
+        meta, found = await run_query(
+            context, request, lambda txn: txn.service_nodes(request.service_name)
+        )
+        return IndexedServiceNodes(**meta_fields(meta), service_nodes=found)
+
+    async def health_service_nodes(request: ServiceSpecificRequest) -> IndexedCheckServiceNodes:
+        def query(txn: ReadTxn) -> tuple[int, Any]:
+            if request.service_name:
+                return txn.check_service_nodes(
+                    request.service_name, passing_only=request.passing_only
+                )
+            return txn.check_service_nodes_by_kind(
+                request.service_kind, passing_only=request.passing_only
+            )
+
+        if not request.service_name and not request.service_kind:
+            raise ValueError("Must provide service name or service kind")
+        meta, found = await run_query(context, request, query)
+        return IndexedCheckServiceNodes(**meta_fields(meta), nodes=found)
+
+    async def node_checks(request: NodeSpecificRequest) -> IndexedHealthChecks:
+        if not request.node:
+            raise ValueError("Must provide node")
+        meta, checks = await run_query(context, request, lambda txn: txn.node_checks(request.node))
+        return IndexedHealthChecks(**meta_fields(meta), health_checks=checks)
+
+    async def service_dump(request: ServiceSpecificRequest) -> IndexedCheckServiceNodes:
+        meta, found = await run_query(
+            context, request, lambda txn: txn.service_dump(request.service_kind)
+        )
+        return IndexedCheckServiceNodes(**meta_fields(meta), nodes=found)
+
+    read, write, local = EndpointKind.READ, EndpointKind.WRITE, EndpointKind.LOCAL
+    return [
+        Endpoint("Catalog.Register", RegisterRequest, bool, write, register, _dc),
+        Endpoint("Catalog.Deregister", DeregisterRequest, bool, write, deregister, _dc),
+        Endpoint("Catalog.ListDatacenters", DCSpecificRequest, list[str], local, list_datacenters),
+        Endpoint("Catalog.ListNodes", DCSpecificRequest, IndexedNodes, read, list_nodes, _dc),
+        Endpoint(
+            "Catalog.ListServices", DCSpecificRequest, IndexedServices, read, list_services, _dc
+        ),
+        Endpoint(
+            "Catalog.ServiceNodes",
+            ServiceSpecificRequest,
+            IndexedServiceNodes,
+            read,
+            service_nodes,
+            _dc,
+        ),
+        Endpoint(
+            "Health.ServiceNodes",
+            ServiceSpecificRequest,
+            IndexedCheckServiceNodes,
+            read,
+            health_service_nodes,
+            _dc,
+        ),
+        Endpoint(
+            "Health.NodeChecks", NodeSpecificRequest, IndexedHealthChecks, read, node_checks, _dc
+        ),
+        Endpoint(
+            "Internal.ServiceDump",
+            ServiceSpecificRequest,
+            IndexedCheckServiceNodes,
+            read,
+            service_dump,
+            _dc,
+        ),
+    ]

@@ -1,0 +1,132 @@
+"""Pooled multiplexed RPC connections to other servers.
+
+One :class:`RpcClient` per destination carries every concurrent call (the
+envelope is multiplexed), so forwarding costs one dial per peer, not one per
+request. A connection that died is noticed at the next call and redialled.
+Dial failures are reported as :class:`DialError`: nothing was sent, so a
+caller may safely try elsewhere, unlike a failure after the request left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import Protocol, TypeVar
+
+from wanfed_proto import (
+    Alpn,
+    Connection,
+    ProtoError,
+    RpcClient,
+    RpcType,
+    TransportError,
+    dial_alpn,
+    dial_plain,
+    server_sni,
+)
+
+__all__ = ["AlpnDialer", "DialError", "PlainDialer", "RpcDialer", "RpcPool"]
+
+logger = logging.getLogger("wanfed_server.runtime.pool")
+
+T = TypeVar("T")
+
+
+class DialError(TransportError):
+    """The connection could not be opened; the request was never sent."""
+
+
+class RpcDialer(Protocol):
+    """Opens a multiplexed RPC connection to server ``node`` of ``datacenter``."""
+
+    async def dial(self, node: str, datacenter: str, address: str) -> Connection: ...
+
+
+class AlpnDialer:
+    """Native TLS with ALPN ``wanfed/rpc-multi`` and SNI ``<node>.server.<dc>.<domain>``."""
+
+    def __init__(self, context: ssl.SSLContext, domain: str, timeout: float = 10.0) -> None:
+        self._context = context
+        self._domain = domain
+        self._timeout = timeout
+
+    async def dial(self, node: str, datacenter: str, address: str) -> Connection:
+        sni = server_sni(datacenter, self._domain, node)
+        return await dial_alpn(address, sni, Alpn.RPC_MULTI, self._context, self._timeout)
+
+
+class PlainDialer:
+    """The type byte ``MULTIPLEX_V2`` on plain TCP: dev mode and TLS-less clusters."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+
+    async def dial(self, node: str, datacenter: str, address: str) -> Connection:
+        del node, datacenter
+        return await dial_plain(address, RpcType.MULTIPLEX_V2, self._timeout)
+
+
+class RpcPool:
+    """Cached clients keyed by ``(datacenter, node, address)``."""
+
+    def __init__(self, dialer: RpcDialer) -> None:
+        self._dialer = dialer
+        self._clients: dict[tuple[str, str, str], RpcClient] = {}
+        self._dialing: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._closed = False
+
+    async def call(
+        self,
+        node: str,
+        datacenter: str,
+        address: str,
+        method: str,
+        body: object,
+        reply_type: type[T],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (forwarded as the RPC deadline)
+    ) -> T:
+        client = await self._client(node, datacenter, address)
+        try:
+            return await client.call(method, body, type=reply_type, timeout=timeout)
+        except TransportError:
+            self._drop((datacenter.lower(), node.lower(), address), client)
+            raise
+
+    async def _client(self, node: str, datacenter: str, address: str) -> RpcClient:
+        if self._closed:
+            raise DialError("rpc pool is closed")
+        key = (datacenter.lower(), node.lower(), address)
+        client = self._clients.get(key)
+        if client is not None and not client.is_closed:
+            return client
+        lock = self._dialing.setdefault(key, asyncio.Lock())
+        async with lock:
+            client = self._clients.get(key)
+            if client is not None and not client.is_closed:
+                return client
+            try:
+                connection = await self._dialer.dial(node, datacenter, address)
+            except ProtoError as exc:
+                raise DialError(f"dial {node}.{datacenter} at {address} failed: {exc}") from exc
+            except (OSError, ValueError) as exc:
+                raise DialError(f"dial {node}.{datacenter} at {address} failed: {exc}") from exc
+            client = RpcClient(connection)
+            self._clients[key] = client
+            logger.debug("rpc pool connected node=%s dc=%s address=%s", node, datacenter, address)
+            return client
+
+    def _drop(self, key: tuple[str, str, str], client: RpcClient) -> None:
+        if self._clients.get(key) is client:
+            del self._clients[key]
+        client.connection.abort()
+
+    async def close(self) -> None:
+        self._closed = True
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            with contextlib.suppress(ProtoError, OSError):
+                await client.close()
