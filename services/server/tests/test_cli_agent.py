@@ -249,3 +249,25 @@ def test_advertise_cannot_be_a_wildcard() -> None:
         "command line: advertise_addr (-advertise): expected an address peers can reach, "
         "got the wildcard '0.0.0.0'"
     )
+
+
+def test_hcl_fragments_after_files_before_flags(tmp_path: Path) -> None:
+    file = tmp_path / "a.json"
+    file.write_text(json.dumps({"node_name": "from-file", "datacenter": "dc3"}))
+    config = parse_agent_config(
+        [
+            "-config-file", str(file), "-hcl", 'node_name = "from-hcl"',
+            "-hcl", "connect {\n enabled = true\n}", "-datacenter", "dc4",
+        ]
+    )  # fmt: skip
+    assert config.node_name == "from-hcl"
+    assert config.connect.enabled
+    assert config.datacenter == "dc4"
+
+
+def test_hcl_fragment_errors_name_the_source() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_agent_config(["-hcl", "server = 3"])
+    assert (
+        str(caught.value) == "-hcl: server: expected a boolean (true or false), got 3 (an integer)"
+    )

@@ -15,7 +15,7 @@ import hcl2
 
 from ._errors import ConfigError
 
-__all__ = ["CONFIG_SUFFIXES", "config_dir_files", "read_config_file"]
+__all__ = ["CONFIG_SUFFIXES", "config_dir_files", "parse_hcl", "read_config_file"]
 
 CONFIG_SUFFIXES = (".json", ".hcl")
 
@@ -53,7 +53,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read config file: {error}", source=source) from None
     if path.suffix == ".json":
         return _parse_json(text, source)
-    return _parse_hcl(text, source)
+    return parse_hcl(text, source)
 
 
 def _parse_json(text: str, source: str) -> dict[str, Any]:
@@ -66,7 +66,8 @@ def _parse_json(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def _parse_hcl(text: str, source: str) -> dict[str, Any]:
+def parse_hcl(text: str, source: str) -> dict[str, Any]:
+    """HCL text (a file's or a ``-hcl`` fragment's) as nested dicts."""
     try:
         data = hcl2.loads(text, serialization_options=_HCL_OPTIONS)
     except Exception as error:  # the parser raises several unrelated lark types

@@ -2,7 +2,8 @@
 
 Order, lowest priority first: built-in defaults, the ``-dev`` preset, each
 ``files`` entry, each ``dirs`` entry (its ``.json``/``.hcl`` files in lexical
-order), then ``overrides`` (the command line). A directory given in ``files``
+order), each ``hcl`` fragment (``-hcl``), then ``overrides`` (the command
+line). A directory given in ``files``
 is read like a ``dirs`` entry at that position, as Consul treats
 ``-config-file`` and ``-config-dir`` as one ordered list. Scalars from a later source
 replace earlier ones, blocks merge key by key, and lists (``retry_join``,
@@ -23,7 +24,7 @@ import msgspec
 from wanfed_agent.tls import TLSMaterial, TLSMaterialError
 
 from ._errors import ConfigError
-from ._files import config_dir_files, read_config_file
+from ._files import config_dir_files, parse_hcl, read_config_file
 from ._flags import flag_for_key
 from ._model import AgentConfig
 from ._schema import check_source
@@ -51,6 +52,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     dev: bool = False,
+    hcl: Sequence[str] = (),
     check_tls_files: bool = True,
 ) -> AgentConfig:
     """Merge, check and return the agent configuration, or raise one :class:`ConfigError`.
@@ -68,6 +70,8 @@ def load_config(
         for path in config_dir_files(given) if is_dir else [given]:
             _merge(merged, check_source(read_config_file(path), str(path)))
             loaded.append(str(path))
+    for fragment in hcl:
+        _merge(merged, check_source(parse_hcl(fragment, "-hcl"), "-hcl"))
     if overrides:
         _merge(merged, check_source(overrides, COMMAND_LINE, _with_flag))
     merged.setdefault("node_name", socket.gethostname())

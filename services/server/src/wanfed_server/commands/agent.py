@@ -1,22 +1,57 @@
-"""Argument parsing for ``wanfed agent``: flags to a validated :class:`AgentConfig`.
+"""``wanfed agent``: flags to a validated :class:`AgentConfig`, then run the server.
 
-Only the parsing half lives here; the server runtime that uses the result
-registers the ``agent`` subcommand itself. The flags come from the
-``AGENT_FLAGS`` table of ``wanfed_agent.config``, so adding an option means
-adding a row there, not code here.
+The flags come from the ``AGENT_FLAGS`` table of ``wanfed_agent.config``, so
+adding an option means adding a row there, not code here. An invalid
+configuration is refused before anything starts (exit 1, one message).
+
+The running agent is the :class:`~wanfed_server.runtime.Server` plus its
+*companions*: each entry of ``COMPANIONS`` is called with the started server
+and returns something with ``async close()`` (the HTTP API is one). They are
+started in order after the server and closed in reverse order before it, on
+SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, FlagKind, flags_to_overrides, load_config
+from wanfed_fsm import FsmError
+from wanfed_proto import ProtoError
 
-from ._base import CommandParser, add_flag
+from ..runtime import Server
+from ._base import CommandError, CommandParser, Subparsers, add_flag
 
-__all__ = ["add_agent_arguments", "agent_config_from_args", "parse_agent_config"]
+__all__ = [
+    "COMPANIONS",
+    "Companion",
+    "add_agent_arguments",
+    "agent_config_from_args",
+    "parse_agent_config",
+    "register",
+    "run_agent",
+]
+
+logger = logging.getLogger("wanfed_server.agent")
+
+
+class Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+Companion = Callable[[Server], Awaitable[Closeable]]
+"""Starts something beside the server (e.g. the HTTP API) and returns its handle."""
+
+COMPANIONS: list[Companion] = []
+"""Started after the server, closed before it. The HTTP API appends itself here."""
 
 _ACTIONS = {
     FlagKind.SWITCH: {"action": "store_true"},
@@ -55,6 +90,14 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a dir whose .json/.hcl files are merged in lexical order (repeatable)",
     )
+    add_flag(
+        parser,
+        "hcl",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a config fragment in HCL, applied after config files (repeatable)",
+    )
     for flag in AGENT_FLAGS:
         kwargs = dict(_ACTIONS[flag.kind])
         if flag.metavar is not None and flag.kind is not FlagKind.SWITCH:
@@ -78,7 +121,9 @@ def _directory(text: str) -> Path:
 
 def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Load the config the parsed flags describe; raises ``ConfigError`` if invalid."""
-    return load_config(args.config_paths, (), flags_to_overrides(vars(args)), dev=args.dev)
+    return load_config(
+        args.config_paths, (), flags_to_overrides(vars(args)), dev=args.dev, hcl=args.hcl
+    )
 
 
 def parse_agent_config(argv: Sequence[str]) -> AgentConfig:
@@ -90,3 +135,81 @@ def parse_agent_config(argv: Sequence[str]) -> AgentConfig:
     parser = CommandParser(prog="wanfed agent", description="Run a wanfed agent.")
     add_agent_arguments(parser)
     return agent_config_from_args(parser.parse_args(list(argv)))
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "agent", help="run a wanfed server agent", description="Run a wanfed agent."
+    )
+    add_agent_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """``time level logger: message key=value...`` with the ``extra=`` fields appended."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
+        extra.pop("message", None)
+        extra.pop("asctime", None)
+        if extra:
+            text += " " + " ".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        return text
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = agent_config_from_args(args)
+    if not config.server:
+        raise CommandError("wanfed agent: only server agents are supported; pass -server or -dev")
+    _configure_logging(config.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(run_agent(config))
+    return uvloop.run(run_agent(config))
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
+    """Run the server and its companions until SIGINT/SIGTERM (or ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = Server(config)
+    started: list[Closeable] = []
+    try:
+        try:
+            await server.start()
+            for companion in COMPANIONS:
+                started.append(await companion(server))
+        except (ProtoError, FsmError, ValueError, OSError) as exc:
+            raise CommandError(f"wanfed agent: cannot start: {exc}") from None
+        logger.info(
+            "agent running node=%s dc=%s rpc=%s; stop with SIGINT or SIGTERM",
+            config.node_name,
+            config.datacenter,
+            server.rpc_address,
+        )
+        await stop.wait()
+        logger.info("shutdown requested; stopping the agent")
+    finally:
+        for handle in reversed(started):
+            with contextlib.suppress(Exception):
+                await handle.close()
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return 0
