@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from wanfed_agent.config import ConfigError
 from wanfed_agent.tls import TLSMaterialError
 
-from .commands import keygen, tls
+from .commands import agent, keygen, tls
 from .commands._base import CommandError, CommandParser, Handler, show_usage
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (tls, keygen)
-"""Registered subcommand modules. ``agent`` is added by the server runtime."""
+COMMANDS = (agent, tls, keygen)
+"""Registered subcommand modules."""
 
 
 def build_parser() -> CommandParser:

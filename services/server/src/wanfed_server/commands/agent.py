@@ -26,8 +26,8 @@ from typing import Protocol
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, FlagKind, flags_to_overrides, load_config
 from wanfed_fsm import FsmError
 from wanfed_proto import ProtoError
+from wanfed_server.runtime import Server
 
-from ..runtime import Server
 from ._base import CommandError, CommandParser, Subparsers, add_flag
 
 __all__ = [
