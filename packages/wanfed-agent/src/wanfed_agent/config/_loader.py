@@ -3,12 +3,12 @@
 Order, lowest priority first: built-in defaults, the ``-dev`` preset, each
 ``files`` entry, each ``dirs`` entry (its ``.json``/``.hcl`` files in lexical
 order), each ``hcl`` fragment (``-hcl``), then ``overrides`` (the command
-line). A directory given in ``files``
-is read like a ``dirs`` entry at that position, as Consul treats
-``-config-file`` and ``-config-dir`` as one ordered list. Scalars from a later source
-replace earlier ones, blocks merge key by key, and lists (``retry_join``,
-``primary_gateways``, ...) are concatenated, as Consul does. Each source is
-checked on its own first so an error names the file that holds it.
+line). A directory given in ``files`` is read like a ``dirs`` entry at that
+position, as Consul treats ``-config-file`` and ``-config-dir`` as one ordered
+list. Scalars from a later source replace earlier ones, blocks merge key by
+key, and lists (``retry_join``, ``primary_gateways``, ...) are concatenated,
+as Consul does. Each source is checked on its own first so that an error
+names the file that holds it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def load_config(
     if check_tls_files:
         _check_tls_files(config)
     log.info(
-        "configuration loaded; the agent starts with it",
+        "agent configuration loaded and valid",
         extra={"config_files": loaded, "dev": dev, "flags": sorted(overrides or {})},
     )
     return config
