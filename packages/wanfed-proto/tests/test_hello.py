@@ -503,10 +503,10 @@ MALFORMED: dict[str, bytes] = {
     "session id overruns": record(handshake(b"\x03\x03" + b"\x00" * 32 + b"\x20" + b"\x00" * 5)),
     "odd cipher suites": record(handshake(hello_body(suites=b"\x13\x01\x13"))),
     "no cipher suites": record(handshake(hello_body(suites=b""))),
-    "cipher suites overrun": record(handshake(hello_body(None)[:36] + b"\x7f\xff\x13\x01")),
+    "cipher suites overrun": record(handshake(hello_body(None)[:67] + b"\x7f\xff\x13\x01")),
     "no compression methods": record(handshake(hello_body(compression=b""))),
     "missing compression methods": record(handshake(hello_body(None)[:-2])),
-    "compression overruns": record(handshake(hello_body(None)[:-1] + b"\x05\x00")),
+    "compression overruns": record(handshake(hello_body(None)[:-2] + b"\x05\x00")),
     "extensions length truncated": record(handshake(hello_body(None) + b"\x00")),
     "extensions overrun": record(handshake(hello_body(None) + b"\x00\x10\x00\x00")),
     "stray bytes after extensions": record(handshake(hello_body(b"") + b"\x00")),
@@ -516,7 +516,8 @@ MALFORMED: dict[str, bytes] = {
     "duplicate sni": built_hello(sni_extension((0, b"a.consul")), sni_extension((0, b"b.consul"))),
     "empty sni extension": built_hello(extension(0, b"")),
     "empty sni list": built_hello(extension(0, b"\x00\x00")),
-    "sni list length mismatch": built_hello(extension(0, b"\x00\x09\x00\x00\x01a")),
+    "sni list overruns": built_hello(extension(0, b"\x00\x09\x00\x00\x01a")),
+    "sni list shorter than extension": built_hello(extension(0, b"\x00\x02\x00\x00\x01a")),
     "sni name overruns": built_hello(extension(0, b"\x00\x04\x00\x00\x09a")),
     "sni entry truncated": built_hello(extension(0, b"\x00\x02\x00\x00")),
     "empty host name": built_hello(sni_extension((0, b""))),
@@ -527,7 +528,8 @@ MALFORMED: dict[str, bytes] = {
     "host name bad punycode": built_hello(sni_extension((0, b"xn--a-.consul"))),
     "host name utf-8 not idna": built_hello(sni_extension((0, "a\u2028b".encode()))),
     "empty alpn list": built_hello(extension(16, b"\x00\x00")),
-    "alpn list length mismatch": built_hello(extension(16, b"\x00\x05\x02h2")),
+    "alpn list overruns": built_hello(extension(16, b"\x00\x05\x02h2")),
+    "alpn list shorter than extension": built_hello(extension(16, b"\x00\x01\x02h2")),
     "alpn empty protocol": built_hello(alpn_extension(b"h2", b"")),
     "alpn name overruns": built_hello(extension(16, b"\x00\x03\x05h2")),
     "alpn truncated": built_hello(extension(16, b"\x00")),
@@ -537,18 +539,74 @@ MALFORMED: dict[str, bytes] = {
     "supported_versions mismatch": built_hello(extension(43, b"\x04\x03\x04")),
 }
 
+# What each malformed hello must be rejected for: the first violation, not any error.
+REASONS: dict[str, str] = {
+    "server hello": "first handshake message has type 2, not ClientHello",
+    "empty record": "empty handshake record",
+    "record over 2^14": r"record length 16385 exceeds 2\^14",
+    "interleaved alert": "record of content type 21 interleaved",
+    "interleaved change cipher spec": "record of content type 20 interleaved",
+    "bad version in a later record": "record version major byte 2 is not 3",
+    "bytes after the hello in its record": "carry 1 bytes after the ClientHello",
+    "bytes after the hello in a later record": "carry 2 bytes after the ClientHello",
+    "body shorter than fixed fields": "shorter than its fixed fields",
+    "session id over 32": "session id length 33 exceeds 32",
+    "session id overruns": "session id overruns",
+    "odd cipher suites": "cipher_suites length 3 is not a positive even",
+    "no cipher suites": "cipher_suites length 0 is not a positive even",
+    "cipher suites overrun": "cipher_suites length 32767 overruns",
+    "no compression methods": "compression_methods is empty",
+    "missing compression methods": "truncated before compression_methods",
+    "compression overruns": "compression_methods overruns",
+    "extensions length truncated": "extensions length truncated",
+    "extensions overrun": "extensions length 16 overruns",
+    "stray bytes after extensions": "1 stray bytes after the extensions block",
+    "extension header truncated": "extension header truncated",
+    "extension overruns": "extension 16 length 9 overruns",
+    "duplicate extension": "extension 23 appears twice",
+    "duplicate sni": "extension 0 appears twice",
+    "empty sni extension": "server_name extension is empty",
+    "empty sni list": "server_name list is empty",
+    "sni list overruns": "server_name list length 9 overruns",
+    "sni list shorter than extension": "server_name list length does not match",
+    "sni name overruns": "server name length 9 overruns",
+    "sni entry truncated": "server name length truncated",
+    "empty host name": "host name is empty",
+    "two host names": "carries two host names",
+    "host name with NUL": "contains control characters",
+    "host name with space": "contains control characters",
+    "host name invalid utf-8": "neither ASCII nor a valid UTF-8 IDNA name",
+    "host name bad punycode": "'xn--a-.consul' is not valid IDNA",
+    "host name utf-8 not idna": "neither ASCII nor a valid UTF-8 IDNA name",
+    "empty alpn list": "ALPN list is empty",
+    "alpn list overruns": "ALPN list length 5 overruns",
+    "alpn list shorter than extension": "ALPN list length does not match",
+    "alpn empty protocol": "empty protocol name",
+    "alpn name overruns": "ALPN protocol name overruns",
+    "alpn truncated": "ALPN list length truncated",
+    "empty supported_versions": "supported_versions extension is empty",
+    "odd supported_versions": "supported_versions length 3 is not a positive even",
+    "zero supported_versions": "supported_versions length 0 is not a positive even",
+    "supported_versions mismatch": "supported_versions length does not match",
+}
 
-@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_malformed(data: bytes) -> None:
-    with pytest.raises(MalformedHelloError):
-        parse_client_hello(data, max_size=65536)
+
+def test_every_malformed_case_has_a_reason() -> None:
+    assert MALFORMED.keys() == REASONS.keys()
 
 
-@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_malformed_byte_by_byte(data: bytes) -> None:
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed(case: str) -> None:
+    with pytest.raises(MalformedHelloError, match=REASONS[case]):
+        parse_client_hello(MALFORMED[case], max_size=65536)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_byte_by_byte(case: str) -> None:
     # The same verdict however the bytes arrive.
+    data = MALFORMED[case]
     parser = ClientHelloParser(max_size=65536)
-    with pytest.raises(MalformedHelloError):  # noqa: PT012 - the loop is the point
+    with pytest.raises(MalformedHelloError, match=REASONS[case]):  # noqa: PT012 - the loop is the point
         for index in range(len(data)):
             parser.feed(data[index : index + 1])
         raise AssertionError("parser still wants more bytes")

@@ -298,6 +298,8 @@ def _parse_body(body: memoryview) -> _Body:
     if session_id_len > 32:
         raise MalformedHelloError(f"session id length {session_id_len} exceeds 32")
     pos += 1 + session_id_len
+    if pos > end:
+        raise MalformedHelloError("session id overruns the ClientHello")
     pos, suites_len = _vector16(body, pos, end, "cipher_suites")
     if suites_len == 0 or suites_len % 2:
         raise MalformedHelloError(f"cipher_suites length {suites_len} is not a positive even")
