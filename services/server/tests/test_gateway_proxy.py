@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,9 +23,11 @@ from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddr
 from wanfed_server.gateway import (
     GatewayConfig,
     MeshGateway,
+    Route,
     RouteInputs,
     RouteTable,
     StatusServer,
+    Upstream,
     build_route_table,
 )
 
@@ -479,3 +482,54 @@ def test_config_validates() -> None:
         GatewayConfig(max_connections=0)
     with pytest.raises(ValueError, match="write_buffer_limit"):
         GatewayConfig(write_buffer_limit=10)
+
+
+async def test_counters_are_logged_periodically(
+    tls_servers: StartServer, start_gateway: StartGateway
+) -> None:
+    s1 = await tls_servers("s1")
+    seen = asyncio.Event()
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "gateway counters":
+                records.append(record)
+                seen.set()
+
+    handler = Capture()
+    logger = logging.getLogger("wanfed.gateway")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        gateway = MeshGateway(
+            routes(servers={"s1": s1.port}), GatewayConfig(stats_log_interval=0.05)
+        )
+        await gateway.start("127.0.0.1", 0)
+        try:
+            async with asyncio.timeout(SAFETY):
+                await seen.wait()
+        finally:
+            await gateway.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    stats = records[0].__dict__["stats"]
+    assert stats["active_connections"] == 0
+    assert "unknown-sni" in stats["rejected"]
+
+
+async def test_hostname_upstream_is_resolved_at_connect_time(
+    pki: Pki, tls_servers: StartServer, start_gateway: StartGateway
+) -> None:
+    s1 = await tls_servers("s1")
+    table = RouteTable(
+        local_dc="dc1",
+        domain="consul",
+        exact={"s1.server.dc1.consul": Route("local-server:s1", (Upstream("localhost", s1.port),))},
+    )
+    gateway = await start_gateway(table)
+    greeting, _, writer = await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+    assert greeting.startswith("s1 ")
+    await close(writer)
