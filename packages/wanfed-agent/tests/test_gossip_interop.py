@@ -22,7 +22,21 @@ from typing import Any
 
 import pytest
 
-from wanfed_agent.gossip import suspicion_timeout
+from wanfed_agent.gossip import (
+    Ack,
+    Alive,
+    IndirectPing,
+    NodeStateKind,
+    Ping,
+    PushNodeState,
+    PushPull,
+    Suspect,
+    encode_message,
+    encode_push_pull,
+    encode_tags,
+    suspicion_timeout,
+)
+from wanfed_agent.gossip._lzw import lzw_decompress
 
 pytestmark = pytest.mark.interop
 
@@ -297,3 +311,45 @@ async def test_encrypted_mixed_pool_interoperates(mlpeer: Path) -> None:
         await _assert_everyone_sees_everyone([go1, py1, go2])
         go2.kill()
         await py1.wait_event("failed", "go2.dc1", failure_bound(3))
+
+
+def test_live_go_codec_matches_our_encodings(mlpeer: Path) -> None:
+    out = subprocess.run([str(mlpeer), "-golden"], capture_output=True, text=True, check=True)
+    golden = {name: bytes.fromhex(value) for name, value in json.loads(out.stdout).items()}
+    lo = bytes((127, 0, 0, 1))
+    vsn = bytes((1, 5, 2, 0, 0, 0))
+    ours: dict[str, Ping | IndirectPing | Ack | Suspect | Alive] = {
+        "ping": Ping(seq_no=7, node="go1.dc1"),
+        "ping_full": Ping(
+            seq_no=70000, node="go1.dc1", source_addr=lo, source_port=8302, source_node="py1.dc2"
+        ),
+        "indirect_ping": IndirectPing(
+            seq_no=300,
+            target=bytes((127, 0, 0, 2)),
+            port=8302,
+            node="go2.dc1",
+            nack=True,
+            source_addr=lo,
+            source_port=8302,
+            source_node="py1.dc1",
+        ),
+        "ack": Ack(seq_no=4294967295),
+        "suspect": Suspect(incarnation=3, node="go1.dc1", from_="py1.dc1"),
+        "alive": Alive(
+            incarnation=128,
+            node="n" * 40,
+            addr=lo,
+            port=65535,
+            meta=encode_tags({"dc": "dc1", "role": "go"}),
+            vsn=vsn,
+        ),
+    }
+    for name, msg in ours.items():
+        assert encode_message(msg)[1:] == golden[name], name
+    state = PushNodeState(
+        name="go1.dc1", addr=lo, port=7946, incarnation=1, state=NodeStateKind.LEFT, vsn=vsn
+    )
+    pushed = encode_push_pull(PushPull(join=True, states=(state, state)))
+    assert pushed[1:] == golden["push_pull_header"] + 2 * golden["push_node_state"]
+    plain = lzw_decompress(golden["lzw_compressed"], max_output=1 << 20)
+    assert plain == golden["lzw_plain"]

@@ -17,5 +17,5 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/mlpeer"
 cp "$here/main.go" "$work/src/mlpeer/"
 cd "$work/src/mlpeer"
-GOPATH="$work:$gocode" GO111MODULE=off GOPROXY=off GOFLAGS= GOCACHE="$work/cache" \
+GOPATH="$work:$gocode" GO111MODULE=off GOPROXY=off GOFLAGS= GOCACHE="${GOCACHE:-$work/cache}" \
     go build -o "$out" .

@@ -6,11 +6,18 @@
 // {"event":"join"|"leave"|"update","name":...,"tags":{...}},
 // {"event":"members","members":[...]}, {"event":"left"}.
 // Commands: "members", "join NAME/ADDR[,NAME/ADDR...]", "leave".
+//
+// With -golden it instead prints one JSON object of hex strings: messages
+// encoded by the same msgpack codec memberlist uses, from structs with
+// memberlist's wire field names, for byte-for-byte comparison with Python.
 package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/lzw"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -100,6 +107,96 @@ func (e *events) NotifyJoin(n *memberlist.Node)   { e.report("join", n) }
 func (e *events) NotifyLeave(n *memberlist.Node)  { e.report("leave", n) }
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.report("update", n) }
 
+// Wire shapes of memberlist's messages (field names and tags are the protocol).
+type wirePing struct {
+	SeqNo      uint32
+	Node       string
+	SourceAddr []byte `codec:",omitempty"`
+	SourcePort uint16 `codec:",omitempty"`
+	SourceNode string `codec:",omitempty"`
+}
+
+type wireIndirectPing struct {
+	SeqNo      uint32
+	Target     []byte
+	Port       uint16
+	Node       string
+	Nack       bool
+	SourceAddr []byte `codec:",omitempty"`
+	SourcePort uint16 `codec:",omitempty"`
+	SourceNode string `codec:",omitempty"`
+}
+
+type wireAck struct {
+	SeqNo   uint32
+	Payload []byte
+}
+
+type wireSuspect struct {
+	Incarnation uint32
+	Node        string
+	From        string
+}
+
+type wireAlive struct {
+	Incarnation uint32
+	Node        string
+	Addr        []byte
+	Port        uint16
+	Meta        []byte
+	Vsn         []uint8
+}
+
+type wirePushPullHeader struct {
+	Nodes        int
+	UserStateLen int
+	Join         bool
+}
+
+type wirePushNodeState struct {
+	Name        string
+	Addr        []byte
+	Port        uint16
+	Meta        []byte
+	Incarnation uint32
+	State       uint8
+	Vsn         []uint8
+}
+
+func msgpackHex(v interface{}) string {
+	var out []byte
+	if err := codec.NewEncoderBytes(&out, &codec.MsgpackHandle{}).Encode(v); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(out)
+}
+
+func printGolden() {
+	var lzwBuf bytes.Buffer
+	w := lzw.NewWriter(&lzwBuf, lzw.LSB, 8)
+	_, _ = w.Write(bytes.Repeat([]byte("wanfed gossip, wanfed gossip! "), 40))
+	_ = w.Close()
+	longName := strings.Repeat("n", 40)
+	golden := map[string]string{
+		"ping": msgpackHex(&wirePing{SeqNo: 7, Node: "go1.dc1"}),
+		"ping_full": msgpackHex(&wirePing{SeqNo: 70000, Node: "go1.dc1",
+			SourceAddr: []byte{127, 0, 0, 1}, SourcePort: 8302, SourceNode: "py1.dc2"}),
+		"indirect_ping": msgpackHex(&wireIndirectPing{SeqNo: 300, Target: []byte{127, 0, 0, 2},
+			Port: 8302, Node: "go2.dc1", Nack: true, SourceAddr: []byte{127, 0, 0, 1},
+			SourcePort: 8302, SourceNode: "py1.dc1"}),
+		"ack":     msgpackHex(&wireAck{SeqNo: 4294967295}),
+		"suspect": msgpackHex(&wireSuspect{Incarnation: 3, Node: "go1.dc1", From: "py1.dc1"}),
+		"alive": msgpackHex(&wireAlive{Incarnation: 128, Node: longName, Addr: []byte{127, 0, 0, 1},
+			Port: 65535, Meta: encodeTags("dc=dc1,role=go"), Vsn: []uint8{1, 5, 2, 0, 0, 0}}),
+		"push_pull_header": msgpackHex(&wirePushPullHeader{Nodes: 2, Join: true}),
+		"push_node_state": msgpackHex(&wirePushNodeState{Name: "go1.dc1", Addr: []byte{127, 0, 0, 1},
+			Port: 7946, Incarnation: 1, State: 3, Vsn: []uint8{1, 5, 2, 0, 0, 0}}),
+		"lzw_plain":      hex.EncodeToString(bytes.Repeat([]byte("wanfed gossip, wanfed gossip! "), 40)),
+		"lzw_compressed": hex.EncodeToString(lzwBuf.Bytes()),
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(golden)
+}
+
 func main() {
 	name := flag.String("name", "", "member name")
 	bind := flag.String("bind", "127.0.0.1", "bind and advertise address")
@@ -115,7 +212,12 @@ func main() {
 	gossipNodes := flag.Int("gossip-nodes", 3, "")
 	pushPull := flag.Duration("push-pull-interval", 30*time.Second, "")
 	deadTime := flag.Duration("gossip-to-the-dead", 30*time.Second, "")
+	golden := flag.Bool("golden", false, "print reference encodings and exit")
 	flag.Parse()
+	if *golden {
+		printGolden()
+		return
+	}
 
 	out := &printer{enc: json.NewEncoder(os.Stdout)}
 	conf := memberlist.DefaultLANConfig()

@@ -103,9 +103,12 @@ class GossipConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 def wan_profile(name: str, host: str, port: int, **overrides: object) -> GossipConfig:
     """memberlist's WAN defaults; ``overrides`` change any field."""
-    return msgspec.convert(
-        {"name": name, "advertise_host": host, "advertise_port": port, **overrides}, GossipConfig
-    )
+    fields = {"name": name, "advertise_host": host, "advertise_port": port, **overrides}
+    try:
+        return msgspec.convert(fields, GossipConfig)
+    except msgspec.ValidationError as exc:
+        # Keep one error type for callers whether a type or a rule was wrong.
+        raise GossipConfigError(str(exc)) from exc
 
 
 def fast_profile(name: str, host: str, port: int, **overrides: object) -> GossipConfig:

@@ -53,6 +53,7 @@ __all__ = [
     "encode_compound",
     "encode_message",
     "encode_push_pull",
+    "encode_stream_message",
     "read_stream_message",
     "seal_packet",
     "with_crc",
