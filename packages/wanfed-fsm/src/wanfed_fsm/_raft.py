@@ -62,7 +62,7 @@ from ._errors import (
     SnapshotFormatError,
 )
 from ._fsm import ApplyResult, Barrier, Command, Fsm, encode_command
-from ._store import StateStore
+from ._store import StateStore, decode_snapshot
 
 __all__ = ["RaftConfig", "RaftConsensus", "raft_password"]
 
@@ -203,6 +203,8 @@ class RaftConsensus:
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self._snapshot_path = str(data_dir / "raft.snapshot")
+        if os.path.exists(self._snapshot_path):
+            _load_snapshot_file(self._snapshot_path)  # refuse to start on one we cannot read
         conf = SyncObjConf(
             password=raft_password(config.encrypt_key) if config.encrypt_key else None,
             appendEntriesUseBatch=False,
@@ -371,18 +373,20 @@ class RaftConsensus:
 
     def _read_snapshot_file(self, path: str) -> tuple[Any, Any, Any]:
         """pysyncobj deserializer (tick thread): restore the store, hand back raft's part."""
-        with open(path, "rb") as file:
-            raw = file.read()
         try:
-            snapshot = _snapshot_file_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise SnapshotFormatError(f"raft snapshot file {path} is corrupt: {exc}") from exc
-        if snapshot.version != _SNAPSHOT_FILE_VERSION:
-            raise SnapshotFormatError(
-                f"raft snapshot file version {snapshot.version} is not supported "
-                f"(this build reads {_SNAPSHOT_FILE_VERSION})"
+            snapshot = _load_snapshot_file(path)
+            self._fsm.restore(snapshot.store)
+        except SnapshotFormatError:
+            # pysyncobj would log and carry on with whatever state it had: say loudly
+            # that this replica is now wrong, so an operator restarts it (startup
+            # validation then refuses to run on the bad file).
+            logger.critical(
+                "raft snapshot could not be restored path=%s; this server's state is "
+                "unreliable until it is restarted with a readable snapshot",
+                path,
+                exc_info=True,
             )
-        self._fsm.restore(snapshot.store)
+            raise
         logger.info(
             "raft snapshot restored index=%d; blocking queries re-run",
             snapshot.last_entry[1],
@@ -392,6 +396,27 @@ class RaftConsensus:
             snapshot.previous_entry,
             {TCPNode(node) for node in snapshot.cluster},
         )
+
+
+def _load_snapshot_file(path: str) -> _SnapshotFile:
+    """Read and fully validate a snapshot file, including the store snapshot inside."""
+    with open(path, "rb") as file:
+        raw = file.read()
+    try:
+        snapshot = _snapshot_file_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SnapshotFormatError(f"raft snapshot file {path} is unreadable: {exc}") from exc
+    if snapshot.version != _SNAPSHOT_FILE_VERSION:
+        raise SnapshotFormatError(
+            f"raft snapshot file {path} has format version {snapshot.version}; this build "
+            f"reads version {_SNAPSHOT_FILE_VERSION}. Start a matching wanfed release, or move "
+            "the data_dir away to rejoin the cluster as an empty server"
+        )
+    try:
+        decode_snapshot(snapshot.store)
+    except SnapshotFormatError as exc:
+        raise SnapshotFormatError(f"raft snapshot file {path}: {exc}") from exc
+    return snapshot
 
 
 def _reason(error: int) -> str:
