@@ -533,3 +533,32 @@ async def test_hostname_upstream_is_resolved_at_connect_time(
     greeting, _, writer = await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
     assert greeting.startswith("s1 ")
     await close(writer)
+
+
+async def test_unusable_upstream_name_is_one_failed_candidate(
+    pki: Pki, tls_servers: StartServer, start_gateway: StartGateway
+) -> None:
+    # A 64-character label cannot be encoded for DNS: that candidate fails
+    # (not a network error) and the gateway moves on to the next one.
+    s1 = await tls_servers("s1")
+    bad = Upstream("x" * 64 + ".example", 8300)
+    good = Upstream("127.0.0.1", s1.port)
+    both = Route("local-server:s1", (bad, good))
+    gateway = await start_gateway(
+        RouteTable(local_dc="dc1", domain="consul", exact={"s1.server.dc1.consul": both})
+    )
+    for _ in range(3):
+        greeting, _, writer = await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+        assert greeting.startswith("s1 ")
+        await close(writer)
+
+    gateway.update_routes(
+        RouteTable(
+            local_dc="dc1",
+            domain="consul",
+            exact={"s1.server.dc1.consul": Route("local-server:s1", (bad,))},
+        )
+    )
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
+        await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+    assert gateway.stats().routes["local-server:s1"].unreachable == 1

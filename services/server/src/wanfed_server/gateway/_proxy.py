@@ -486,8 +486,17 @@ class _Downstream(asyncio.Protocol):
         if error is None:
             self._splice(task.result()[0])
             return
-        if not isinstance(error, OSError | TimeoutError):
-            raise error
+        # ValueError: a name DNS cannot encode (UnicodeError) is one bad
+        # candidate, not a reason to give up on the others.
+        if not isinstance(error, OSError | TimeoutError | ValueError):
+            log.error(
+                "unexpected error while dialing an upstream; closing the client connection",
+                exc_info=error,
+                extra={"route": route.label, "upstream": str(upstream)},
+            )
+            if self._transport is not None:
+                self._transport.abort()
+            return
         self._gateway.counters.route(route.label).connect_failures += 1
         log.warning(
             "upstream connect failed; trying the next candidate if any",
