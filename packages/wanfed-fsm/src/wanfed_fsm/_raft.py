@@ -199,6 +199,8 @@ class RaftConsensus:
         self._fsm = fsm if fsm is not None else Fsm()
         self._config = config
         self._listeners: list[LeadershipCallback] = []
+        # leadership as last announced on the loop; listeners see each change once, in order
+        self._announced_leader = False
         self._closed = False
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -341,17 +343,21 @@ class RaftConsensus:
             self._loop.call_soon_threadsafe(self._deliver, new == _LEADER)
 
     def _deliver(self, leader: bool) -> None:
+        if leader == self._announced_leader or self._closed:
+            return
+        self._announced_leader = leader
         logger.info(
-            "raft leadership changed address=%s leader=%s",
+            "raft leadership changed address=%s leader=%s; notifying %d listeners",
             self._config.address,
             leader,
+            len(self._listeners),
         )
         for callback in list(self._listeners):
             callback(leader)
 
     def _deliver_current(self, callback: LeadershipCallback) -> None:
         if callback in self._listeners:
-            callback(self.is_leader())
+            callback(self._announced_leader)
 
     def _write_snapshot_file(self, path: str, data: tuple[Any, Any, Any]) -> None:
         """pysyncobj serializer (tick thread): our snapshot plus raft's bookkeeping."""
