@@ -1,4 +1,5 @@
-"""Shared fixtures of the server tests: a throwaway PKI and TLS stand-in servers."""
+"""Shared fixtures of the server tests: a throwaway PKI, TLS stand-in servers, and an
+in-memory RPC dispatcher for the HTTP API and local agent."""
 
 from __future__ import annotations
 
@@ -9,12 +10,45 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from wanfed_fsm import (
+    CommandRejectedError,
+    DatacenterIndexedCheckServiceNodes,
+    DCSpecificRequest,
+    Deregister,
+    DeregisterRequest,
+    FederationStateQuery,
+    FederationStateRequest,
+    FederationStateResponse,
+    FederationStateWrite,
+    IndexedCheckServiceNodes,
+    IndexedFederationStates,
+    IndexedNodes,
+    IndexedServiceNodes,
+    IndexedServices,
+    LocalConsensus,
+    Node,
+    QueryMeta,
+    QueryOptions,
+    ReadTxn,
+    Register,
+    RegisterRequest,
+    ServiceSpecificRequest,
+    StateStore,
+    blocking_query,
+)
+from wanfed_proto import RemoteError, TransportError
+from wanfed_server.interfaces import Member
+from wanfed_server.local_agent import LocalAgent
+from wanfed_server.runtime._messages import IndexedHealthChecks, NodeSpecificRequest
 
 
 @dataclass(frozen=True)
@@ -197,11 +231,258 @@ async def tls_servers(pki: Pki) -> AsyncIterator[Callable[[str], Awaitable[TlsSe
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
-    """Run the gateway data-plane tests on both loops the gateway supports."""
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run the gateway data-plane tests on both loops the gateway supports.
+
+    Every other test gets the default loop: pytest-asyncio rejects an empty answer."""
     del config
     if not item.path.name.startswith("test_gateway_proxy"):
-        return None
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+# --- an in-memory RPC dispatcher for the HTTP API and the local agent ----------------
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class FakeDispatcher:
+    """Runs the catalog and federation-state RPC methods on one in-memory store.
+
+    It keeps the dispatcher contract the HTTP API relies on: blocking reads,
+    ``No path to datacenter`` for a datacenter it does not serve, FSM
+    rejections as :class:`RemoteError`. ``fail_methods`` makes chosen methods
+    raise :class:`TransportError`, the way a lost leader connection does.
+    """
+
+    def __init__(self, datacenter: str = "dc1", leader: str = "127.0.0.1:8300") -> None:
+        self.datacenter = datacenter
+        self.leader = leader
+        self.consensus = LocalConsensus(address=leader)
+        self.calls: list[tuple[str, msgspec.Struct]] = []
+        self.fail_methods: set[str] = set()
+        self.blocking_reads = asyncio.Event()
+        """Set when a read with an index starts: a test can write knowing a query is parked."""
+
+    @property
+    def store(self) -> StateStore:
+        return self.consensus.store
+
+    def _route(self, datacenter: str) -> None:
+        if datacenter not in ("", self.datacenter):
+            raise RemoteError("No path to datacenter")
+
+    async def _read(
+        self, options: QueryOptions, query: Callable[[ReadTxn], tuple[int, R]]
+    ) -> tuple[QueryMeta, R]:
+        if options.min_query_index:
+            self.blocking_reads.set()
+        return await blocking_query(self.store, options, query, leadership=self.consensus)
+
+    async def _apply(self, command: Register | Deregister | FederationStateWrite) -> bool:
+        try:
+            await self.consensus.apply(command)
+        except CommandRejectedError as error:
+            raise RemoteError(str(error)) from None
+        return True
+
+    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
+        self.calls.append((method, args))
+        if method in self.fail_methods:
+            raise TransportError(f"{method}: connection to the leader lost")
+        return cast(T, await self._call(method, args))
+
+    async def _call(self, method: str, args: msgspec.Struct) -> object:
+        if isinstance(args, FederationStateQuery):
+            self._route(args.target_datacenter)
+        elif method != "FederationState.Apply":
+            self._route(getattr(args, "datacenter", ""))
+        match method:
+            case "Status.Leader":
+                return self.leader
+            case "Status.Peers":
+                return [self.leader]
+            case "Catalog.ListDatacenters":
+                return [self.datacenter]
+            case "Catalog.Register":
+                assert isinstance(args, RegisterRequest)
+                return await self._apply(Register(request=args))
+            case "Catalog.Deregister":
+                assert isinstance(args, DeregisterRequest)
+                return await self._apply(Deregister(request=args))
+            case "FederationState.Apply":
+                assert isinstance(args, FederationStateRequest)
+                return await self._apply(FederationStateWrite(request=args))
+            case "Catalog.ListNodes":
+                assert isinstance(args, DCSpecificRequest)
+                meta, nodes = await self._read(args, lambda txn: txn.nodes())
+                return IndexedNodes(nodes=nodes, **msgspec.structs.asdict(meta))
+            case "Catalog.ListServices":
+                assert isinstance(args, DCSpecificRequest)
+                meta, services = await self._read(args, lambda txn: txn.services())
+                return IndexedServices(services=services, **msgspec.structs.asdict(meta))
+            case "Catalog.ServiceNodes":
+                assert isinstance(args, ServiceSpecificRequest)
+                name = args.service_name
+                meta, entries = await self._read(args, lambda txn: txn.service_nodes(name))
+                return IndexedServiceNodes(service_nodes=entries, **msgspec.structs.asdict(meta))
+            case "Health.ServiceNodes":
+                assert isinstance(args, ServiceSpecificRequest)
+                name, passing = args.service_name, args.passing_only
+                meta, health_entries = await self._read(
+                    args, lambda txn: txn.check_service_nodes(name, passing_only=passing)
+                )
+                return IndexedCheckServiceNodes(
+                    nodes=health_entries, **msgspec.structs.asdict(meta)
+                )
+            case "Health.NodeChecks":
+                assert isinstance(args, NodeSpecificRequest)
+                node = args.node
+                meta, checks = await self._read(args, lambda txn: txn.node_checks(node))
+                return IndexedHealthChecks(health_checks=checks, **msgspec.structs.asdict(meta))
+            case "FederationState.Get":
+                assert isinstance(args, FederationStateQuery)
+                record = args.datacenter
+                meta, state = await self._read(args, lambda txn: txn.federation_state(record))
+                return FederationStateResponse(state=state, **msgspec.structs.asdict(meta))
+            case "FederationState.List":
+                assert isinstance(args, DCSpecificRequest)
+                meta, states = await self._read(args, lambda txn: txn.federation_states())
+                return IndexedFederationStates(states=states, **msgspec.structs.asdict(meta))
+            case "FederationState.ListMeshGateways":
+                assert isinstance(args, DCSpecificRequest)
+                meta, gateways = await self._read(
+                    args, lambda txn: txn.mesh_gateways_by_datacenter()
+                )
+                return DatacenterIndexedCheckServiceNodes(
+                    datacenter_nodes=gateways, **msgspec.structs.asdict(meta)
+                )
+        raise RemoteError(f"rpc: can't find method {method}")
+
+
+class FakeServerView:
+    """A one-server datacenter as ``/v1/agent/self`` and ``/v1/agent/members`` show it."""
+
+    def __init__(self, datacenter: str = "dc1", node_name: str = "s1") -> None:
+        self._datacenter = datacenter
+        self._node_name = node_name
+        self.lan = [
+            Member(
+                name=node_name,
+                addr="127.0.0.1",
+                port=8301,
+                tags={"dc": datacenter, "role": "consul"},
+            )
+        ]
+        self.wan = [
+            Member(
+                name=f"{node_name}.{datacenter}",
+                addr="127.0.0.1",
+                port=8302,
+                tags={"dc": datacenter, "role": "consul"},
+            )
+        ]
+
+    @property
+    def datacenter(self) -> str:
+        return self._datacenter
+
+    @property
+    def node_name(self) -> str:
+        return self._node_name
+
+    def is_leader(self) -> bool:
+        return True
+
+    def leader_rpc_address(self) -> str | None:
+        return "127.0.0.1:8300"
+
+    def members(self, *, wan: bool) -> list[Member]:
+        return list(self.wan if wan else self.lan)
+
+    def self_info(self) -> dict[str, object]:
+        return {
+            "Config": {"Datacenter": self._datacenter, "NodeName": self._node_name, "Server": True},
+            "Member": msgspec.to_builtins(self.lan[0]),
+        }
+
+
+@dataclass
+class FakeServer:
+    dispatcher: FakeDispatcher
+    view: FakeServerView
+    agent: LocalAgent
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeServer]:
+    """A dispatcher, a view and a (not yet started) local agent on node ``s1`` of ``dc1``."""
+    dispatcher = FakeDispatcher()
+    agent = LocalAgent(
+        dispatcher,
+        node=Node(node="s1", address="127.0.0.1", datacenter="dc1"),
+        datacenter="dc1",
+        sync_interval=30.0,
+        retry_interval=0.05,
+    )
+    yield FakeServer(dispatcher=dispatcher, view=FakeServerView(), agent=agent)
+    await agent.stop()
+
+
+# --- server runtime: certificates from wanfed_agent.tls, configs, free ports --------
+
+
+@dataclass(frozen=True)
+class RuntimePki:
+    """A CA made by ``wanfed_agent.tls`` with server certs per node, a client cert,
+    and a second, unrelated CA with a server cert (the "other CA" client)."""
+
+    ca: Path
+    certs: dict[str, CertFiles]
+    """``s1``..``s3`` (dc1 servers), ``r1`` (dc2 server), ``client`` (dc1), ``foreign``."""
+    foreign_ca: Path
+
+
+@pytest.fixture(scope="session")
+def runtime_pki(tmp_path_factory: pytest.TempPathFactory) -> RuntimePki:
+    from wanfed_agent.tls import create_ca, create_client_cert, create_server_cert
+
+    directory = tmp_path_factory.mktemp("runtime-pki")
+    ca = create_ca()
+    foreign = create_ca()
+    pairs = {
+        "s1": create_server_cert(ca, "dc1", node="s1"),
+        "s2": create_server_cert(ca, "dc1", node="s2"),
+        "s3": create_server_cert(ca, "dc1", node="s3"),
+        "r1": create_server_cert(ca, "dc2", node="r1"),
+        "client": create_client_cert(ca, "dc1"),
+        "foreign": create_server_cert(foreign, "dc1", node="s1"),
+    }
+    certs: dict[str, CertFiles] = {}
+    for name, pair in pairs.items():
+        files = CertFiles(directory / f"{name}.pem", directory / f"{name}-key.pem")
+        files.cert.write_bytes(pair.cert_pem)
+        files.key.write_bytes(pair.key_pem)
+        certs[name] = files
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+    (directory / "foreign-ca.pem").write_bytes(foreign.cert_pem)
+    return RuntimePki(ca=directory / "ca.pem", certs=certs, foreign_ca=directory / "foreign-ca.pem")
+
+
+def free_tcp_port() -> int:
+    """A port free right now on 127.0.0.1, for listeners whose address peers must know
+    in advance (raft, retry_join targets)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return free_tcp_port

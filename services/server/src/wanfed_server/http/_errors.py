@@ -62,9 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (DefinitionError, msgspec.ValidationError, msgspec.DecodeError) as error:
         return _text(400, f"Request decode failed: {error}")
     except UnknownCheckError as error:
-        return _text(404, str(error).strip("'\""))
+        return _text(404, str(error))
     except UnknownServiceError as error:
-        return _text(404, str(error).strip("'\""))
+        return _text(404, str(error))
     except CheckNotTtlError as error:
         return _text(500, str(error))
     except RemoteError as error:
