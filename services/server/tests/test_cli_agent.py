@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, ConfigError, FlagKind
+from wanfed_server import cli
 from wanfed_server.commands import UsageError
 from wanfed_server.commands.agent import parse_agent_config
 
@@ -271,3 +272,23 @@ def test_hcl_fragment_errors_name_the_source() -> None:
     assert (
         str(caught.value) == "-hcl: server: expected a boolean (true or false), got 3 (an integer)"
     )
+
+
+def test_invalid_config_exits_1_with_one_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agent", "-server", "-node", "s1"]) == 1
+    assert capsys.readouterr().err == (
+        "error: 'data_dir' is required for a server (use -dev for a server that keeps its "
+        "state in memory)\n"
+    )
+
+
+def test_agent_usage_error_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agent", "-no-such-flag"]) == 1
+    assert capsys.readouterr().err == ("error: wanfed: unrecognized arguments: -no-such-flag\n")
+
+
+def test_agent_help_lists_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agent", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in AGENT_FLAGS:
+        assert flag.flag in out
