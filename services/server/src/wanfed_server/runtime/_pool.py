@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Protocol, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
 from wanfed_proto import (
     Alpn,
@@ -68,6 +69,16 @@ class PlainDialer:
         return await dial_plain(address, RpcType.MULTIPLEX_V2, self._timeout)
 
 
+async def _in_task(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` as its own task.
+
+    The RPC port may run a handler's first step eagerly, outside any task,
+    where ``asyncio.timeout`` (used by every dialer) refuses to work. Dials
+    are rare, so the extra task costs nothing that matters.
+    """
+    return await asyncio.ensure_future(coro)
+
+
 class RpcPool:
     """Cached clients keyed by ``(datacenter, node, address)``."""
 
@@ -108,7 +119,7 @@ class RpcPool:
             if client is not None and not client.is_closed:
                 return client
             try:
-                connection = await self._dialer.dial(node, datacenter, address)
+                connection = await _in_task(self._dialer.dial(node, datacenter, address))
             except ProtoError as exc:
                 raise DialError(f"dial {node}.{datacenter} at {address} failed: {exc}") from exc
             except (OSError, ValueError) as exc:
