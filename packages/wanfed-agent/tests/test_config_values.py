@@ -202,3 +202,11 @@ def test_duration_parser_accepts_or_raises_value_error(text: str) -> None:
         message = "expected a duration"
         assert seconds >= 0
     assert message.startswith("expected a duration")
+
+
+@pytest.mark.parametrize(
+    ("given_level", "python_level"),
+    [("trace", 5), ("debug", 10), ("info", 20), ("warn", 30), ("error", 40)],
+)
+def test_python_log_level(given_level: str, python_level: int) -> None:
+    assert load_config((), (), {"log_level": given_level}).python_log_level == python_level

@@ -9,6 +9,7 @@ re-validates. Durations are float seconds.
 from __future__ import annotations
 
 import base64
+import logging
 
 import msgspec
 
@@ -27,6 +28,14 @@ __all__ = [
 ]
 
 DEFAULT_GATEWAY_PORT = 8443
+
+_PYTHON_LOG_LEVELS = {
+    "trace": 5,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class Ports(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,6 +143,11 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip encryption key, if ``encrypt`` is set."""
         return None if self.encrypt is None else base64.b64decode(self.encrypt)
+
+    @property
+    def python_log_level(self) -> int:
+        """``log_level`` as a :mod:`logging` level; ``trace`` is finer than DEBUG (5)."""
+        return _PYTHON_LOG_LEVELS[self.log_level]
 
     @property
     def http_bind_addr(self) -> str:
