@@ -56,7 +56,25 @@ class Handlers:
             "Test.Fail": self.fail,
             "Test.Slow": self.slow,
             "Test.Peer": self.peer,
+            "Test.Yield": self.yields,
+            "Test.LateFail": self.late_fail,
+            "Test.Future": self.future,
         }
+
+    async def yields(self, call: RpcCall) -> int:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return call.decode(int) + 1
+
+    async def late_fail(self, call: RpcCall) -> None:
+        await asyncio.sleep(0)
+        raise RemoteError("failed after waiting")
+
+    def future(self, call: RpcCall) -> asyncio.Future[object]:
+        """A plain awaitable, not a coroutine."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, "from a future")
+        return future
 
     async def sum(self, call: RpcCall) -> Total:
         request = call.decode(Sum)
@@ -138,6 +156,15 @@ async def test_token_trace_and_deadline_reach_the_handler(
 async def test_handler_sees_sni_and_alpn_of_the_connection(client: RpcClient) -> None:
     peer = await client.call("Test.Peer")
     assert peer == {"sni": "server.dc1.consul", "alpn": "wanfed/rpc-multi", "type": None}
+
+
+async def test_handlers_that_suspend_or_return_futures_are_awaited(client: RpcClient) -> None:
+    assert await client.call("Test.Yield", 41) == 42
+    assert await client.call("Test.Future") == "from a future"
+    with pytest.raises(RemoteError, match=r"^failed after waiting$"):
+        await client.call("Test.LateFail")
+    results = await asyncio.gather(*(client.call("Test.Yield", i) for i in range(50)))
+    assert results == [i + 1 for i in range(50)]
 
 
 async def test_unknown_method_is_a_remote_error_and_the_connection_survives(

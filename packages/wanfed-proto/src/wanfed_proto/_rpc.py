@@ -27,12 +27,13 @@ and are only interpreted by the adapters.
 
 from __future__ import annotations
 
+import struct
 from typing import Annotated, Final, TypeAlias
 
 import msgspec
 
 from ._errors import EnvelopeError, FrameTooLargeError, ProtoError, TransportError
-from ._frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from ._frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
 
 __all__ = [
     "NIL_BODY",
@@ -173,6 +174,43 @@ def _as_envelope_error(exc: ProtoError) -> EnvelopeError:
     return error
 
 
+_LENGTH: Final = struct.Struct(">I")
+
+
+def _split_frames(
+    decoder: FrameDecoder, data: bytes | bytearray | memoryview, max_frame: int
+) -> tuple[list[bytes], FrameTooLargeError | None]:
+    """Complete frames in arrival order, and the oversize error that ends them.
+
+    When nothing is buffered (the common case: a read holds whole frames) the
+    frames are sliced straight out of ``data``; only a partial tail is copied
+    into the incremental decoder.
+    """
+    frames: list[bytes] = []
+    if decoder.buffered or not isinstance(data, bytes):
+        try:
+            decoder.feed(data)
+            while (frame := decoder.next_frame()) is not None:
+                frames.append(frame)
+        except FrameTooLargeError as exc:
+            return frames, exc
+        return frames, None
+    total = len(data)
+    pos = 0
+    while total - pos >= HEADER_SIZE:
+        size: int = _LENGTH.unpack_from(data, pos)[0]
+        if size > max_frame:
+            return frames, FrameTooLargeError(size, max_frame)
+        end = pos + HEADER_SIZE + size
+        if end > total:
+            break
+        frames.append(data[pos + HEADER_SIZE : end])
+        pos = end
+    if pos < total:
+        decoder.feed(data[pos:])
+    return frames, None
+
+
 class RpcClientConnection:
     """The caller's side: numbers requests and matches responses to them.
 
@@ -245,20 +283,28 @@ class RpcClientConnection:
         if self._closed is not None:
             return []
         events: list[ClientEvent] = []
-        try:
-            self._decoder.feed(data)
-            for frame in self._decoder.frames():
-                response = decode_response(frame)
-                seq = response.Seq
-                if seq not in self._pending:
-                    continue  # cancelled, or an id we never sent: harmless
-                self._pending.discard(seq)
-                if response.Error:
-                    events.append(RemoteErrorReceived(seq, response.Error))
-                else:
-                    events.append(ResponseReceived(seq, response.Body))
-        except (EnvelopeError, FrameTooLargeError) as exc:
-            error = _as_envelope_error(exc)
+        frames, too_large = _split_frames(self._decoder, data, self._max_frame)
+        error: EnvelopeError | None = None
+        pending = self._pending
+        decode = _RESPONSE_DECODER.decode
+        for frame in frames:
+            try:
+                response = decode(frame)
+            except msgspec.DecodeError as exc:
+                error = EnvelopeError(f"malformed rpc response: {exc}")
+                break
+            seq = response.Seq
+            if seq not in pending:
+                continue  # cancelled, or an id we never sent: harmless
+            pending.discard(seq)
+            if response.Error:
+                events.append(RemoteErrorReceived(seq, response.Error))
+            else:
+                events.append(ResponseReceived(seq, response.Body))
+        else:
+            if too_large is not None:
+                error = _as_envelope_error(too_large)
+        if error is not None:
             events.extend(self._fail_all(TransportError(f"rpc protocol violation: {error}")))
             events.append(ProtocolViolation(error))
         return events
@@ -306,17 +352,27 @@ class RpcServerConnection:
         if self._closed:
             return []
         events: list[ServerEvent] = []
-        try:
-            self._decoder.feed(data)
-            for frame in self._decoder.frames():
-                request = decode_request(frame)
-                if request.Seq in self._in_flight:
-                    raise EnvelopeError(f"rpc request reuses sequence id {request.Seq} in flight")
-                self._in_flight.add(request.Seq)
-                events.append(RequestReceived(request))
-        except (EnvelopeError, FrameTooLargeError) as exc:
+        frames, too_large = _split_frames(self._decoder, data, self._max_frame)
+        error: EnvelopeError | None = None
+        in_flight = self._in_flight
+        decode = _REQUEST_DECODER.decode
+        for frame in frames:
+            try:
+                request = decode(frame)
+            except msgspec.DecodeError as exc:
+                error = EnvelopeError(f"malformed rpc request: {exc}")
+                break
+            if request.Seq in in_flight:
+                error = EnvelopeError(f"rpc request reuses sequence id {request.Seq} in flight")
+                break
+            in_flight.add(request.Seq)
+            events.append(RequestReceived(request))
+        else:
+            if too_large is not None:
+                error = _as_envelope_error(too_large)
+        if error is not None:
             self._closed = True
-            events.append(ProtocolViolation(_as_envelope_error(exc)))
+            events.append(ProtocolViolation(error))
         return events
 
     def send_response(self, seq: int, body: msgspec.Raw = NIL_BODY) -> bytes:

@@ -1,0 +1,324 @@
+"""Benchmark: multiplexed RPC round trips over one mutual-TLS connection.
+
+For each event loop (uvloop, asyncio) a server process serves two ALPN ids on
+one RPC port: ``wanfed/rpc-multi`` runs ``serve_rpc`` with an echo handler,
+and ``wanfed/rpc-single`` is the baseline, a bare length-prefixed frame echo
+with no envelope, no dispatch and no task per message. This process dials
+each over TLS and keeps the same number of callers busy on one connection.
+The ratio RPC / raw echo is the cost of the RPC layer; the target is >= 0.5.
+
+Run: ``nox -s bench -- proto`` or ``python tools/bench/proto.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import datetime
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+
+from wanfed_proto import (
+    Alpn,
+    Connection,
+    FrameDecoder,
+    RpcCall,
+    RpcClient,
+    client_context,
+    dial_alpn,
+    encode_frame,
+    serve_rpc,
+    serve_rpc_port,
+    server_context,
+)
+
+TARGET_RATIO = 0.5
+SNI = "server.dc1.consul"
+PAYLOAD = {"Datacenter": "dc2", "MinQueryIndex": 1234, "Token": "0" * 36, "AllowStale": True}
+
+
+def loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
+    try:
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    except ImportError:
+        print("uvloop is not installed: measuring asyncio only", file=sys.stderr)
+    factories["asyncio"] = asyncio.new_event_loop
+    return factories
+
+
+def write_pki(directory: Path) -> None:
+    """CA plus one certificate for server.dc1.consul, used by both ends."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SNI)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(SNI), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def pki_paths(directory: Path) -> tuple[Path, Path, Path]:
+    return directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+
+
+# --- server process ---------------------------------------------------------
+
+
+class _FrameEcho(asyncio.Protocol):
+    """The baseline: frames back as they come, nothing else."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.decoder.feed(data)
+        out = b"".join(encode_frame(frame) for frame in self.decoder.frames())
+        if out:
+            self.transport.write(out)
+
+
+async def _echo(call: RpcCall) -> object:
+    return call.body
+
+
+async def _serve_echo(connection: Connection) -> None:
+    connection.attach(_FrameEcho())
+    await connection.wait_closed()
+
+
+async def _serve_rpc(connection: Connection) -> None:
+    await serve_rpc(connection, {"Bench.Echo": _echo})
+
+
+async def serve(pki: Path) -> None:
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={},
+        alpn_handlers={Alpn.RPC_MULTI: _serve_rpc, Alpn.RPC: _serve_echo},
+        ssl_context=server_context(*pki_paths(pki)),
+    )
+    print(port.address[1], flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # run until the parent closes stdin
+    await port.close()
+
+
+# --- client side --------------------------------------------------------------
+
+
+class _EchoClient(asyncio.Protocol):
+    """Matches echoed frames to waiting callers in order (echo keeps order).
+
+    Frames written in one loop iteration go out in one write, as the RPC
+    client does, so the baseline is the best a bare framing loop can do.
+    """
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.outgoing: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.feed(data)
+        for frame in self.decoder.frames():
+            self.waiting.popleft().set_result(frame)
+
+    async def round_trip(self, frame: bytes) -> bytes:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self.waiting.append(future)
+        if not self.outgoing:
+            loop.call_soon(self._flush)
+        self.outgoing.append(frame)
+        return await future
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
+
+
+async def _drive(
+    one_call: Callable[[], Any], concurrency: int, duration: float, warmup: float
+) -> float:
+    """Calls completed per second with ``concurrency`` callers, after a warm-up."""
+    done = 0
+    counting = False
+    stop_at = time.monotonic() + warmup + duration
+
+    async def caller() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            await one_call()
+            if counting:
+                done += 1
+
+    workers = [asyncio.ensure_future(caller()) for _ in range(concurrency)]
+    await asyncio.sleep(warmup)
+    counting = True
+    started = time.monotonic()
+    await asyncio.gather(*workers)
+    return done / (time.monotonic() - started)
+
+
+async def measure(
+    port: int, pki: Path, concurrency: int, duration: float, rounds: int
+) -> tuple[float, float]:
+    """Best of ``rounds`` interleaved runs of each, to damp noise from other load."""
+    ca, cert, key = pki_paths(pki)
+    address = ("127.0.0.1", port)
+
+    raw_context = client_context(ca, cert, key, [Alpn.RPC])
+    raw_connection = await dial_alpn(address, SNI, Alpn.RPC, raw_context)
+    echo = _EchoClient()
+    raw_connection.attach(echo)
+    # The raw frame is as large as the RPC request envelope.
+    frame = encode_frame(
+        msgspec.msgpack.encode({"Seq": 1, "Method": "Bench.Echo", "Body": PAYLOAD})
+    )
+
+    rpc_context = client_context(ca, cert, key, [Alpn.RPC_MULTI])
+    client = RpcClient(await dial_alpn(address, SNI, Alpn.RPC_MULTI, rpc_context))
+    body = msgspec.Raw(msgspec.msgpack.encode(PAYLOAD))
+
+    raw_rate = rpc_rate = 0.0
+    for _ in range(rounds):
+        raw = await _drive(lambda: echo.round_trip(frame), concurrency, duration, 0.3)
+        rpc = await _drive(lambda: client.call("Bench.Echo", body), concurrency, duration, 0.3)
+        raw_rate, rpc_rate = max(raw_rate, raw), max(rpc_rate, rpc)
+    raw_connection.close()
+    await client.close()
+    return raw_rate, rpc_rate
+
+
+def run_one(
+    loop_name: str, pki: Path, concurrency: int, duration: float, rounds: int
+) -> tuple[float, float]:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", loop_name, "--pki", str(pki)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        with asyncio.Runner(loop_factory=loop_factories()[loop_name]) as runner:
+            return runner.run(measure(port, pki, concurrency, duration, rounds))
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs; best counts")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--pki", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        with asyncio.Runner(loop_factory=loop_factories()[args.serve]) as runner:
+            runner.run(serve(Path(args.pki)))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="wanfed-bench-") as tmp:
+        pki = Path(tmp)
+        write_pki(pki)
+        print(
+            f"proto: echo round trips/s over one mutual-TLS connection, "
+            f"{args.concurrency} concurrent callers, best of {args.rounds} x {args.duration:g}s, "
+            "server in a separate process, same loop on both ends"
+        )
+        header = f"{'loop':<8} {'raw frame echo/s':>17} {'RPC calls/s':>12} {'RPC/raw':>8}  target"
+        print(header)
+        print("-" * len(header))
+        worst = float("inf")
+        for loop_name in loop_factories():
+            raw_rate, rpc_rate = run_one(
+                loop_name, pki, args.concurrency, args.duration, args.rounds
+            )
+            ratio = rpc_rate / raw_rate if raw_rate else 0.0
+            worst = min(worst, ratio)
+            verdict = "ok" if ratio >= TARGET_RATIO else "BELOW"
+            print(
+                f"{loop_name:<8} {raw_rate:>17,.0f} {rpc_rate:>12,.0f} {ratio:>8.2f}  "
+                f">= {TARGET_RATIO} {verdict}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
