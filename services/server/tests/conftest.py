@@ -48,7 +48,7 @@ from wanfed_fsm import (
 from wanfed_proto import RemoteError, TransportError
 from wanfed_server.interfaces import Member
 from wanfed_server.local_agent import LocalAgent
-from wanfed_server.runtime._messages import IndexedHealthChecks, NodeSpecificRequest
+from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Protocol
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, FlagKind, flags_to_overrides, load_config
 from wanfed_fsm import FsmError
 from wanfed_proto import ProtoError
+from wanfed_server.http import start_http_api
 from wanfed_server.runtime import Server
 
 from ._base import CommandError, CommandParser, Subparsers, add_flag
@@ -50,7 +51,7 @@ class Closeable(Protocol):
 Companion = Callable[[Server], Awaitable[Closeable]]
 """Starts something beside the server (e.g. the HTTP API) and returns its handle."""
 
-COMPANIONS: list[Companion] = []
+COMPANIONS: list[Companion] = [start_http_api]
 """Started after the server, closed before it. The HTTP API appends itself here."""
 
 _ACTIONS = {

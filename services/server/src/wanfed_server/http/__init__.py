@@ -6,8 +6,15 @@ endpoints with Consul's JSON shapes, query parameters, headers and status
 codes; ``build_app`` gives the bare aiohttp application for tests.
 """
 
-from ._app import HttpApi, build_app
+from ._app import HttpApi, build_app, start_http_api
 from ._errors import HttpError
 from ._query import QueryParams, parse_query
 
-__all__ = ["HttpApi", "HttpError", "QueryParams", "build_app", "parse_query"]
+__all__ = [
+    "HttpApi",
+    "HttpError",
+    "QueryParams",
+    "build_app",
+    "parse_query",
+    "start_http_api",
+]

@@ -12,8 +12,10 @@ import logging
 
 from aiohttp import web
 
+from wanfed_fsm import Node
 from wanfed_server.interfaces import RpcDispatcher, ServerView
 from wanfed_server.local_agent import LocalAgent
+from wanfed_server.runtime import Server
 
 from ._agent import register_agent_routes
 from ._catalog import register_catalog_routes
@@ -23,7 +25,7 @@ from ._federation import register_federation_routes
 from ._health import register_health_routes
 from ._status import register_status_routes
 
-__all__ = ["HttpApi", "build_app"]
+__all__ = ["HttpApi", "build_app", "start_http_api"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +96,26 @@ class HttpApi:
             runner, self._runner = self._runner, None
             await runner.cleanup()
             logger.info("http api stopped address=%s:%s", self._host, self._port)
+
+    async def close(self) -> None:
+        """Same as :meth:`stop`; the name ``wanfed agent`` closes its companions by."""
+        await self.stop()
+
+
+async def start_http_api(server: Server) -> HttpApi:
+    """The ``wanfed agent`` companion: the HTTP API and local agent of a started server.
+
+    Listens on ``addresses.http`` (else ``client_addr``) and ``ports.http``;
+    the agent's services belong to the server's node, whose address is the
+    host of the server's RPC address (the leader adds the tagged addresses).
+    """
+    config = server.config
+    host = server.rpc_address.rpartition(":")[0].strip("[]")
+    agent = LocalAgent(
+        server,
+        node=Node(node=server.node_name, address=host, datacenter=server.datacenter),
+        datacenter=server.datacenter,
+    )
+    api = HttpApi(server, server, agent, config.http_bind_addr, config.ports.http)
+    await api.start()
+    return api

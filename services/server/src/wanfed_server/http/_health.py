@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from wanfed_fsm import IndexedCheckServiceNodes, ServiceSpecificRequest
-from wanfed_server.runtime._messages import IndexedHealthChecks, NodeSpecificRequest
+from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 from ._context import context
 from ._query import json_response, parse_query

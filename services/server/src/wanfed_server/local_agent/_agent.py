@@ -36,7 +36,7 @@ from wanfed_fsm import (
 )
 from wanfed_proto import ProtoError
 from wanfed_server.interfaces import RpcDispatcher
-from wanfed_server.runtime._messages import IndexedHealthChecks, NodeSpecificRequest
+from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 from ._definitions import CheckDefinition, ServiceDefinition
 from ._state import CatalogView, LocalState, SyncPlan
