@@ -379,3 +379,8 @@ def test_arbitrary_json_values_give_config_or_config_error(
     path = write_config("fuzz.json", json.dumps(document))
     with contextlib.suppress(ConfigError):
         load(path, overrides={"node_name": "n"})
+
+
+def test_null_is_reported_as_null(write_config: WriteConfig) -> None:
+    path = write_config("agent.json", {"tls": {"defaults": None}})
+    assert str(error_of(path)) == f"{path}: tls.defaults: expected a block (an object), got null"

@@ -63,6 +63,8 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 def describe(value: object) -> str:
     """Show a rejected value with its type, so "got 8500 (a string)" is obvious."""
+    if value is None:
+        return "null"
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
     kind = kinds.get(type(value))
     if kind is None:
