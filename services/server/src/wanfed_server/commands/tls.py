@@ -45,8 +45,21 @@ def register(subparsers: Subparsers) -> None:
         help="create a new CA",
         description=f"Create a CA; writes {CA_CERT_FILE} and {CA_KEY_FILE}.",
     )
-    add_flag(ca_create, "days", type=int, default=DEFAULT_CA_DAYS, help="validity in days")
-    add_flag(ca_create, "common-name", default=None, help="CN of the CA (default: generated)")
+    add_flag(
+        ca_create,
+        "days",
+        type=int,
+        default=DEFAULT_CA_DAYS,
+        metavar="N",
+        help=f"validity in days (default {DEFAULT_CA_DAYS})",
+    )
+    add_flag(
+        ca_create,
+        "common-name",
+        default=None,
+        metavar="CN",
+        help="CN of the CA (default: generated)",
+    )
     ca_create.set_defaults(handler=_create_ca)
 
     cert = groups.add_parser("cert", help="agent certificates", description="Cert helpers.")
@@ -84,7 +97,14 @@ def register(subparsers: Subparsers) -> None:
     )
     add_flag(create, "ca", default=CA_CERT_FILE, help=f"CA certificate (default {CA_CERT_FILE})")
     add_flag(create, "key", default=CA_KEY_FILE, help=f"CA key (default {CA_KEY_FILE})")
-    add_flag(create, "days", type=int, default=DEFAULT_CERT_DAYS, help="validity in days")
+    add_flag(
+        create,
+        "days",
+        type=int,
+        default=DEFAULT_CERT_DAYS,
+        metavar="N",
+        help=f"validity in days (default {DEFAULT_CERT_DAYS})",
+    )
     create.set_defaults(handler=_create_cert)
 
 
