@@ -265,6 +265,7 @@ class FakeDispatcher:
         self.consensus = LocalConsensus(address=leader)
         self.calls: list[tuple[str, msgspec.Struct]] = []
         self.fail_methods: set[str] = set()
+        self._called = asyncio.Event()
         self.blocking_reads = asyncio.Event()
         """Set when a read with an index starts: a test can write knowing a query is parked."""
 
@@ -292,9 +293,16 @@ class FakeDispatcher:
 
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
         self.calls.append((method, args))
+        self._called.set()
         if method in self.fail_methods:
             raise TransportError(f"{method}: connection to the leader lost")
         return cast(T, await self._call(method, args))
+
+    async def wait_for_calls(self, method: str, count: int) -> None:
+        """Return once ``method`` has been called ``count`` times in all."""
+        while sum(1 for called, _ in self.calls if called == method) < count:
+            self._called.clear()
+            await self._called.wait()
 
     async def _call(self, method: str, args: msgspec.Struct) -> object:
         if isinstance(args, FederationStateQuery):
