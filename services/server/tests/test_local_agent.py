@@ -151,17 +151,13 @@ def test_critical_for_too_long_reaps_the_service() -> None:
 
 
 def test_reregistering_keeps_a_checks_status_and_replace_drops_others() -> None:
-    state = _state_with(
-        {"Name": "web", "Checks": [{"ID": "a", "TTL": "9s"}, {"ID": "b", "TTL": "9s"}]}
-    )
+    state = _state_with(TWO_CHECKS)
     state.update_ttl("a", "passing", "fine", 1.0)
-    state.add_service(
-        parse_service_definition({"Name": "web", "Check": {"ID": "a", "TTL": "9s"}}), 2.0
-    )
+    state.add_service(parse_service_definition(ONLY_A), 2.0)
     assert set(state.checks()) == {"a", "b"}
     assert state.checks()["a"].status == "passing"
     state.add_service(
-        parse_service_definition({"Name": "web", "Check": {"ID": "a", "TTL": "9s"}}),
+        parse_service_definition(ONLY_A),
         3.0,
         replace_existing_checks=True,
     )
@@ -220,13 +216,11 @@ def test_plan_deregisters_removed_services_until_the_catalog_forgets_them() -> N
 
 
 def test_plan_deregisters_checks_dropped_by_replace_existing_checks() -> None:
-    state = _state_with(
-        {"Name": "web", "Checks": [{"ID": "a", "TTL": "9s"}, {"ID": "b", "TTL": "9s"}]}
-    )
+    state = _state_with(TWO_CHECKS)
     [register] = state.plan(CatalogView(node_registered=False)).register
     catalog = _catalog_after(register)
     state.add_service(
-        parse_service_definition({"Name": "web", "Check": {"ID": "a", "TTL": "9s"}}),
+        parse_service_definition(ONLY_A),
         1.0,
         replace_existing_checks=True,
     )
@@ -290,7 +284,7 @@ async def _in_sync(server: FakeServer) -> None:
 
 async def test_agent_registers_and_syncs_ttl_status(running: FakeServer) -> None:
     agent = running.agent
-    agent.register_service(parse_service_definition({"Name": "web", "Check": {"TTL": "30s"}}))
+    agent.register_service(parse_service_definition(TTL_WEB))
     await _in_sync(running)
     checks = await _catalog_checks(running)
     assert checks["service:web"].status == "critical"
@@ -303,7 +297,7 @@ async def test_agent_registers_and_syncs_ttl_status(running: FakeServer) -> None
 
 async def test_agent_reregisters_what_the_catalog_lost(running: FakeServer) -> None:
     agent, dispatcher = running.agent, running.dispatcher
-    agent.register_service(parse_service_definition({"Name": "web", "Check": {"TTL": "30s"}}))
+    agent.register_service(parse_service_definition(TTL_WEB))
     await _in_sync(running)
     # someone deregisters it behind the agent's back: the node watch wakes a sync
     await dispatcher.rpc(
@@ -317,9 +311,7 @@ async def test_agent_reregisters_what_the_catalog_lost(running: FakeServer) -> N
 
 async def test_agent_retries_until_the_catalog_accepts_writes(running: FakeServer) -> None:
     running.dispatcher.fail_methods.add("Catalog.Register")
-    running.agent.register_service(
-        parse_service_definition({"Name": "web", "Check": {"TTL": "30s"}})
-    )
+    running.agent.register_service(parse_service_definition(TTL_WEB))
     # the first attempt and at least one retry fail
     await asyncio.wait_for(running.dispatcher.wait_for_calls("Catalog.Register", 2), 5)
     assert "service:web" not in await _catalog_checks(running)
@@ -330,7 +322,7 @@ async def test_agent_retries_until_the_catalog_accepts_writes(running: FakeServe
 
 async def test_agent_deregisters_from_the_catalog(running: FakeServer) -> None:
     agent = running.agent
-    agent.register_service(parse_service_definition({"Name": "web", "Check": {"TTL": "30s"}}))
+    agent.register_service(parse_service_definition(TTL_WEB))
     await _in_sync(running)
     agent.deregister_service("web")
     await _in_sync(running)
