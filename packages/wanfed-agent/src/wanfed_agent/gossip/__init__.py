@@ -42,6 +42,7 @@ from ._messages import (
     read_stream_message,
     with_crc,
 )
+from ._naming import MemberNameError, split_member_name, tcp_pings_allowed_within
 from ._simulation import SimulatedNetwork
 from ._suspicion import suspicion_timeout
 from ._tags import decode_tags, encode_tags
@@ -64,6 +65,7 @@ __all__ = [
     "Member",
     "MemberEvent",
     "MemberEventKind",
+    "MemberNameError",
     "MemberState",
     "Membership",
     "MessageType",
@@ -88,7 +90,9 @@ __all__ = [
     "fast_profile",
     "parse_join_target",
     "read_stream_message",
+    "split_member_name",
     "suspicion_timeout",
+    "tcp_pings_allowed_within",
     "wan_profile",
     "with_crc",
 ]

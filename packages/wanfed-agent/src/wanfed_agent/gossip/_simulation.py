@@ -43,11 +43,18 @@ class SimulatedNetwork:
 
     # -- building the pool ----------------------------------------------------
 
-    def add(self, config: GossipConfig) -> Membership:
+    def add(
+        self, config: GossipConfig, *, tcp_ping_allowed: Callable[[str], bool] | None = None
+    ) -> Membership:
         addr = (config.advertise_host, config.advertise_port)
         if addr in self._by_addr:
             raise ValueError(f"address {addr} already used in the simulation")
-        member = Membership(config, now=self.now, seed=self._rng.getrandbits(32))
+        member = Membership(
+            config,
+            now=self.now,
+            seed=self._rng.getrandbits(32),
+            tcp_ping_allowed=tcp_ping_allowed,
+        )
         self.members[config.name] = member
         self._by_addr[addr] = config.name
         self.events[config.name] = []
