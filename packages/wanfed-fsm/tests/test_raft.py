@@ -70,7 +70,7 @@ def test_unauthenticated_raft_refuses_to_start(tmp_path: Path) -> None:
     async def start() -> None:
         RaftConsensus(config)
 
-    with pytest.raises(RaftSecurityError, match="Set the `encrypt` key"):
+    with pytest.raises(RaftSecurityError, match="set the `encrypt` key"):
         asyncio.run(start())
 
 
@@ -209,6 +209,7 @@ async def trio(tmp_path: Path) -> AsyncIterator[list[RaftConsensus]]:
 
 async def test_followers_refuse_writes_naming_the_leader(trio: list[RaftConsensus]) -> None:
     await asyncio.wait_for(_any_leader(trio), 5)
+    await _poll(lambda: all(s.leader_address() for s in trio))
     leader = next(s for s in trio if s.is_leader())
     follower = next(s for s in trio if not s.is_leader())
     with pytest.raises(NotLeaderError, match=f"the leader is {leader.leader_address()}") as info:

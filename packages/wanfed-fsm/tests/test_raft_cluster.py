@@ -202,7 +202,12 @@ class Writer:
 async def test_writes_survive_leader_kill_and_full_cluster_restart(cluster: Cluster) -> None:
     leader = await cluster.leader()
     follower = next(s for s in cluster.servers if s is not leader)
-    assert (await follower.request("WRITE 999999")).startswith("NOTLEADER " + leader.address)
+
+    async def follower_knows_leader() -> bool:
+        return (await follower.status())[1] == leader.address
+
+    assert await eventually(follower_knows_leader, 5)
+    assert (await follower.request("WRITE 999999")) == "NOTLEADER " + leader.address
 
     writer = Writer(cluster)
     task = asyncio.create_task(writer.run())

@@ -41,6 +41,7 @@ from ._fsm import (
     encode_command,
 )
 from ._raft import RaftConfig, RaftConsensus, raft_password
+from ._raft_link import RaftDial, RaftLink
 from ._retry import LEADER_LOOP_BACKOFF_CAP, RetryPolicy, TokenBucket, retry_loop
 from ._store import (
     SNAPSHOT_VERSION,
@@ -142,6 +143,8 @@ __all__ = [
     "QueryOptions",
     "RaftConfig",
     "RaftConsensus",
+    "RaftDial",
+    "RaftLink",
     "RaftSecurityError",
     "ReadTxn",
     "Register",

@@ -29,9 +29,9 @@ of every server (the page cache outlives the process), not a power loss.
 Security. pysyncobj's wire format is pickle, so raft traffic must never be
 accepted from an unauthenticated peer. Today that is pysyncobj's ``password``
 (Fernet, with a key pbkdf2-derived from the password), and the password is
-derived from the cluster's ``encrypt`` key. ``transport_class`` lets a
-transport that tunnels raft over the mTLS RPC port replace pysyncobj's TCP
-transport without changing this class. Outside dev mode a server with
+derived from the cluster's ``encrypt`` key, or a :class:`RaftLink` that
+carries raft over the server's mutual-TLS RPC port (ALPN ``wanfed/raft``)
+in place of pysyncobj's TCP transport. Outside dev mode a server with
 neither refuses to start.
 """
 
@@ -62,6 +62,7 @@ from ._errors import (
     SnapshotFormatError,
 )
 from ._fsm import ApplyResult, Barrier, Command, Fsm, encode_command
+from ._raft_link import RaftLink
 from ._store import StateStore, decode_snapshot
 
 __all__ = ["RaftConfig", "RaftConsensus", "raft_password"]
@@ -161,7 +162,7 @@ class _RaftShell(SyncObj):  # type: ignore[misc]
         fsm: Fsm,
         config: RaftConfig,
         conf: SyncObjConf,
-        transport_class: type[Any] | None,
+        transport_class: Callable[..., Any] | None,
     ) -> None:
         self._wanfed_fsm = fsm
         kwargs: dict[str, Any] = {}
@@ -183,16 +184,17 @@ class RaftConsensus:
         config: RaftConfig,
         *,
         fsm: Fsm | None = None,
-        transport_class: type[Any] | None = None,
+        link: RaftLink | None = None,
     ) -> None:
-        """``transport_class`` replaces pysyncobj's TCP transport (a
-        ``pysyncobj.transport.Transport`` subclass built as ``cls(syncobj,
-        self_node, other_nodes)``); it must authenticate peers itself, e.g. by
-        carrying raft over mutual TLS with ALPN ``wanfed/raft``."""
-        if config.encrypt_key is None and transport_class is None and not config.dev_mode:
+        """With ``link``, raft travels over the server's own mutually authenticated
+        connections (ALPN ``wanfed/raft`` on the RPC port) instead of pysyncobj's
+        TCP port; ``config.address`` and ``peers`` are then RPC addresses, and
+        the encrypt key is not needed for raft."""
+        if config.encrypt_key is None and link is None and not config.dev_mode:
             raise RaftSecurityError(
                 "refusing to start: raft traffic between servers would be unauthenticated "
-                "(pysyncobj speaks pickle). Set the `encrypt` key (the same base64 key on every "
+                "(pysyncobj speaks pickle). Configure TLS (ca_file, cert_file, key_file) so raft "
+                "rides the mutual-TLS RPC port, or set the `encrypt` key (the same on every "
                 "server) to authenticate and encrypt raft, or run a single server with -dev"
             )
         self._loop = asyncio.get_running_loop()
@@ -208,7 +210,9 @@ class RaftConsensus:
         if os.path.exists(self._snapshot_path):
             _load_snapshot_file(self._snapshot_path)  # refuse to start on one we cannot read
         conf = SyncObjConf(
-            password=raft_password(config.encrypt_key) if config.encrypt_key else None,
+            password=(
+                raft_password(config.encrypt_key) if config.encrypt_key and link is None else None
+            ),
             appendEntriesUseBatch=False,
             useFork=False,
             commandsWaitLeader=False,
@@ -227,7 +231,9 @@ class RaftConsensus:
             logCompactionMinTime=config.compaction_min_time,
             onStateChanged=self._on_state_changed,
         )
-        self._shell = _RaftShell(self._fsm, config, conf, transport_class)
+        self._shell = _RaftShell(
+            self._fsm, config, conf, link.transport_factory(self._loop) if link else None
+        )
         logger.info(
             "raft started address=%s peers=%s data_dir=%s authenticated=%s; waiting for a leader",
             config.address,
