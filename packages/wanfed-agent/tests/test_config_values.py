@@ -210,3 +210,12 @@ def test_duration_parser_accepts_or_raises_value_error(text: str) -> None:
 )
 def test_python_log_level(given_level: str, python_level: int) -> None:
     assert load_config((), (), {"log_level": given_level}).python_log_level == python_level
+
+
+def test_retry_join_provider_strings_rejected() -> None:
+    message = error_of({"retry_join": ["provider=aws tag_key=consul"]})
+    assert message == (
+        "command line: retry_join (-retry-join): expected host or host:port, got "
+        "'provider=aws tag_key=consul': cloud auto-join ('provider=') is not supported; list "
+        "server addresses or a DNS name that resolves to them"
+    )

@@ -211,9 +211,15 @@ def parse_host_port(entry: str, default_port: int | None) -> tuple[str, int]:
 
 
 def parse_retry_join(value: object) -> str:
-    entry = parse_str(value)
+    """``host`` or ``host:port`` of a server's RPC port; cloud auto-join is not supported."""
+    entry = parse_str(value).strip()
+    if "provider=" in entry:
+        raise ValueError(
+            f"expected host or host:port, got {entry!r}: cloud auto-join ('provider=') is not "
+            "supported; list server addresses or a DNS name that resolves to them"
+        )
     parse_host_port(entry, DEFAULT_SERVER_PORT)
-    return entry.strip()
+    return entry
 
 
 def parse_primary_gateway(value: object) -> str:
