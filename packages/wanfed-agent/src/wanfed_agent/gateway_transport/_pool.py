@@ -1,0 +1,144 @@
+"""Pooled packet connections: one TLS connection carries many gossip packets.
+
+Dialling TLS through a gateway for every gossip packet would cost a handshake
+per probe. Packets to a member therefore reuse an idle connection to it (the
+most recently used first, so the others age out), concurrent senders each
+hold their own, a connection that failed a write is closed instead of
+returned, and a reaper closes connections idle for two minutes — the same
+limit after which the receiving side stops waiting for a next packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+__all__ = ["POOL_CLOSED_MESSAGE", "PacketConnection", "PacketConnectionPool", "PoolClosedError"]
+
+log = logging.getLogger("wanfed.gossip.gateway")
+
+POOL_CLOSED_MESSAGE: Final = "wanfed: connection pool is closed"
+
+
+class PoolClosedError(Exception):
+    def __init__(self) -> None:
+        super().__init__(POOL_CLOSED_MESSAGE)
+
+
+class PacketConnection:
+    """One pooled connection: a stream writer plus its bookkeeping."""
+
+    __slots__ = ("failed", "key", "last_used", "writer")
+
+    def __init__(self, key: str, writer: asyncio.StreamWriter, now: float) -> None:
+        self.key = key
+        self.writer = writer
+        self.last_used = now
+        self.failed = False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+Dialer = Callable[[str], Awaitable[asyncio.StreamWriter]]
+
+
+class PacketConnectionPool:
+    """Idle connections per member name, reused last-in-first-out."""
+
+    def __init__(
+        self,
+        dial: Dialer,
+        *,
+        idle_limit: float = 120.0,
+        reap_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._dial = dial
+        self._idle_limit = idle_limit
+        self._reap_interval = reap_interval
+        self._clock = clock
+        self._idle: dict[str, list[PacketConnection]] = {}
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+        self.dials = 0
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="gossip-pool-reaper")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def idle_count(self, key: str | None = None) -> int:
+        if key is not None:
+            return len(self._idle.get(key, []))
+        return sum(len(conns) for conns in self._idle.values())
+
+    async def acquire(self, key: str) -> PacketConnection:
+        if self._closed:
+            raise PoolClosedError
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.writer.is_closing():
+                conn.last_used = self._clock()
+                conn.failed = False
+                return conn
+            conn.close()
+        self.dials += 1
+        writer = await self._dial(key)
+        if self.closed:  # closed while we were dialling
+            writer.close()
+            raise PoolClosedError
+        return PacketConnection(key, writer, self._clock())
+
+    def release(self, conn: PacketConnection) -> None:
+        if conn.failed or self._closed or conn.writer.is_closing():
+            conn.close()
+            return
+        conn.last_used = self._clock()
+        self._idle.setdefault(conn.key, []).append(conn)
+
+    def reap(self) -> int:
+        """Close connections idle for the limit or longer; return how many."""
+        now = self._clock()
+        reaped = 0
+        for key in list(self._idle):
+            keep: list[PacketConnection] = []
+            for conn in self._idle[key]:
+                if now - conn.last_used >= self._idle_limit:
+                    conn.close()
+                    reaped += 1
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if reaped:
+            log.debug("closed %d idle gossip packet connections", reaped)
+        return reaped
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._reap_interval)
+            self.reap()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
