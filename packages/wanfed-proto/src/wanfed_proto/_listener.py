@@ -134,6 +134,8 @@ class RpcPortServer:
 
     async def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
         peer = _address_text(address)
+        with contextlib.suppress(OSError):  # small RPC frames must not wait for ACKs
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             connection = await self._admit(conn)
         except _Rejected as rejected:
