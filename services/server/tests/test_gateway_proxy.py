@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import shutil
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -562,3 +563,27 @@ async def test_unusable_upstream_name_is_one_failed_candidate(
     with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
         await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
     assert gateway.stats().routes["local-server:s1"].unreachable == 1
+
+
+async def test_upstream_connect_timeout(pki: Pki, start_gateway: StartGateway) -> None:
+    # A listener whose accept queue is full drops SYNs, so connecting to it
+    # hangs until the gateway's connect timeout fires.
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        gateway = await start_gateway(routes(servers={"s1": port}), connect_timeout=0.1)
+        with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
+            await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+        stats = gateway.stats().routes["local-server:s1"]
+        assert (stats.connect_failures, stats.unreachable) == (1, 1)
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
+from wanfed_proto import InvalidNameError, parse_server_sni
 from wanfed_server.gateway import (
     Route,
     RouteInputError,
@@ -263,6 +266,8 @@ def test_lookup_refuses_everything_else() -> None:
         "s1.server.dc2.consul.evil.com",
         ".server.dc2.consul",
         "a.b.server.dc2.consul",
+        "*.server.dc2.consul",
+        "a b.server.dc2.consul",
         "server.dc9.consul",
         "s1.server.dc2.other",
         "dc2.consul",
@@ -271,6 +276,15 @@ def test_lookup_refuses_everything_else() -> None:
     ]
     for name in refused:
         assert table.lookup(name) is None, name
+
+
+def test_non_ascii_look_alikes_do_not_route() -> None:
+    table = build_route_table(
+        RouteInputs(local_dc="dck", local_servers=[server("s1", "127.0.0.11", dc="dck")])
+    )
+    assert table.lookup("server.dck.consul") is not None
+    assert "server.dc\u212a.consul".lower() == "server.dck.consul"  # KELVIN SIGN folds to k
+    assert table.lookup("server.dc\u212a.consul") is None
 
 
 def test_lookup_ignores_case() -> None:
@@ -367,3 +381,27 @@ def test_servers_without_address_or_port_are_skipped() -> None:
     servers = [server("s1", "", port=8300), server("s2", "127.0.0.12", port=0)]
     table = build_route_table(RouteInputs(local_dc="dc1", local_servers=servers))
     assert table.exact == {}
+
+
+_THREE_DCS = build_route_table(three_dc_inputs())
+_LABELS = st.sampled_from(["server", "dc1", "dc2", "dc3", "consul", "s1", "s9", "*", "", "x y"])
+_NAMES = st.one_of(
+    st.lists(_LABELS, min_size=1, max_size=6).map(".".join),
+    st.text(max_size=40),
+)
+
+
+@given(_NAMES)
+def test_never_an_open_relay(name: str) -> None:
+    """Whatever the name, a route exists only for a well-formed server name we know."""
+    route = _THREE_DCS.lookup(name)
+    if route is None:
+        return
+    try:
+        parsed = parse_server_sni(name, "consul")
+    except InvalidNameError as exc:
+        raise AssertionError(f"{name!r} routed to {route.label} but is no server name") from exc
+    if parsed.dc == "dc1":
+        assert parsed.node in (None, "s1", "s2", "s3")
+    else:
+        assert route.label == f"remote:{parsed.dc}"

@@ -124,7 +124,7 @@ class MeshGateway:
         self._routes = routes
         log.info(
             "gateway route table replaced; new connections use it",
-            extra={"routes": len(routes.exact) + len(routes.remote_suffixes)},
+            extra={"names": len(routes.exact), "labels": routes.labels()},
         )
 
     @property

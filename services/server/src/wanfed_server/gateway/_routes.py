@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -55,6 +56,9 @@ CONSUL_SERVICE: Final = "consul"
 """The service name every server registers itself under."""
 
 LOCAL_ANY_LABEL: Final = "local-any"
+
+_NODE_LABEL: Final = re.compile(r"[a-z0-9_-]{1,63}")
+"""What a node label of a server name may be (as ``wanfed_proto`` builds them)."""
 
 
 class RouteInputError(ValueError):
@@ -125,14 +129,21 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True):
 
     def lookup(self, sni: str) -> Route | None:
         """The route for a ClientHello's server name, or ``None`` to refuse it."""
+        if not sni.isascii():
+            # str.lower() folds some non-ASCII letters into ASCII ones
+            # (KELVIN SIGN becomes "k"): a look-alike must not route.
+            return None
         name = sni.lower()
         route = self.exact.get(name)
         if route is not None:
             return route
         node, dot, suffix = name.partition(".")
-        if not node or not dot:
+        if not dot:
             return None
-        return self.remote_suffixes.get(suffix)
+        route = self.remote_suffixes.get(suffix)
+        if route is None or _NODE_LABEL.fullmatch(node) is None:
+            return None
+        return route
 
     def labels(self) -> list[str]:
         """Every counter label this table can produce, sorted."""
