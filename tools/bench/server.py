@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _server_http import bench_http_blocking_wakeup, bench_http_health_service
+
 from wanfed_agent.tls import create_ca, create_client_cert, create_server_cert
 from wanfed_fsm import (
     HealthCheck,
@@ -246,6 +248,8 @@ async def bench_blocking_wakeup(server: RunningServer) -> None:
 MEASUREMENTS: list[Callable[[RunningServer], Awaitable[None]]] = [
     bench_rpc_health_service_nodes,
     bench_blocking_wakeup,
+    bench_http_health_service,
+    bench_http_blocking_wakeup,
 ]
 
 

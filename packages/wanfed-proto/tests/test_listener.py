@@ -30,6 +30,7 @@ from wanfed_proto import (
     client_context,
     dial_alpn,
     dial_plain,
+    parse_address,
     read_packet,
     serve_rpc_port,
     server_context,
@@ -428,3 +429,38 @@ async def test_write_packet_refuses_what_the_peer_would_refuse() -> None:
 
     with pytest.raises(FrameTooLargeError):
         await write_packet(NoWriter(), b"x" * 11, max_size=10)  # type: ignore[arg-type]
+
+
+async def test_alpn_handlers_require_verified_client_certificates(pki: dict[str, Path]) -> None:
+    lax = server_context(pki["ca"], pki["server"], pki["server_key"], require_client_cert=False)
+    with pytest.raises(ValueError, match="client certificates"):
+        await serve_rpc_port(
+            "127.0.0.1",
+            0,
+            plain_handlers={},
+            alpn_handlers={Alpn.RPC_MULTI: greet},
+            ssl_context=lax,
+        )
+
+
+async def test_a_connection_is_read_by_one_owner_only(port: RpcPortServer) -> None:
+    connection = await dial_plain(port.address, RpcType.CONSUL)
+    reader, writer = connection.open_streams()
+    with pytest.raises(RuntimeError, match="already attached"):
+        connection.open_streams()
+    assert await reader.read() == b"CONSUL sni=None cn=None\n"
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:8300", ("127.0.0.1", 8300)), ("[::1]:8443", ("::1", 8443))],
+)
+def test_parse_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":8300", "host:port"])
+def test_parse_address_refuses_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError, match="not host:port"):
+        parse_address(text)
