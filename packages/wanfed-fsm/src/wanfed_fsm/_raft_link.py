@@ -154,6 +154,7 @@ class _LinkTransport(Transport):  # type: ignore[misc]
         self._notifier = PipeNotifier(syncobj._poller, self._drain)
         self._outbound: dict[str, asyncio.Transport] = {}
         self._dialers: dict[str, asyncio.Task[None]] = {}
+        self._inbound: set[Connection] = set()
         self._lock = threading.Lock()
         self._destroyed = False
         for node in other_nodes:
@@ -217,16 +218,20 @@ class _LinkTransport(Transport):  # type: ignore[misc]
 
     async def serve_inbound(self, connection: Connection) -> None:
         peer = connection.info.peer_text
+        if self._destroyed:
+            return
         protocol = _Inbound(self, peer)
         connection.attach(protocol)
+        self._inbound.add(connection)
         try:
             node = await asyncio.wait_for(asyncio.shield(protocol.hello), _HELLO_TIMEOUT)
+            if node is None:
+                return
+            await connection.wait_closed()
         except TimeoutError:
             logger.warning("raft connection from %s sent no hello; closing", peer)
-            return
-        if node is None:
-            return
-        await connection.wait_closed()
+        finally:
+            self._inbound.discard(connection)
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
@@ -251,6 +256,8 @@ class _LinkTransport(Transport):  # type: ignore[misc]
     def _close_all(self) -> None:
         for node_id in list(self._dialers):
             self._stop_dialer(node_id)
+        for connection in list(self._inbound):
+            connection.abort()
 
     async def _dial_forever(self, node: Node) -> None:
         node_id = str(node.id)
