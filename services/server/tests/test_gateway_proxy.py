@@ -587,3 +587,30 @@ async def test_upstream_connect_timeout(pki: Pki, start_gateway: StartGateway) -
     finally:
         for sock in (*fillers, listener):
             sock.close()
+
+
+async def test_hello_data_and_eof_sent_at_once_all_arrive(start_gateway: StartGateway) -> None:
+    # The client is done before the gateway has even dialed: the bytes and
+    # the EOF must both reach the upstream, in order.
+    hello = client_hello("s1.server.dc1.consul")
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        everything = await reader.read()
+        received.set_result(everything)
+        writer.write(b"got %d" % len(everything))
+        writer.close()
+
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    try:
+        gateway = await start_gateway(routes(servers={"s1": upstream.sockets[0].getsockname()[1]}))
+        reader, writer = await asyncio.open_connection(*gateway.address)
+        writer.write(hello + b"early data")
+        writer.write_eof()
+        assert await until_closed(reader) == b"got %d" % (len(hello) + 10)
+        async with asyncio.timeout(SAFETY):
+            assert await received == hello + b"early data"
+        await close(writer)
+    finally:
+        upstream.close()
+        await upstream.wait_closed()

@@ -215,7 +215,9 @@ class _Downstream(asyncio.Protocol):
         "_idle_mark",
         "_idle_sweeps",
         "_parser",
+        "_paused",
         "_pending",
+        "_pending_size",
         "_route",
         "_server_eof",
         "_transport",
@@ -231,6 +233,8 @@ class _Downstream(asyncio.Protocol):
         self._up: asyncio.Transport | None = None
         self._parser: ClientHelloParser | None = None
         self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._paused = False
         self._hello_timer: asyncio.TimerHandle | None = None
         self._route: Route | None = None
         self._candidates: list[Upstream] = []
@@ -276,8 +280,15 @@ class _Downstream(asyncio.Protocol):
         elif self._parser is not None:
             self._read_hello(data)
         elif not self._closed:
-            # Connecting: reading is paused, but a chunk may already be in flight.
+            # Dialing. Reading goes on (pausing and resuming costs two
+            # syscalls per connection, and a TLS client sends nothing more
+            # before the server answers), but only up to the hello cap.
             self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > self._gateway.config.max_hello_size and not self._paused:
+                self._paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._client_eof = True
@@ -285,7 +296,9 @@ class _Downstream(asyncio.Protocol):
         if up is None:
             if self._parser is not None:
                 self._reject(RejectReason.CLOSED_BEFORE_HELLO)
-            return False
+                return False
+            # Dialing: the EOF is passed on once the upstream is there.
+            return self._route is not None
         if not up.is_closing():
             up.write_eof()
         if self._server_eof:
@@ -429,9 +442,7 @@ class _Downstream(asyncio.Protocol):
         self.route_label = route.label
         self._gateway.counters.route(route.label).connections += 1
         self._pending.append(hello.raw)
-        transport = self._transport
-        assert transport is not None
-        transport.pause_reading()
+        self._pending_size = len(hello.raw)
         self._route = route
         candidates = list(route.upstreams)
         if len(candidates) > 1:
@@ -513,11 +524,15 @@ class _Downstream(asyncio.Protocol):
         self._up = up
         pending = b"".join(self._pending)
         self._pending = []
-        # Resume first: a write below may fill the upstream buffer and pause
-        # the client again, which must not be undone afterwards.
-        client.resume_reading()
+        if self._paused:
+            # Resume first: the write below may fill the upstream buffer and
+            # pause the client again, which must not be undone afterwards.
+            self._paused = False
+            client.resume_reading()
         up.write(pending)
         self.bytes_to_upstream += len(pending)
+        if self._client_eof:
+            up.write_eof()
 
     def _on_hello_timeout(self) -> None:
         self._hello_timer = None
