@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import pytest
@@ -18,10 +18,12 @@ from wanfed_fsm import (
     StateStore,
     Table,
 )
+from wanfed_server.interfaces import RpcDispatcher
 from wanfed_server.local_agent import (
     CatalogView,
     CheckNotTtlError,
     DefinitionError,
+    LocalAgent,
     LocalState,
     UnknownCheckError,
     UnknownServiceError,
@@ -33,6 +35,7 @@ from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 if TYPE_CHECKING:
     from conftest import FakeServer
 
+T = TypeVar("T")
 NODE = Node(node="s1", address="127.0.0.1", datacenter="dc1")
 TWO_CHECKS: dict[str, object] = {
     "Name": "web",
@@ -386,3 +389,33 @@ async def test_agent_runs_tcp_checks(running: FakeServer) -> None:
         server.close()
         await server.wait_closed()
     await asyncio.wait_for(_watch_checks(running, _status_is("critical")), 5)
+
+
+class _CrashOnce:
+    """Delegates to the fake dispatcher, but the first ``Catalog.ListNodes`` hits a bug."""
+
+    def __init__(self, inner: RpcDispatcher) -> None:
+        self.inner = inner
+        self.crashed = False
+
+    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
+        if method == "Catalog.ListNodes" and not self.crashed:
+            self.crashed = True
+            raise RuntimeError("a bug in the dispatcher")
+        return await self.inner.rpc(method, args, reply_type)
+
+
+async def test_a_crashing_sync_is_logged_and_retried(
+    fake_server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    crashing = _CrashOnce(fake_server.dispatcher)
+    agent = LocalAgent(crashing, node=NODE, datacenter="dc1", retry_interval=0.01)
+    await agent.start()
+    try:
+        agent.register_service(parse_service_definition(TTL_WEB))
+        await asyncio.wait_for(agent.wait_in_sync(), 5)
+    finally:
+        await agent.stop()
+    assert crashing.crashed
+    assert "catalog sync crashed node=s1" in caplog.text
+    assert "service:web" in await _catalog_checks(fake_server)

@@ -230,6 +230,15 @@ class LocalAgent:
                 await asyncio.sleep(self._retry_interval)
                 self._sync_wanted.set()
                 continue
+            except Exception:  # a bug must not silently end anti-entropy for good
+                logger.exception(
+                    "catalog sync crashed node=%s; retrying in %.1fs",
+                    self.node_name,
+                    self._retry_interval,
+                )
+                await asyncio.sleep(self._retry_interval)
+                self._sync_wanted.set()
+                continue
             if plan.empty and not self._sync_wanted.is_set():
                 self._in_sync.set()
             elif not plan.empty:
@@ -244,6 +253,7 @@ class LocalAgent:
                 node=self.node_name,
                 min_query_index=index,
                 max_query_time=NODE_WATCH_WAIT,
+                allow_stale=True,  # this server's own replica: a restore here is what we watch for
             )
             try:
                 reply = await self._dispatcher.rpc(
@@ -251,6 +261,11 @@ class LocalAgent:
                 )
             except (ProtoError, OSError) as error:
                 logger.debug("node watch failed error=%s; retrying", error)
+                await asyncio.sleep(self._retry_interval)
+                index = 0
+                continue
+            except Exception:
+                logger.exception("node watch crashed; retrying in %.1fs", self._retry_interval)
                 await asyncio.sleep(self._retry_interval)
                 index = 0
                 continue
