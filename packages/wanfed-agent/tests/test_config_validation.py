@@ -60,7 +60,6 @@ def test_valid_secondary_with_wanfed_and_primary_gateways(
     assert config.wan_federation
     assert not config.is_primary
     assert config.primary_gateways == ("198.18.0.10:8443", "gw.dc1.example:443")
-    assert config.primary_gateway_addresses() == [("198.18.0.10", 8443), ("gw.dc1.example", 443)]
     assert config.wan_member_name == "s1.dc2"
     assert config.tls.mutual_tls_capable
 

@@ -151,9 +151,32 @@ def test_primary_gateway_needs_a_port() -> None:
     )
 
 
-def test_primary_gateway_provider_strings_rejected() -> None:
+def test_primary_gateway_unknown_provider_names_the_installed_ones() -> None:
     message = error_of({"primary_gateways": ["provider=aws tag_key=gw"]})
-    assert "cloud auto-discovery ('provider=') is not supported" in message
+    assert "unknown discovery provider 'aws'; installed providers: dns, file" in message
+
+
+def test_primary_gateway_malformed_provider_entry() -> None:
+    message = error_of({"primary_gateways": ["provider=dns name"]})
+    assert "expected key=value pairs, got 'name'" in message
+
+
+def test_primary_gateway_provider_entries_accepted() -> None:
+    config = load_config(
+        [],
+        [],
+        {
+            "server": True,
+            "datacenter": "dc2",
+            "primary_datacenter": "dc1",
+            "data_dir": "/tmp/wanfed-test-unused",
+            "primary_gateways": ["provider=file path=/etc/wanfed/gw.txt", "198.18.1.20:8443"],
+        },
+    )
+    assert config.primary_gateways == (
+        "provider=file path=/etc/wanfed/gw.txt",
+        "198.18.1.20:8443",
+    )
 
 
 def test_primary_gateway_templates_rejected() -> None:

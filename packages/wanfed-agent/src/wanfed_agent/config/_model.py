@@ -156,7 +156,3 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     def retry_join_addresses(self) -> list[tuple[str, int]]:
         """``retry_join`` entries as (host, port); a bare host means the RPC port 8300."""
         return [parse_host_port(entry, DEFAULT_SERVER_PORT) for entry in self.retry_join]
-
-    def primary_gateway_addresses(self) -> list[tuple[str, int]]:
-        """``primary_gateways`` as (host, port); hosts are resolved at dial time."""
-        return [parse_host_port(entry, DEFAULT_GATEWAY_PORT) for entry in self.primary_gateways]

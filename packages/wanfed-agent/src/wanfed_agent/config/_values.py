@@ -223,20 +223,25 @@ def parse_retry_join(value: object) -> str:
 
 
 def parse_primary_gateway(value: object) -> str:
-    """A literal ``host:port`` of a mesh gateway in the primary datacenter.
+    """A mesh gateway of the primary: literal ``host:port``, or ``provider=<name> k=v ...``.
 
-    Consul also accepts go-sockaddr templates and go-discover ``provider=``
-    strings; wanfed does not implement either, so they are rejected here with a
-    clear message instead of failing later at dial time.
+    Provider entries are resolved later by the plugin registered under that
+    name (entry-point group ``wanfed.discover``); here the entry must parse and
+    the plugin must be installed, so a typo fails at start-up, not at the first
+    discovery attempt. Consul's go-sockaddr templates are not supported.
     """
+    from wanfed_agent.discover import DiscoveryError, load_provider, parse_provider_entry
+
     entry = parse_str(value).strip()
-    if "provider=" in entry:
-        raise ValueError(
-            f"expected host:port, got {entry!r}: cloud auto-discovery ('provider=') is not "
-            "supported; list the gateway addresses or a DNS name that resolves to them"
-        )
     if "{{" in entry:
         raise ValueError(f"expected host:port, got {entry!r}: address templates are not supported")
+    try:
+        provider = parse_provider_entry(entry)
+        if provider is not None:
+            load_provider(provider.name)
+            return entry
+    except DiscoveryError as exc:
+        raise ValueError(str(exc)) from None
     parse_host_port(entry, None)
     return entry
 

@@ -467,7 +467,7 @@ class Membership:
         if stream.kind == "ping" and isinstance(msg, Ack):
             probe = self._probe
             if msg.seq_no == stream.seq and probe is not None and probe.seq == stream.seq:
-                probe.fallback_ok = True
+                probe.fallback_ok = False  # MUTANT
             return msg.seq_no == stream.seq
         logger.warning(
             "unexpected gossip stream reply kind=%s got=%s", stream.kind, type(msg).__name__
@@ -733,6 +733,8 @@ class Membership:
     # -- gossip and push/pull -------------------------------------------------
 
     def _gossip(self, now: float) -> None:
+        if not len(self._broadcasts):
+            return  # nothing to spread; skip picking peers
         def gossipable(n: _Node) -> bool:
             if n.name == self.name:
                 return False

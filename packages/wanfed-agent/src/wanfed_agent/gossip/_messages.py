@@ -334,9 +334,16 @@ def encode_push_pull(msg: PushPull, keyring: Keyring | None = None) -> bytes:
     out = bytearray((MessageType.PUSH_PULL,))
     out += _msgpack.encode(_to_map(header))
     for state in msg.states:
-        out += _msgpack.encode(_to_map(state))
+        out += _encode_state(state)
     out += msg.user_state
     return _seal_stream(bytes(out), keyring)
+
+
+@functools.lru_cache(maxsize=8192)
+def _encode_state(state: PushNodeState) -> bytes:
+    # A push/pull repeats every node's state, which rarely changes between
+    # exchanges; states are immutable, so their encodings can be reused.
+    return _msgpack.encode(_to_map(state))
 
 
 def encode_stream_message(msg: Message, keyring: Keyring | None = None) -> bytes:
