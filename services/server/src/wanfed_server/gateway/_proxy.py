@@ -6,9 +6,10 @@ the sans-I/O hello parser (``wanfed_proto``), under a size cap and a deadline
 timer. Once the hello parses, the server name is looked up in the current
 :class:`~wanfed_server.gateway.RouteTable` — no route, no hello, garbage or a
 silent client all end in a close, so the gateway is never an open relay.
-With a route, reading pauses while a task dials one upstream (random order
-among the candidates, the next one on failure), then the hello bytes are
-replayed and the two transports are spliced: each side's ``data_received``
+With a route, one upstream is dialed (random order among the candidates,
+the next one on failure, each attempt under a connect timeout) while any
+further client bytes are held, at most a hello's worth; then the held bytes
+are replayed and the two transports are spliced: each side's ``data_received``
 writes straight into the other transport, ``pause_writing``/``resume_writing``
 on one side pause and resume reading on the other (flow control without a
 single extra buffer), and an EOF on one side becomes ``write_eof`` on the
@@ -279,7 +280,7 @@ class _Downstream(asyncio.Protocol):
             self.bytes_to_upstream += len(data)
         elif self._parser is not None:
             self._read_hello(data)
-        elif not self._closed:
+        elif self._route is not None and not self._closed:
             # Dialing. Reading goes on (pausing and resuming costs two
             # syscalls per connection, and a TLS client sends nothing more
             # before the server answers), but only up to the hello cap.
