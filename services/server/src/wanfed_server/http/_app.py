@@ -84,9 +84,8 @@ class HttpApi:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self._port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        bound = runner.addresses  # the real port when 0 was asked for
+        self._port = int(bound[0][1]) if bound else self._requested_port
         await self._agent.start()
         logger.info("http api listening address=%s:%d", self._host, self._port)
 
