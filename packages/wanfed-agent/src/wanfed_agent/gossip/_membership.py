@@ -467,7 +467,7 @@ class Membership:
         if stream.kind == "ping" and isinstance(msg, Ack):
             probe = self._probe
             if msg.seq_no == stream.seq and probe is not None and probe.seq == stream.seq:
-                probe.fallback_ok = False  # MUTANT
+                probe.fallback_ok = True
             return msg.seq_no == stream.seq
         logger.warning(
             "unexpected gossip stream reply kind=%s got=%s", stream.kind, type(msg).__name__
