@@ -614,3 +614,52 @@ async def test_hello_data_and_eof_sent_at_once_all_arrive(start_gateway: StartGa
     finally:
         upstream.close()
         await upstream.wait_closed()
+
+
+async def test_every_connection_is_counted_once_and_nothing_leaks(
+    pki: Pki, tls_servers: StartServer, start_gateway: StartGateway
+) -> None:
+    s1 = await tls_servers("s1")
+    gateway = await start_gateway(routes(servers={"s1": s1.port}), hello_timeout=0.2)
+    host, port = gateway.address
+
+    async def good() -> None:
+        _, reader, writer = await tls_session(pki, port, "s1.server.dc1.consul")
+        assert await echo(reader, writer, b"hi\n") == b"hi\n"
+        await close(writer)
+
+    async def unknown() -> None:
+        with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
+            await tls_session(pki, port, "nobody.example")
+
+    async def raw(first: bytes, *, reset: bool = False) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(first)
+        if reset:
+            await writer.drain()
+            writer.transport.abort()
+            return
+        assert await until_closed(reader) == b""
+        await close(writer)
+
+    jobs = [good() for _ in range(8)]
+    jobs += [unknown() for _ in range(4)]
+    jobs += [raw(b"SSH-2.0-hello\r\n") for _ in range(4)]
+    jobs += [raw(b"") for _ in range(3)]
+    jobs += [raw(b"\x16\x03\x01\x02\x00", reset=True) for _ in range(3)]
+    async with asyncio.timeout(SAFETY * 2):
+        await asyncio.gather(*jobs)
+        await gateway.drain()
+
+    stats = gateway.stats()
+    assert stats.active_connections == 0
+    assert stats.routes["local-server:s1"].connections == 8
+    assert stats.routes["local-server:s1"].active == 0
+    rejected = {reason: n for reason, n in stats.rejected.items() if n}
+    assert rejected == {
+        "unknown-sni": 4,
+        "not-tls": 4,
+        "hello-timeout": 3,
+        "closed-before-hello": 3,
+    }
+    assert stats.accepted == 8 + sum(rejected.values())

@@ -110,6 +110,7 @@ class MeshGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._stats_handle: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None
 
     @property
     def routes(self) -> RouteTable:
@@ -159,6 +160,19 @@ class MeshGateway:
         log.info("gateway listening", extra={"host": bound[0], "port": bound[1]})
         return bound
 
+    async def drain(self) -> None:
+        """Stop accepting and wait until every open connection has ended by itself.
+
+        For a rolling restart: clients finish what they are doing and
+        reconnect elsewhere. Wrap in a timeout and call :meth:`close` after it
+        to cut the stragglers.
+        """
+        if self._server is not None:
+            self._server.close()
+        if self._connections:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
     async def close(self) -> None:
         """Stop accepting, drop every open connection and wait for the listener."""
         for handle in (self._sweep_handle, self._stats_handle):
@@ -185,6 +199,8 @@ class MeshGateway:
 
     def _forget(self, conn: _Downstream) -> None:
         self._connections.discard(conn)
+        if not self._connections and self._drained is not None:
+            self._drained.set()
 
     def _schedule_sweep(self) -> None:
         assert self._loop is not None
@@ -319,6 +335,11 @@ class _Downstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         gateway = self._gateway
+        if self._parser is not None:
+            # Reset (or closed) before a full hello: every admitted connection
+            # ends up counted once, either under a route or a reject reason.
+            self._parser = None
+            gateway.counters.reject(RejectReason.CLOSED_BEFORE_HELLO)
         gateway._forget(self)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
