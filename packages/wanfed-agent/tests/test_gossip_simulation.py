@@ -161,3 +161,22 @@ def test_messages_per_member_grow_slowly_with_pool_size() -> None:
     # quadrupling the pool must not come near quadrupling the rate.
     assert per_member[40] < 2 * per_member[10]
     assert math.isfinite(per_member[40])
+
+
+def test_updated_tags_reach_every_member() -> None:
+    net = _pool(8, seed=13)
+    assert net.run_until(30.0, net.converged)
+    net.update_meta("node3", encode_tags({"dc": "dc1", "build": "2"}))
+    assert net.run_until(
+        net.now + 5.0,
+        lambda: all(
+            (seen := net.members[o].member("node3")) is not None
+            and seen.tags == {"dc": "dc1", "build": "2"}
+            for o in net.members
+        ),
+    )
+    assert all(
+        net.first_event(o, "node3", MemberEventKind.UPDATE) is not None
+        for o in net.members
+        if o != "node3"
+    )

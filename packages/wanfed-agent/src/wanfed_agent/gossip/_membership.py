@@ -735,6 +735,7 @@ class Membership:
     def _gossip(self, now: float) -> None:
         if not len(self._broadcasts):
             return  # nothing to spread; skip picking peers
+
         def gossipable(n: _Node) -> bool:
             if n.name == self.name:
                 return False

@@ -105,6 +105,10 @@ class SimulatedNetwork:
     def heal(self) -> None:
         self._groups = {}
 
+    def update_meta(self, name: str, meta: bytes) -> None:
+        self.members[name].update_meta(meta, self.now)
+        self._after(self.members[name])
+
     def leave(self, name: str) -> None:
         self.members[name].leave(self.now)
         self._after(self.members[name])
