@@ -23,6 +23,7 @@ PACKAGES = [
     "packages/wanfed-agent",
     "services/server",
 ]
+TOOL_PACKAGES = ["tools/topology"]
 IMPORT_NAMES = [
     "wanfed_proto",
     "wanfed_fsm",
@@ -44,7 +45,7 @@ BENCHMARKS = sorted(p.stem for p in (ROOT / "tools" / "bench").glob("*.py") if p
 
 def _install_workspace(session: nox.Session, *extra: str) -> None:
     args: list[str] = []
-    for package in PACKAGES:
+    for package in [*PACKAGES, *TOOL_PACKAGES]:
         args += ["-e", package]
     session.install(*args, *extra)
 
@@ -53,7 +54,9 @@ def _install_workspace(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Every package's unit tests plus the cross-package tests, in parallel."""
     _install_workspace(session, *TEST_DEPS)
-    session.run("pytest", "-n", "2", "-q", "-m", "not interop", *session.posargs)
+    session.run(
+        "pytest", "-n", "2", "-q", "-m", "not interop and not integration", *session.posargs
+    )
 
 
 INTEROP_APT_PACKAGES = ["golang-go", "golang-github-hashicorp-memberlist-dev"]
@@ -74,23 +77,51 @@ def interop(session: nox.Session) -> None:
     session.run("pytest", "-q", "-m", "interop", *session.posargs)
 
 
+INTEGRATION_APT_PACKAGES = ["nftables", "iproute2"]
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Multi-datacenter topologies in network namespaces where only gateways can cross."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        session.error("nox -s integration builds network namespaces and needs root")
+    if shutil.which("nft") is None or shutil.which("ip") is None:
+        session.run("apt-get", "update", external=True)
+        session.run("apt-get", "install", "-y", *INTEGRATION_APT_PACKAGES, external=True)
+    _install_workspace(session, *TEST_DEPS)
+    session.run("pytest", "-q", "-m", "integration", "tests/integration", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy strict over sources, tests and tools."""
     _install_workspace(session, *TEST_DEPS, "ruff>=0.6", "mypy>=1.10", "nox")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    mypy_packages = [arg for name in IMPORT_NAMES for arg in ("-p", name)]
+    mypy_packages = [arg for name in [*IMPORT_NAMES, "wanfed_topology"] for arg in ("-p", name)]
     session.run("mypy", *mypy_packages)
-    # Test folders are checked one at a time: each is its own namespace of
-    # top-level modules (pytest imports them with importlib), so checking them
-    # together would report clashes between same-named test files.
-    for tests_dir in sorted([*ROOT.glob("packages/*/tests"), ROOT / "services/server/tests"]):
-        if any(tests_dir.glob("*.py")):
-            session.run("mypy", str(tests_dir.relative_to(ROOT)))
-    if any((ROOT / "tests").glob("**/*.py")):
-        session.run("mypy", "tests")
-    session.run("mypy", "noxfile.py", "tools")
+    # Each folder of tests or scripts is checked on its own: pytest imports test
+    # files as separate top-level modules, so checking folders together would
+    # report clashes between same-named files (every conftest.py).
+    for folder in _python_folders():
+        session.run("mypy", *folder)
+
+
+def _python_folders() -> list[list[str]]:
+    roots = [*ROOT.glob("packages/*/tests"), ROOT / "services/server/tests", ROOT / "tests"]
+    roots.append(ROOT / "tools")
+    folders: list[list[str]] = [["noxfile.py"]]
+    for root in sorted(roots):
+        for folder in sorted({root, *(p.parent for p in root.rglob("*.py"))}):
+            if "src" in folder.relative_to(ROOT).parts:
+                continue  # installed packages are checked with -p above
+            files = sorted(str(p.relative_to(ROOT)) for p in folder.glob("*.py"))
+            if files:
+                folders.append(files)
+    return folders
 
 
 @nox.session

@@ -1,0 +1,145 @@
+"""A topology as data, and the address plan that turns it into hosts.
+
+Every host is its own network namespace. Each datacenter is one bridge
+(its LAN, ``198.18.<dc>.0/24``) inside a router namespace; gateways also sit
+on a shared WAN bridge (``198.19.0.0/24``). Addresses come from
+198.18.0.0/15, which exists only inside these namespaces, so nothing here is
+reachable from, or reaches, any real network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Final, Literal
+
+import msgspec
+
+__all__ = [
+    "WAN_GATEWAY",
+    "WAN_NETWORK",
+    "DatacenterSpec",
+    "Host",
+    "Topology",
+    "default_prefix",
+]
+
+WAN_NETWORK: Final = "198.19.0.0/24"
+WAN_GATEWAY: Final = "198.19.0.1"
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+
+
+def default_prefix() -> str:
+    """Unique per pytest-xdist worker, so parallel runs never share a namespace name."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    digits = "".join(ch for ch in worker if ch.isdigit())
+    return f"wf{digits or os.getpid() % 1000}"
+
+
+class DatacenterSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    servers: int = 1
+    gateways: int = 1
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_-]+", self.name):
+            raise ValueError(f"datacenter name {self.name!r} must match [a-z0-9_-]+")
+        if not 1 <= self.servers <= 9 or not 0 <= self.gateways <= 9:
+            raise ValueError("a datacenter has 1-9 servers and 0-9 gateways")
+
+
+class Host(msgspec.Struct, frozen=True, kw_only=True):
+    """One namespace: a server or a gateway of one datacenter."""
+
+    role: Literal["server", "gateway"]
+    name: str
+    """Node name: ``s1``, ``gw1``..."""
+    datacenter: str
+    dc_index: int
+    netns: str
+    lan_ip: str
+    wan_ip: str | None = None
+
+    @property
+    def router_lan_ip(self) -> str:
+        return f"198.18.{self.dc_index}.1"
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    """Datacenters (the first is the primary unless ``primary`` says otherwise)."""
+
+    datacenters: list[DatacenterSpec]
+    primary: str = ""
+    prefix: str = msgspec.field(default_factory=default_prefix)
+
+    def __post_init__(self) -> None:
+        if not self.datacenters or len(self.datacenters) > 9:
+            raise ValueError("a topology has 1-9 datacenters")
+        names = [dc.name for dc in self.datacenters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"datacenter names repeat: {names}")
+        if self.primary and self.primary not in names:
+            raise ValueError(f"primary {self.primary!r} is not one of {names}")
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(f"prefix {self.prefix!r} must be 1-6 lowercase letters/digits")
+
+    @property
+    def primary_datacenter(self) -> str:
+        return self.primary or self.datacenters[0].name
+
+    @property
+    def router_netns(self) -> str:
+        return f"{self.prefix}-rt"
+
+    def hosts(self) -> list[Host]:
+        hosts: list[Host] = []
+        for d, dc in enumerate(self.datacenters, start=1):
+            for i in range(1, dc.servers + 1):
+                hosts.append(
+                    Host(
+                        role="server",
+                        name=f"s{i}",
+                        datacenter=dc.name,
+                        dc_index=d,
+                        netns=f"{self.prefix}-{d}s{i}",
+                        lan_ip=f"198.18.{d}.{10 + i}",
+                    )
+                )
+            for j in range(1, dc.gateways + 1):
+                hosts.append(
+                    Host(
+                        role="gateway",
+                        name=f"gw{j}",
+                        datacenter=dc.name,
+                        dc_index=d,
+                        netns=f"{self.prefix}-{d}g{j}",
+                        lan_ip=f"198.18.{d}.{20 + j}",
+                        wan_ip=f"198.19.0.{d * 10 + j}",
+                    )
+                )
+        return hosts
+
+    def servers(self, datacenter: str | None = None) -> list[Host]:
+        return [
+            h
+            for h in self.hosts()
+            if h.role == "server" and (datacenter is None or h.datacenter == datacenter)
+        ]
+
+    def gateways(self, datacenter: str | None = None) -> list[Host]:
+        return [
+            h
+            for h in self.hosts()
+            if h.role == "gateway" and (datacenter is None or h.datacenter == datacenter)
+        ]
+
+    def host(self, datacenter: str, name: str) -> Host:
+        for host in self.hosts():
+            if host.datacenter == datacenter and host.name == name:
+                return host
+        raise KeyError(f"no host {name} in {datacenter}")
+
+    def lan_network(self, datacenter: str) -> str:
+        index = next(i for i, dc in enumerate(self.datacenters, 1) if dc.name == datacenter)
+        return str(ipaddress.ip_network(f"198.18.{index}.0/24"))
