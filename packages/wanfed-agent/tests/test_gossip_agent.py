@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from wanfed_agent.gossip import (
+    ErrorResponse,
     GossipAgent,
     MemberEventKind,
     MemberState,
     PlainTransport,
     encode_tags,
     fast_profile,
+    read_stream_message,
 )
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -98,3 +101,19 @@ async def test_join_to_nobody_reports_zero(cluster: Cluster) -> None:
     assert await a.join(target) == 0
     with pytest.raises(ValueError, match="name/address"):
         await a.join("127.0.0.1:1")
+
+
+async def test_garbage_on_a_stream_is_answered_with_an_error(cluster: Cluster) -> None:
+    a = await cluster.start("a.dc1")
+    host, port = a.address
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"\x63 not gossip")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    msg, _ = read_stream_message(reply)
+    assert isinstance(msg, ErrorResponse)
+    assert "unexpected stream message type 99" in msg.error

@@ -301,7 +301,12 @@ class GossipAgent:
                 if reply is not None:
                     writer.write(reply)
                     await writer.drain()
-        except (OSError, TimeoutError, ConnectionError, GossipDecodeError) as exc:
+        except GossipDecodeError as exc:
+            logger.warning("refusing gossip stream from=%s:%d error=%s", *source, exc)
+            with contextlib.suppress(OSError):
+                writer.write(self.core.error_reply(str(exc)))
+                await writer.drain()
+        except (OSError, TimeoutError, ConnectionError) as exc:
             logger.debug("incoming gossip stream dropped from=%s:%d error=%r", *source, exc)
         finally:
             writer.close()

@@ -448,6 +448,10 @@ class Membership:
             logger.debug("ignoring user message over stream bytes=%d", len(msg.payload))
         return None
 
+    def error_reply(self, error: str) -> bytes:
+        """What to answer on a stream whose request could not be read (as memberlist does)."""
+        return encode_stream_message(ErrorResponse(error=error), self._keyring)
+
     def handle_stream_reply(self, stream_id: int, data: bytes, now: float) -> bool:
         """The reply to one of our :class:`StreamExchange` actions; True on success."""
         stream = self._streams.pop(stream_id, None)
