@@ -126,6 +126,27 @@ async def server(pki: dict[str, Path], handlers: Handlers) -> AsyncIterator[RpcP
 
 
 @pytest.fixture
+async def server_handlers_port(
+    handlers: Handlers,
+) -> AsyncIterator[tuple[RpcPortServer, dict[str, RpcHandler]]]:
+    """A plain-only port whose handler table the test may extend."""
+    table = handlers.table()
+
+    async def rpc(connection: Connection) -> None:
+        await serve_rpc(connection, table)
+
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={},
+        ssl_context=None,
+    )
+    yield port, table
+    await port.close()
+
+
+@pytest.fixture
 async def client(pki: dict[str, Path], server: RpcPortServer) -> AsyncIterator[RpcClient]:
     context = client_context(pki["ca"], pki["client"], pki["client_key"], [Alpn.RPC_MULTI])
     connection = await dial_alpn(server.address, "server.dc1.consul", Alpn.RPC_MULTI, context)
@@ -315,3 +336,18 @@ async def test_oversized_request_frame_closes_the_connection(server: RpcPortServ
     writer.write((64 * 1024 * 1024).to_bytes(4, "big"))
     assert await reader.read() == b""
     writer.close()
+
+
+async def test_handler_raising_cancelled_error_answers_instead_of_breaking(
+    server_handlers_port: tuple[RpcPortServer, dict[str, RpcHandler]],
+) -> None:
+    port, table = server_handlers_port
+
+    async def cancels(call: RpcCall) -> None:
+        raise asyncio.CancelledError
+
+    table["Test.Cancels"] = cancels
+    async with RpcClient(await dial_plain(port.address, RpcType.MULTIPLEX_V2)) as rpc:
+        with pytest.raises(RemoteError, match="handler was cancelled"):
+            await rpc.call("Test.Cancels")
+        assert await rpc.call("Test.Echo", 3) == 3
