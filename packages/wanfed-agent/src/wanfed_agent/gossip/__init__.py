@@ -2,7 +2,22 @@
 
 The core (:class:`Membership`) does no I/O and reads no clock; an adapter feeds
 it packets, streams and the time, and carries out the actions it returns.
-:class:`SimulatedNetwork` is such an adapter in memory, with a virtual clock.
+:class:`GossipAgent` is that adapter on asyncio, over any
+:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port);
+:class:`SimulatedNetwork` is one in memory, with a virtual clock::
+
+    config = wan_profile("s1.dc1", "127.0.0.1", 0, meta=encode_tags({"dc": "dc1"}),
+                         encrypt=base64_key)
+    agent = GossipAgent(config, PlainTransport("127.0.0.1"),
+                        tcp_ping_allowed=tcp_pings_allowed_within("dc1"))
+    await agent.start()
+    await agent.join("s2.dc1/127.0.0.2:8302")
+    [(m.name, m.state, m.tags) for m in agent.members()]
+    await agent.leave()
+    await agent.close()
+
+Go memberlist 0.2.x peers (protocol versions 1-5, AES-GCM keyring, LZW
+compression, CRC) join the same pool.
 """
 
 from ._agent import GossipAgent, GossipTransport, PlainTransport
