@@ -23,6 +23,7 @@ from ._context import CONTEXT, ApiContext
 from ._errors import error_middleware
 from ._federation import register_federation_routes
 from ._health import register_health_routes
+from ._internal import register_internal_routes
 from ._status import register_status_routes
 
 __all__ = ["HttpApi", "build_app", "start_http_api"]
@@ -39,6 +40,7 @@ def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) ->
     register_health_routes(app)
     register_agent_routes(app)
     register_federation_routes(app)
+    register_internal_routes(app)
     return app
 
 
