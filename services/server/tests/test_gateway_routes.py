@@ -375,6 +375,11 @@ def test_upstream_and_route_validate() -> None:
     with pytest.raises(ValueError, match="has no upstream"):
         Route("x", ())
     assert str(Upstream("2001:db8::1", 443)) == "[2001:db8::1]:443"
+    route = Route("x", (Upstream("127.0.0.1", 1),))
+    with pytest.raises(ValueError, match="lower-case ASCII"):
+        RouteTable(local_dc="dc1", domain="consul", exact={"S1.server.dc1.consul": route})
+    with pytest.raises(ValueError, match="lower-case ASCII"):
+        RouteTable(local_dc="dc1", domain="consul", remote_suffixes={"": route})
 
 
 def test_servers_without_address_or_port_are_skipped() -> None:

@@ -127,6 +127,13 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True):
     exact: dict[str, Route] = msgspec.field(default_factory=dict)
     remote_suffixes: dict[str, Route] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # lookup() lower-cases the SNI, so a key in any other spelling could
+        # never match: refuse to build such a table.
+        for name in (*self.exact, *self.remote_suffixes):
+            if not name.isascii() or name != name.lower() or not name:
+                raise ValueError(f"route name {name!r} must be non-empty lower-case ASCII")
+
     def lookup(self, sni: str) -> Route | None:
         """The route for a ClientHello's server name, or ``None`` to refuse it."""
         if not sni.isascii():
