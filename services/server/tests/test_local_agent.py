@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -25,6 +26,7 @@ from wanfed_server.local_agent import (
     DefinitionError,
     LocalAgent,
     LocalState,
+    ServiceFile,
     UnknownCheckError,
     UnknownServiceError,
     parse_service_definition,
@@ -419,3 +421,38 @@ async def test_a_crashing_sync_is_logged_and_retried(
     assert crashing.crashed
     assert "catalog sync crashed node=s1" in caplog.text
     assert "service:web" in await _catalog_checks(fake_server)
+
+
+# --- persistence ---------------------------------------------------------------------------
+
+
+def test_services_file_round_trip_and_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "agent" / "services.json"
+    services = ServiceFile(path)
+    assert services.load() == []
+    definitions = [parse_service_definition(TWO_CHECKS), parse_service_definition({"Name": "db"})]
+    services.save(definitions)
+    assert services.load() == definitions
+    path.write_bytes(b"{half a file")
+    assert services.load() == []
+    assert (tmp_path / "agent" / "services.json.corrupt").read_bytes() == b"{half a file"
+    path.write_bytes(b'{"version": 99, "services": []}')
+    assert services.load() == []
+
+
+async def test_agent_services_survive_a_restart(fake_server: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    first = LocalAgent(fake_server.dispatcher, node=NODE, datacenter="dc1", services_file=path)
+    first.register_service(parse_service_definition(TWO_CHECKS))
+    first.register_service(parse_service_definition({"Name": "db"}))
+    first.deregister_service("db")
+    # the server restarts: a new agent reads the file and syncs what the old one owned
+    second = LocalAgent(fake_server.dispatcher, node=NODE, datacenter="dc1", services_file=path)
+    assert list(second.services()) == ["web"]
+    assert set(second.checks()) == {"a", "b"}
+    await second.start()
+    try:
+        await asyncio.wait_for(second.wait_in_sync(), 5)
+    finally:
+        await second.stop()
+    assert set(await _catalog_checks(fake_server)) == {"a", "b"}

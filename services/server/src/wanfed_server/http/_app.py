@@ -9,6 +9,7 @@ another datacenter included); agent endpoints act on the :class:`LocalAgent`;
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
@@ -106,16 +107,21 @@ class HttpApi:
 async def start_http_api(server: Server) -> HttpApi:
     """The ``wanfed agent`` companion: the HTTP API and local agent of a started server.
 
-    Listens on ``addresses.http`` (else ``client_addr``) and ``ports.http``;
+    Listens on ``addresses.http`` (else ``client_addr``) and ``ports.http``.
+    Outside ``-dev`` the agent's services are kept in ``data_dir/local-agent``;
     the agent's services belong to the server's node, whose address is the
     host of the server's RPC address (the leader adds the tagged addresses).
     """
     config = server.config
     host = server.rpc_address.rpartition(":")[0].strip("[]")
+    services_file = None
+    if config.data_dir and not config.dev_mode:
+        services_file = Path(config.data_dir) / "local-agent" / "services.json"
     agent = LocalAgent(
         server,
         node=Node(node=server.node_name, address=host, datacenter=server.datacenter),
         datacenter=server.datacenter,
+        services_file=services_file,
     )
     api = HttpApi(server, server, agent, config.http_bind_addr, config.ports.http)
     await api.start()

@@ -13,6 +13,7 @@ from ._definitions import (
     ServiceDefinition,
     parse_service_definition,
 )
+from ._persist import ServiceFile
 from ._state import (
     CatalogView,
     CheckNotTtlError,
@@ -30,6 +31,7 @@ __all__ = [
     "LocalAgent",
     "LocalState",
     "ServiceDefinition",
+    "ServiceFile",
     "SyncPlan",
     "UnknownCheckError",
     "UnknownServiceError",

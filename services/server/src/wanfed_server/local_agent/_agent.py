@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from wanfed_fsm import (
     DCSpecificRequest,
@@ -39,6 +40,7 @@ from wanfed_server.interfaces import RpcDispatcher
 from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 from ._definitions import CheckDefinition, ServiceDefinition
+from ._persist import ServiceFile
 from ._state import CatalogView, LocalState, SyncPlan
 
 __all__ = ["LocalAgent"]
@@ -62,9 +64,22 @@ class LocalAgent:
         sync_interval: float = DEFAULT_SYNC_INTERVAL,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        services_file: Path | None = None,
     ) -> None:
+        """``services_file``: where registrations survive a restart (None: memory only)."""
         self._dispatcher = dispatcher
         self._state = LocalState(node=node, datacenter=datacenter)
+        self._file = ServiceFile(services_file) if services_file is not None else None
+        if self._file is not None:
+            restored = self._file.load()
+            for definition in restored:
+                self._state.add_service(definition, clock())
+            if restored:
+                logger.info(
+                    "agent services restored count=%d path=%s; syncing them on start",
+                    len(restored),
+                    services_file,
+                )
         self._sync_interval = sync_interval
         self._retry_interval = retry_interval
         self._clock = clock
@@ -126,6 +141,7 @@ class LocalAgent:
         for check_id, new in after.items():
             if before.get(check_id) != new:
                 self._start_probe(new)
+        self._save()
         logger.info(
             "service registered on agent service_id=%s checks=%d; syncing to catalog",
             definition.service.service_id,
@@ -140,6 +156,7 @@ class LocalAgent:
         after = {d.check_id for d in self._state.check_definitions()}
         for check_id in before - after:
             self._stop_probe(check_id)
+        self._save()
         logger.info("service deregistered on agent service_id=%s; syncing", service_id)
         self._changed()
 
@@ -160,6 +177,10 @@ class LocalAgent:
     async def wait_in_sync(self) -> None:
         """Return once a sync found nothing left to write (tests and tools)."""
         await self._in_sync.wait()
+
+    def _save(self) -> None:
+        if self._file is not None:
+            self._file.save(self._state.definitions())
 
     def _changed(self) -> None:
         self._in_sync.clear()

@@ -220,6 +220,20 @@ class LocalState:
     def services(self) -> dict[str, Service]:
         return dict(self._services)
 
+    def definitions(self) -> list[ServiceDefinition]:
+        """Every service with its checks, as registered: what a restart needs back."""
+        return [
+            ServiceDefinition(
+                service=service,
+                checks=[
+                    check.definition
+                    for check in self._checks.values()
+                    if check.definition.service_id == sid
+                ],
+            )
+            for sid, service in sorted(self._services.items())
+        ]
+
     def check_definitions(self) -> list[CheckDefinition]:
         return [check.definition for check in self._checks.values()]
 
