@@ -9,6 +9,16 @@ Depends on msgspec and the standard library only.
 from ._alpn import SERVER_ALPN_PROTOCOLS, Alpn, alpn_for_type, type_for_alpn
 from ._connection import Connection, ConnectionInfo
 from ._dial import DEFAULT_DIAL_TIMEOUT, Address, dial_alpn, dial_plain, parse_address
+from ._envelope import (
+    NIL_BODY,
+    Request,
+    Response,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    unknown_method_error,
+)
 from ._errors import (
     AlpnNotServedError,
     EnvelopeError,
@@ -49,24 +59,17 @@ from ._names import (
 )
 from ._packets import PACKET_IDLE_TIMEOUT, read_packet, write_packet
 from ._rpc import (
-    NIL_BODY,
     CallFailed,
     ProtocolViolation,
     RemoteErrorReceived,
-    Request,
     RequestReceived,
-    Response,
     ResponseReceived,
     RpcClientConnection,
     RpcServerConnection,
     RpcTimeoutError,
-    decode_request,
-    decode_response,
-    encode_request,
-    encode_response,
-    unknown_method_error,
 )
-from ._rpc_asyncio import RpcCall, RpcClient, RpcHandler, serve_rpc
+from ._rpc_asyncio import RpcClient
+from ._rpc_serve import RpcCall, RpcHandler, serve_rpc
 from ._tls import check_dial_context, client_context, server_context
 from ._types import MAX_RPC_TYPE, NATIVE_TLS, NativeTLS, RpcType, classify
 

@@ -1,4 +1,4 @@
-"""The multiplexed RPC envelope and a sans-I/O connection for each side.
+"""The multiplexed RPC connection, one sans-I/O object per side.
 
 Theory of operation: a connection carries length-prefixed frames (see
 ``_frames``); each frame holds exactly one msgpack envelope. A client sends
@@ -6,10 +6,6 @@ Theory of operation: a connection carries length-prefixed frames (see
 answers each with one :class:`Response` carrying the same id, in whatever order
 its handlers finish. Many calls therefore share one connection, and a slow call
 never blocks a fast one.
-
-Bodies stay msgpack (:class:`msgspec.Raw`) inside the envelope so the envelope
-layer never needs to know the request and response types; each handler, and
-each caller, decodes the body into its own Struct.
 
 Failures come in three kinds that callers must be able to tell apart:
 
@@ -28,39 +24,33 @@ and are only interpreted by the adapters.
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Final, TypeAlias
+from typing import Final, TypeAlias
 
 import msgspec
 
+from ._envelope import (
+    _ENCODER,
+    _REQUEST_DECODER,
+    _RESPONSE_DECODER,
+    NIL_BODY,
+    Request,
+    Response,
+)
 from ._errors import EnvelopeError, FrameTooLargeError, ProtoError, TransportError
 from ._frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
 
 __all__ = [
-    "NIL_BODY",
     "CallFailed",
     "ClientEvent",
     "ProtocolViolation",
     "RemoteErrorReceived",
-    "Request",
     "RequestReceived",
-    "Response",
     "ResponseReceived",
     "RpcClientConnection",
     "RpcServerConnection",
     "RpcTimeoutError",
     "ServerEvent",
-    "decode_request",
-    "decode_response",
-    "encode_request",
-    "encode_response",
-    "unknown_method_error",
 ]
-
-NIL_BODY: Final = msgspec.Raw(b"\xc0")
-"""A msgpack ``nil``: the body of a call that carries no arguments or result."""
-
-SequenceId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-MethodName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class RpcTimeoutError(ProtoError, TimeoutError):
@@ -70,63 +60,6 @@ class RpcTimeoutError(ProtoError, TimeoutError):
     connection may be healthy and the request may still run remotely. It is a
     :class:`TimeoutError`, so generic timeout handling catches it too.
     """
-
-
-class Request(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One call, as it travels from client to server."""
-
-    Seq: SequenceId
-    Method: MethodName
-    Body: msgspec.Raw = NIL_BODY
-    Token: str = ""
-    Deadline: float = 0.0
-    """Absolute unix seconds after which the caller stops waiting; 0 = none."""
-    Trace: str = ""
-    """W3C ``traceparent`` of the caller's span, or empty."""
-
-
-class Response(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The answer to one :class:`Request`; ``Error`` non-empty means it failed."""
-
-    Seq: SequenceId
-    Error: str = ""
-    Body: msgspec.Raw = NIL_BODY
-
-
-_ENCODER: Final = msgspec.msgpack.Encoder()
-_REQUEST_DECODER: Final = msgspec.msgpack.Decoder(Request)
-_RESPONSE_DECODER: Final = msgspec.msgpack.Decoder(Response)
-
-
-def encode_request(request: Request) -> bytes:
-    """The envelope bytes of ``request`` (without the frame header)."""
-    return _ENCODER.encode(request)
-
-
-def encode_response(response: Response) -> bytes:
-    """The envelope bytes of ``response`` (without the frame header)."""
-    return _ENCODER.encode(response)
-
-
-def decode_request(data: bytes) -> Request:
-    """Parse one request envelope; anything malformed is an :class:`EnvelopeError`."""
-    try:
-        return _REQUEST_DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"malformed rpc request: {exc}") from None
-
-
-def decode_response(data: bytes) -> Response:
-    """Parse one response envelope; anything malformed is an :class:`EnvelopeError`."""
-    try:
-        return _RESPONSE_DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"malformed rpc response: {exc}") from None
-
-
-def unknown_method_error(method: str) -> str:
-    """The error text for a method no handler serves (net/rpc's wording)."""
-    return f"rpc: can't find method {method}"
 
 
 class ResponseReceived(msgspec.Struct, frozen=True):
