@@ -8,7 +8,7 @@ its servers, so this read-only route carries the same query (blocking,
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import cast, get_args
 
 from aiohttp import web
 
@@ -31,7 +31,9 @@ async def service_dump(request: web.Request) -> web.Response:
         raise HttpError(400, f"Invalid kind {kind!r}: expected one of {', '.join(sorted(_KINDS))}")
     reply = await ctx.dispatcher.rpc(
         "Internal.ServiceDump",
-        ServiceSpecificRequest(datacenter=params.datacenter, service_kind=kind, **params.options()),
+        ServiceSpecificRequest(
+            datacenter=params.datacenter, service_kind=cast(ServiceKind, kind), **params.options()
+        ),
         IndexedCheckServiceNodes,
     )
     return json_response(reply.nodes, reply)
