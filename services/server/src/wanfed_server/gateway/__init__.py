@@ -5,12 +5,28 @@ states, service dumps) into a frozen ``RouteTable``; ``RouteFeed`` keeps the
 last answer of each watch and yields a new table when routing changes;
 ``MeshGateway`` is the
 asyncio data plane that routes on it and can swap it at runtime;
-``StatusServer`` exposes its counters over HTTP.
+``StatusServer`` exposes its counters over HTTP. ``GatewayProcess`` is the
+``wanfed gateway`` process around them: self-registration in the catalog and
+the blocking-query watches that feed ``RouteFeed``.
 """
 
 from ._counters import GatewayCounters, GatewayStats, RejectReason, RouteCounters, RouteStats
 from ._feed import RouteFeed
+from ._process import (
+    ApiError,
+    GatewayProcess,
+    GatewaySettings,
+    ServerUnreachableError,
+    default_node_name,
+)
 from ._proxy import GatewayConfig, MeshGateway
+from ._registration import (
+    CHECK_INTERVAL,
+    CHECK_NAME,
+    DEREGISTER_CRITICAL_AFTER,
+    GatewayRegistration,
+    is_registered,
+)
 from ._routes import (
     CONSUL_SERVICE,
     Route,
@@ -22,11 +38,21 @@ from ._routes import (
     render_route_table,
 )
 from ._status import StatusServer, status_app
+from ._watch import Backoff, BlockingIndex, ServerPool
 
 __all__ = [
+    "CHECK_INTERVAL",
+    "CHECK_NAME",
     "CONSUL_SERVICE",
+    "DEREGISTER_CRITICAL_AFTER",
+    "ApiError",
+    "Backoff",
+    "BlockingIndex",
     "GatewayConfig",
     "GatewayCounters",
+    "GatewayProcess",
+    "GatewayRegistration",
+    "GatewaySettings",
     "GatewayStats",
     "MeshGateway",
     "RejectReason",
@@ -37,9 +63,13 @@ __all__ = [
     "RouteInputs",
     "RouteStats",
     "RouteTable",
+    "ServerPool",
+    "ServerUnreachableError",
     "StatusServer",
     "Upstream",
     "build_route_table",
+    "default_node_name",
+    "is_registered",
     "render_route_table",
     "status_app",
 ]
