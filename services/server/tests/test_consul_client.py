@@ -31,6 +31,7 @@ from wanfed_fsm import (
     Service,
     ServiceAddress,
 )
+from wanfed_server.cli import main
 
 _HTTP_LISTENING = re.compile(rb"http api listening address=([\d.]+):(\d+)")
 _RPC_LISTENING = re.compile(rb"rpc port listening on ([\d.]+):(\d+)")
@@ -231,3 +232,18 @@ async def test_federation_state_endpoints_after_apply_over_rpc(dev_agent: DevAge
     assert one["State"]["Datacenter"] == "dc1"
     assert one["Index"] == int(headers["X-Consul-Index"])
     assert headers["X-Consul-KnownLeader"] == "true"
+
+
+async def test_members_and_info_commands_against_the_dev_agent(
+    dev_agent: DevAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"{dev_agent.http[0]}:{dev_agent.http[1]}"
+    assert await asyncio.to_thread(main, ["members", "-http-addr", address]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC"]
+    assert row.split()[:4] == ["dev1", f"{dev_agent.rpc[0]}:{dev_agent.rpc[1]}", "alive", "server"]
+    assert row.split()[-1] == "dc1"
+    assert await asyncio.to_thread(main, ["members", "-wan", "-http-addr", address]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("dev1.dc1 ")
+    assert await asyncio.to_thread(main, ["info", "-http-addr", address]) == 0
+    assert "\tserver = true\n" in capsys.readouterr().out
