@@ -43,6 +43,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +51,7 @@ from typing import Any, Final
 import msgspec
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
 
 from ._consensus import LeadershipCallback
 from ._errors import (
@@ -231,9 +233,14 @@ class RaftConsensus:
             logCompactionMinTime=config.compaction_min_time,
             onStateChanged=self._on_state_changed,
         )
+        self._pending = 0  # writes submitted and not yet answered by pysyncobj
+        self._pending_lock = threading.Lock()
+        self._kicker: PipeNotifier | None = None
         self._shell = _RaftShell(
             self._fsm, config, conf, link.transport_factory(self._loop) if link else None
         )
+        if not config.peers:
+            self._shell.addOnTickCallback(self._kick_single_server)
         logger.info(
             "raft started address=%s peers=%s data_dir=%s authenticated=%s; waiting for a leader",
             config.address,
@@ -314,15 +321,21 @@ class RaftConsensus:
         future: asyncio.Future[ApplyResult] = self._loop.create_future()
 
         def on_result(result: ApplyResult | None, error: int) -> None:
+            with self._pending_lock:
+                self._pending -= 1
             # the loop may be closed while the tick thread finishes the entry
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(_resolve_apply, future, result, error)
 
+        with self._pending_lock:
+            self._pending += 1
         self._shell.apply_entry(data, callback=on_result)
+        # a bare timer instead of asyncio.wait_for: this is the hot path of every write
+        timer = self._loop.call_later(self._config.apply_timeout, _expire, future, self._config)
         try:
-            result = await asyncio.wait_for(future, self._config.apply_timeout)
-        except TimeoutError:
-            raise OutcomeUnknownError(f"no result within {self._config.apply_timeout}s") from None
+            result = await future
+        finally:
+            timer.cancel()
         if result.error:
             raise CommandRejectedError(result.error)
         return result.index
@@ -340,6 +353,16 @@ class RaftConsensus:
         if error != FAIL_REASON.SUCCESS:
             raise ConsensusError(f"could not {verb} raft server {address}: {_reason(error)}")
         logger.info("raft membership changed op=%s server=%s", verb, address)
+
+    def _kick_single_server(self) -> None:
+        """Tick thread, alone in its cluster: nobody's reply will wake the poller
+        after an entry is appended, so commits would wait for the next idle tick
+        (50 ms). While writes are pending, wake it ourselves."""
+        if self._kicker is None:
+            self._kicker = PipeNotifier(self._shell._poller)
+        if self._pending:
+            with contextlib.suppress(OSError):
+                self._kicker.notify()
 
     def _on_state_changed(self, old: int, new: int) -> None:
         """Tick thread: hop to the loop; only leader/not-leader transitions matter."""
@@ -447,6 +470,11 @@ def _resolve_apply(future: asyncio.Future[ApplyResult], result: Any, error: int)
         future.set_exception(ConsensusError(f"raft write not accepted: {_reason(error)}"))
     else:
         future.set_exception(OutcomeUnknownError(f"raft reported {_reason(error)}"))
+
+
+def _expire(future: asyncio.Future[ApplyResult], config: RaftConfig) -> None:
+    if not future.done():
+        future.set_exception(OutcomeUnknownError(f"no result within {config.apply_timeout}s"))
 
 
 def _resolve_error(future: asyncio.Future[int], error: int) -> None:
