@@ -43,6 +43,8 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
     raft_address: str = ""
     wan_address: str = ""
     """Host the other datacenters reach this server at (``advertise_addr_wan``)."""
+    wan_gossip_address: str = ""
+    """``host:port`` of its WAN gossip listener; servers of one DC join each other there."""
 
 
 class ClusterInfo(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):

@@ -1,0 +1,331 @@
+"""WAN federation via mesh gateways, wired into one server.
+
+Runs on every server when ``connect.enable_mesh_gateway_wan_federation`` is on:
+
+* the gateway locator's refresh loop, over this server's own store;
+* in a secondary, primary-gateway discovery (``primary_gateways``) feeding the
+  locator's fallback list, and the WAN join through ``*.<primary>`` once a
+  fallback address is known;
+
+and, while this server leads its datacenter (the leadership lifecycle):
+
+* anti-entropy of this datacenter's federation state into the primary;
+* in a secondary, federation-state replication from the primary, whose every
+  fetch is reported to the locator (``set_use_replication_signal`` brackets
+  it, so followers and ex-leaders trust their local gateways);
+* in the primary, pruning of datacenters that left the WAN pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from wanfed_agent.discover import PrimaryGatewayDiscovery
+from wanfed_fsm import (
+    MESH_GATEWAY_KIND,
+    CheckServiceNode,
+    Consensus,
+    DCSpecificRequest,
+    FederationState,
+    FederationStateRequest,
+    FederationStateWrite,
+    IndexedFederationStates,
+    ReadTxn,
+    RetryPolicy,
+    StateStore,
+    blocking_query,
+)
+from wanfed_gateway_locator import GatewayLocator, LocatorService
+from wanfed_replication import (
+    AntiEntropy,
+    FederationStateReplication,
+    Pruner,
+    ReplicationPolicy,
+)
+
+__all__ = ["FederationHost", "FederationOptions", "WanFederation"]
+
+logger = logging.getLogger("wanfed_server.wanfed")
+
+T = TypeVar("T")
+
+
+class FederationOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Timings; the defaults are the reference's, tests shorten them."""
+
+    replication_wait: float = 300.0
+    """``MaxQueryTime`` of the blocking ``FederationState.List`` against the primary."""
+    replication_rate: float = 1.0
+    replication_burst: int = 5
+    ae_sync_interval: float = 5.0
+    ae_wait: float = 300.0
+    prune_interval: float = 3600.0
+    locator_rate: float = 0.2
+    locator_burst: int = 5
+    leader_loop_backoff_cap: float = 256.0
+    locator_wait: float = 300.0
+
+
+class FederationHost(Protocol):
+    """What the federation routines need from the server they run in."""
+
+    @property
+    def store(self) -> StateStore: ...
+
+    @property
+    def consensus(self) -> Consensus: ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader_rpc_address(self) -> str | None: ...
+
+    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
+
+
+class DatacenterRegistry(Protocol):
+    def known_datacenters(self) -> list[str]: ...
+
+
+class _StoreSource:
+    """The locator's view of the local store (no RPC, no token)."""
+
+    def __init__(self, host: FederationHost, wait: float) -> None:
+        self._host = host
+        self._wait = wait
+
+    def local_state_initialized(self) -> bool:
+        return self._host.is_leader() or self._host.leader_rpc_address() is not None
+
+    async def federation_states(self, min_index: int) -> tuple[int, Sequence[FederationState]]:
+        meta, states = await blocking_query(
+            self._host.store,
+            DCSpecificRequest(min_query_index=min_index, max_query_time=self._wait),
+            lambda txn: txn.federation_states(),
+        )
+        return meta.index, states
+
+
+class _PrimaryClient:
+    """``FederationState.List`` in the primary, through the normal forwarding path."""
+
+    def __init__(self, host: FederationHost, primary: str, wait: float) -> None:
+        self._host = host
+        self._primary = primary
+        self._wait = wait
+
+    async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
+        return await self._host.rpc(
+            "FederationState.List",
+            DCSpecificRequest(
+                datacenter=self._primary,
+                min_query_index=min_index,
+                max_query_time=self._wait,
+                allow_stale=True,
+            ),
+            IndexedFederationStates,
+        )
+
+
+class _LocalView:
+    """Anti-entropy's consistent read: this DC's stored record and its gateways."""
+
+    def __init__(self, host: FederationHost, datacenter: str, wait: float) -> None:
+        self._host = host
+        self._datacenter = datacenter
+        self._wait = wait
+
+    async def local_federation_view(
+        self, min_index: int
+    ) -> tuple[int, FederationState | None, Sequence[CheckServiceNode]]:
+        datacenter = self._datacenter
+
+        def query(
+            txn: ReadTxn,
+        ) -> tuple[int, tuple[FederationState | None, list[CheckServiceNode]]]:
+            index_state, state = txn.federation_state(datacenter)
+            index_dump, gateways = txn.service_dump(MESH_GATEWAY_KIND)
+            return max(index_state, index_dump), (state, gateways)
+
+        meta, (state, gateways) = await blocking_query(
+            self._host.store,
+            DCSpecificRequest(
+                min_query_index=min_index, max_query_time=self._wait, require_consistent=True
+            ),
+            query,
+            leadership=self._host.consensus,
+        )
+        return meta.index, state, gateways
+
+
+class _Applier:
+    """Writes this DC's record: through local Raft in the primary, else via the primary."""
+
+    def __init__(self, host: FederationHost, datacenter: str, primary: str) -> None:
+        self._host = host
+        self._datacenter = datacenter
+        self._primary = primary
+
+    async def apply_federation_state(self, state: FederationState) -> None:
+        request = FederationStateRequest(datacenter=self._primary, op="upsert", state=state)
+        if self._datacenter == self._primary:
+            await self._host.consensus.apply(FederationStateWrite(request=request))
+        else:
+            await self._host.rpc("FederationState.Apply", request, bool)
+
+
+class WanFederation:
+    """The locator, discovery and the leader's federation routines of one server."""
+
+    def __init__(
+        self,
+        host: FederationHost,
+        *,
+        datacenter: str,
+        primary_datacenter: str,
+        primary_gateways: Sequence[str],
+        primary_gateways_interval: float,
+        registry: DatacenterRegistry,
+        options: FederationOptions | None = None,
+        clock_now: float,
+    ) -> None:
+        self._host = host
+        self._datacenter = datacenter
+        self._primary = primary_datacenter
+        self._options = options or FederationOptions()
+        self._registry = registry
+        opts = self._options
+        self.locator = GatewayLocator(
+            datacenter=datacenter, primary_datacenter=primary_datacenter, now=clock_now
+        )
+        self.locator_service = LocatorService(
+            self.locator,
+            _StoreSource(host, opts.locator_wait),
+            policy=RetryPolicy(
+                rate=opts.locator_rate,
+                burst=opts.locator_burst,
+                backoff_cap=opts.leader_loop_backoff_cap,
+            ),
+        )
+        self.discovery: PrimaryGatewayDiscovery | None = None
+        if primary_gateways and not self.is_primary:
+            self.discovery = PrimaryGatewayDiscovery(
+                primary_gateways,
+                self.locator_service,
+                interval=primary_gateways_interval,
+                ready=self.locator_service.primary_gateways_ready,
+                needs_rediscovery=self._direct_path_failing,
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leader_tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def is_primary(self) -> bool:
+        return self._datacenter == self._primary
+
+    def _direct_path_failing(self) -> bool:
+        """Leader dialling the primary's gateways directly, and still failing."""
+        status = self.locator_service.status()
+        return (
+            self._host.is_leader()
+            and not status.dial_primary_through_local_gateways
+            and status.replication.consecutive_failures > 0
+        )
+
+    @property
+    def fallback_known(self) -> asyncio.Event:
+        """Set once a fallback address of the primary's gateways is known."""
+        if self.discovery is None:
+            event = asyncio.Event()
+            event.set()
+            return event
+        return self.discovery.found
+
+    def pick_gateway(self, datacenter: str) -> str:
+        return self.locator_service.pick_gateway(datacenter)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.locator_service.start()
+        if self.discovery is not None:
+            self._tasks.append(
+                asyncio.create_task(self.discovery.run(), name="primary-gateway-discovery")
+            )
+
+    async def stop(self) -> None:
+        await self._stop_leader()
+        await self.locator_service.stop()
+        await _cancel(self._tasks)
+        self._tasks = []
+
+    def on_leadership(self, is_leader: bool) -> None:
+        if is_leader:
+            self._start_leader()
+        else:
+            asyncio.get_running_loop().create_task(self._stop_leader())
+
+    def _start_leader(self) -> None:
+        if self._leader_tasks:
+            return
+        opts = self._options
+        logger.info(
+            "leadership gained: starting federation-state routines",
+            extra={"datacenter": self._datacenter, "primary": self.is_primary},
+        )
+        ae = AntiEntropy(
+            datacenter=self._datacenter,
+            view=_LocalView(self._host, self._datacenter, opts.ae_wait),
+            applier=_Applier(self._host, self._datacenter, self._primary),
+            sync_interval=opts.ae_sync_interval,
+            policy=RetryPolicy(
+                rate=opts.locator_rate,
+                burst=opts.locator_burst,
+                backoff_cap=opts.leader_loop_backoff_cap,
+            ),
+        )
+        self._leader_tasks.append(asyncio.create_task(ae.run(), name="federation-state-ae"))
+        if self.is_primary:
+            pruner = Pruner(
+                primary=self._primary,
+                consensus=self._host.consensus,
+                registry=self._registry,
+                interval=opts.prune_interval,
+            )
+            self._leader_tasks.append(asyncio.create_task(pruner.run(), name="fed-state-prune"))
+        else:
+            self.locator_service.set_use_replication_signal(True)
+            replication = FederationStateReplication(
+                datacenter=self._datacenter,
+                primary=_PrimaryClient(self._host, self._primary, opts.replication_wait),
+                consensus=self._host.consensus,
+                feedback=self.locator_service,
+            )
+            replicator = replication.replicator(
+                ReplicationPolicy(rate=opts.replication_rate, burst=opts.replication_burst)
+            )
+            self._leader_tasks.append(
+                asyncio.create_task(replicator.run(), name="fed-state-replication")
+            )
+
+    async def _stop_leader(self) -> None:
+        if not self._leader_tasks:
+            return
+        tasks, self._leader_tasks = self._leader_tasks, []
+        await _cancel(tasks)
+        if not self.is_primary:
+            self.locator_service.set_use_replication_signal(False)
+        logger.info("federation-state routines stopped", extra={"datacenter": self._datacenter})
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
