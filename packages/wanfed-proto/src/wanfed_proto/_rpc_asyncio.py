@@ -32,7 +32,7 @@ import msgspec
 
 from ._connection import Connection
 from ._envelope import NIL_BODY
-from ._errors import EnvelopeError, ProtoError, RemoteError
+from ._errors import EnvelopeError, ProtoError, RemoteError, TransportError
 from ._frames import DEFAULT_MAX_FRAME
 from ._rpc import (
     CallFailed,
@@ -57,10 +57,13 @@ def _decoder(tp: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(tp)
 
 
+_ANY_DECODER = msgspec.msgpack.Decoder()
+
+
 def decode_body(body: msgspec.Raw, tp: Any, method: str, what: str) -> Any:
     """``body`` as ``tp``, or an :class:`EnvelopeError` naming the method."""
     try:
-        return _decoder(tp).decode(body)
+        return (_ANY_DECODER if tp is Any else _decoder(tp)).decode(body)
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"rpc {method}: {what}: {exc}") from None
 
@@ -104,6 +107,7 @@ class WriteBatcher:
 class _ClientProtocol(asyncio.Protocol):
     def __init__(self, max_frame: int) -> None:
         self.core = RpcClientConnection(max_frame)
+        self.loop = asyncio.get_running_loop()
         self.calls: dict[int, asyncio.Future[msgspec.Raw]] = {}
         self.transport: asyncio.Transport | None = None
         self.out = WriteBatcher()
@@ -219,12 +223,12 @@ class RpcClient:
             await protocol.writable.wait()
         transport = protocol.transport
         if transport is None or transport.is_closing():
-            protocol.connection_lost(None)
+            raise TransportError(f"rpc {method}: the connection is closing")
         deadline = time.time() + timeout if timeout is not None else 0.0
         seq, data = protocol.core.send_request(
             method, encode_body(body), token=token, deadline=deadline, trace=trace
         )
-        future: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[msgspec.Raw] = protocol.loop.create_future()
         protocol.calls[seq] = future
         protocol.out.write(data)
         try:
