@@ -663,3 +663,31 @@ async def test_every_connection_is_counted_once_and_nothing_leaks(
         "closed-before-hello": 3,
     }
     assert stats.accepted == 8 + sum(rejected.values())
+
+
+async def test_hello_split_into_tiny_segments_is_replayed_exactly(
+    start_gateway: StartGateway,
+) -> None:
+    hello = client_hello("s1.server.dc1.consul")
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.set_result(await reader.read())
+        writer.close()
+
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    try:
+        gateway = await start_gateway(routes(servers={"s1": upstream.sockets[0].getsockname()[1]}))
+        reader, writer = await asyncio.open_connection(*gateway.address)
+        for offset in range(0, len(hello), 7):
+            writer.write(hello[offset : offset + 7])
+            await writer.drain()
+        writer.write(b"after")
+        writer.write_eof()
+        async with asyncio.timeout(SAFETY):
+            assert await received == hello + b"after"
+        assert await until_closed(reader) == b""
+        await close(writer)
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
