@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import secrets
 import socket
 import statistics
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SEQUENTIAL = 1000
 PIPELINED = 5000
@@ -86,8 +88,15 @@ class _Raw:
 
 
 def _payload(index: int) -> bytes:
-    # the size of an encoded one-gateway federation state, so the wire carries the same bytes
-    return b"x" * 400 + index.to_bytes(8, "big")
+    # as many bytes as wanfed's encoded command, so both clusters carry the same load
+    return b"x" * (_command_size() - 8) + index.to_bytes(8, "big")
+
+
+@functools.cache
+def _command_size() -> int:
+    from wanfed_fsm import encode_command
+
+    return len(encode_command(_bench_commands()[0]))
 
 
 def _settle(future: asyncio.Future[None], error: int) -> None:
@@ -98,44 +107,48 @@ def _settle(future: asyncio.Future[None], error: int) -> None:
             future.set_exception(RuntimeError(f"raft error {error}"))
 
 
+def _bench_commands() -> list[Any]:
+    """Upserts of 50 datacenters' records, one opted-in gateway with a passing check each."""
+    from wanfed_fsm import (
+        MESH_GATEWAY_KIND,
+        WAN_FEDERATION_META_KEY,
+        CheckServiceNode,
+        FederationState,
+        FederationStateRequest,
+        FederationStateWrite,
+        HealthCheck,
+        Node,
+        Service,
+    )
+
+    gateway = CheckServiceNode(
+        node=Node(node="gw1", address="127.0.0.2", datacenter="dc2"),
+        service=Service(
+            kind=MESH_GATEWAY_KIND,
+            service="mesh-gateway",
+            port=8443,
+            meta={WAN_FEDERATION_META_KEY: "1"},
+        ),
+        checks=[HealthCheck(node="gw1", check_id="listening", status="passing")],
+    )
+    return [
+        FederationStateWrite(
+            request=FederationStateRequest(
+                op="upsert", state=FederationState(datacenter=f"dc{i}", mesh_gateways=[gateway])
+            )
+        )
+        for i in range(50)
+    ]
+
+
 class _Wanfed:
     def __init__(self, address: str, peers: list[str], data_dir: str, key: bytes) -> None:
-        from wanfed_fsm import (
-            MESH_GATEWAY_KIND,
-            WAN_FEDERATION_META_KEY,
-            CheckServiceNode,
-            FederationState,
-            FederationStateRequest,
-            FederationStateWrite,
-            HealthCheck,
-            Node,
-            RaftConfig,
-            RaftConsensus,
-            Service,
-        )
+        from wanfed_fsm import RaftConfig, RaftConsensus
 
         self._consensus = RaftConsensus(
             RaftConfig(address=address, peers=peers, data_dir=data_dir, encrypt_key=key)
         )
-        gateway = CheckServiceNode(
-            node=Node(node="gw1", address="127.0.0.2", datacenter="dc2"),
-            service=Service(
-                kind=MESH_GATEWAY_KIND,
-                service="mesh-gateway",
-                port=8443,
-                meta={WAN_FEDERATION_META_KEY: "1"},
-            ),
-            checks=[HealthCheck(node="gw1", check_id="listening", status="passing")],
-        )
-        self._commands = [
-            FederationStateWrite(
-                request=FederationStateRequest(
-                    op="upsert",
-                    state=FederationState(datacenter=f"dc{i}", mesh_gateways=[gateway]),
-                )
-            )
-            for i in range(50)
-        ]
+        self._commands = _bench_commands()
 
     def is_leader(self) -> bool:
         return self._consensus.is_leader()
