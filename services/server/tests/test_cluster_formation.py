@@ -50,7 +50,11 @@ async def cluster(
                 "bootstrap_expect": 3,
                 "data_dir": str(tmp_path / node),
                 "bind_addr": "127.0.0.1",
-                "ports": {"server": rpc_ports[node], "raft": free_port()},
+                "ports": {
+                    "server": rpc_ports[node],
+                    "raft": free_port(),
+                    "serf_wan": free_port(),
+                },
                 "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
                 "encrypt": key,
                 "tls": {

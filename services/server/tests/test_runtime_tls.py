@@ -57,7 +57,7 @@ async def tls_server(
             "bootstrap": True,
             "data_dir": str(tmp_path / "s1"),
             "bind_addr": "127.0.0.1",
-            "ports": {"server": 0, "raft": free_port()},
+            "ports": {"server": 0, "raft": free_port(), "serf_wan": free_port()},
             "encrypt": base64.b64encode(os.urandom(32)).decode(),
             "tls": {
                 "defaults": {

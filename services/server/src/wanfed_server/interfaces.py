@@ -11,11 +11,13 @@ happens behind it.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-__all__ = ["Member", "MemberStatus", "RpcDispatcher", "ServerView"]
+from wanfed_gateway_locator import LocatorStatus
+
+__all__ = ["FederationStatusSource", "Member", "MemberStatus", "RpcDispatcher", "ServerView"]
 
 T = TypeVar("T")
 
@@ -78,4 +80,13 @@ class ServerView(Protocol):
 
     def self_info(self) -> dict[str, object]:
         """The ``/v1/agent/self`` document (``Config``, ``Member``, ``Stats``...)."""
+        ...
+
+
+@runtime_checkable
+class FederationStatusSource(Protocol):
+    """A server running WAN federation via mesh gateways can explain its routes."""
+
+    def federation_status(self) -> LocatorStatus | None:
+        """The gateway locator's view; ``None`` when the feature is off."""
         ...

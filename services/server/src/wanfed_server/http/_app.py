@@ -23,6 +23,7 @@ from ._catalog import register_catalog_routes
 from ._context import CONTEXT, ApiContext
 from ._errors import error_middleware
 from ._federation import register_federation_routes
+from ._federation_routes import register_federation_routes_status
 from ._health import register_health_routes
 from ._internal import register_internal_routes
 from ._status import register_status_routes
@@ -41,6 +42,7 @@ def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) ->
     register_health_routes(app)
     register_agent_routes(app)
     register_federation_routes(app)
+    register_federation_routes_status(app)
     register_internal_routes(app)
     return app
 

@@ -9,9 +9,17 @@ formation and the leader routines. It implements the two seams the HTTP API
 codes against: :class:`~wanfed_server.interfaces.RpcDispatcher` (``rpc``)
 and :class:`~wanfed_server.interfaces.ServerView`.
 
+Raft traffic is pysyncobj's pickle, so it only ever reaches authenticated
+peers: with TLS material it rides the RPC port (ALPN ``wanfed/raft``, and
+only for clients whose certificate names a server of this datacenter,
+``server.<dc>.<domain>``); without TLS it uses pysyncobj's own port
+(``ports.raft``) protected by a password derived from ``encrypt``. A non-dev
+server with neither refuses to start.
+
 Lifecycle: ``await start()`` returns once the RPC port listens (a fresh
-non-dev server then forms its cluster in the background); ``await stop()``
-closes the port, stops the leader routines and Raft.
+non-dev server then forms its cluster in the background; if that fails,
+``wait_failed()`` returns the error); ``await stop()`` closes the port, stops
+the leader routines and Raft.
 """
 
 from __future__ import annotations
@@ -29,6 +37,16 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 
 from wanfed_agent.config import AgentConfig
+from wanfed_agent.dialer import GatewayDialer
+from wanfed_gateway_locator import LocatorStatus
+from wanfed_agent.gateway_transport import GatewayTransport
+from wanfed_agent.gossip import (
+    GossipTransport,
+    PlainTransport,
+    encode_tags,
+    fast_profile,
+    wan_profile,
+)
 from wanfed_fsm import (
     Consensus,
     Fsm,
@@ -36,6 +54,8 @@ from wanfed_fsm import (
     NotLeaderError,
     RaftConfig,
     RaftConsensus,
+    RaftLink,
+    RaftSecurityError,
     StateStore,
 )
 from wanfed_proto import (
@@ -46,10 +66,12 @@ from wanfed_proto import (
     RpcPortServer,
     RpcType,
     client_context,
+    dial_alpn,
     parse_address,
     serve_rpc,
     serve_rpc_port,
     server_context,
+    server_sni,
 )
 from wanfed_server.interfaces import Member, MemberStatus
 
@@ -68,6 +90,8 @@ from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._router import Router, StaticRouter
+from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
+from ._wanfed import FederationOptions, WanFederation
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -88,6 +112,11 @@ class ServerOptions(msgspec.Struct, frozen=True, kw_only=True):
     failure_timeout: float = 3.0
     """A server that answered no hello for this long is critical in ``serfHealth``."""
     reconcile_interval: float = 1.0
+    fast_gossip: bool = False
+    """The LAN-like gossip profile instead of memberlist's WAN defaults (tests)."""
+    wan_join_interval: float = 0.0
+    """Flood and placeholder join retry; 0 means ``retry_interval_wan``."""
+    federation: FederationOptions = msgspec.field(default_factory=FederationOptions)
 
 
 def _advertise_host(config: AgentConfig) -> str:
@@ -122,7 +151,10 @@ class Server:
             raise ValueError("a server needs data_dir outside -dev")
         self._config = config
         self._options = options or ServerOptions()
+        self._injected_router = router is not None
         self._router: Router = router or StaticRouter(config.datacenter)
+        self._wan: WanPool | None = None
+        self._federation: WanFederation | None = None
         self._fsm = Fsm()
         self._consensus: Consensus | None = None
         self._port: RpcPortServer | None = None
@@ -134,13 +166,32 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._ready = asyncio.Event()
-        self._started_at = time.time()
+        self._failed: asyncio.Future[BaseException] | None = None
+        self._raft_link: RaftLink | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         config = self._config
+        self._failed = asyncio.get_running_loop().create_future()
+        if config.wan_federation and not config.dev_mode:
+            self._federation = WanFederation(
+                self,
+                datacenter=config.datacenter,
+                primary_datacenter=self.primary_datacenter,
+                primary_gateways=config.primary_gateways,
+                primary_gateways_interval=config.primary_gateways_interval,
+                registry=self,
+                options=self._options.federation,
+                clock_now=time.monotonic(),
+            )
         server_ssl, dialer = self._tls()
+        if not config.dev_mode and server_ssl is None and config.encrypt_key is None:
+            raise RaftSecurityError(
+                "refusing to start: raft traffic between servers would be unauthenticated. "
+                "Configure TLS (ca_file, cert_file, key_file) so raft rides the mutual-TLS RPC "
+                "port, or set the `encrypt` key (the same on every server), or run -dev"
+            )
         self._pool = RpcPool(dialer)
         plain_allowed = config.dev_mode or not config.tls.defaults.verify_incoming
         endpoints = [
@@ -168,6 +219,13 @@ class Server:
         alpn: dict[str, ConnectionHandler] = (
             {Alpn.RPC_MULTI: serve, Alpn.RPC: serve} if server_ssl is not None else {}
         )
+        if server_ssl is not None and not config.dev_mode:
+            self._raft_link = self._make_raft_link()
+            alpn[Alpn.RAFT] = self._servers_only(self._raft_link.serve)
+        gossip_transport = self._gossip_transport()
+        if isinstance(gossip_transport, GatewayTransport):
+            alpn[Alpn.WAN_GOSSIP_PACKET] = gossip_transport.serve_packets
+            alpn[Alpn.WAN_GOSSIP_STREAM] = gossip_transport.serve_stream
         self._port = await serve_rpc_port(
             config.bind_addr,
             config.ports.server,
@@ -179,17 +237,26 @@ class Server:
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
         raft_address = ""
-        if not config.dev_mode:
+        if self._raft_link is not None:
+            raft_address = rpc_address  # raft rides the RPC port
+        elif not config.dev_mode:
             raft_port = config.ports.raft or _free_port(config.bind_addr)
             raft_address = f"{host}:{raft_port}"
+        wan_gossip_address = ""
+        if gossip_transport is not None:
+            wan_gossip_address = await self._start_wan(
+                gossip_transport, host, self._port.address[1]
+            )
         me = ServerInfo(
             node=config.node_name,
             datacenter=config.datacenter,
             rpc_address=rpc_address,
             raft_address=raft_address,
             wan_address=config.advertise_addr_wan or host,
+            wan_gossip_address=wan_gossip_address,
         )
         self._directory = ServerDirectory(me)
+        self._start_wan_joins()
         logger.info(
             "server starting node=%s dc=%s rpc=%s raft=%s dev=%s tls=%s plain_rpc=%s",
             me.node,
@@ -205,6 +272,108 @@ class Server:
         else:
             self._spawn(self._form_and_start_raft(), "cluster-formation")
 
+    def _gossip_transport(self) -> GossipTransport | None:
+        """The WAN gossip transport; none in ``-dev`` (a one-server federation of one)."""
+        config = self._config
+        if config.dev_mode:
+            return None
+        plain = PlainTransport(config.bind_addr, config.ports.serf_wan)
+        if self._federation is None:
+            return plain
+        packet_ssl, stream_ssl = self._gossip_contexts()
+        return GatewayTransport(
+            local=plain,
+            datacenter=config.datacenter,
+            domain=config.domain,
+            picker=self._federation,
+            packet_context=packet_ssl,
+            stream_context=stream_ssl,
+        )
+
+    async def _start_wan(self, transport: GossipTransport, host: str, rpc_port: int) -> str:
+        config = self._config
+        profile = fast_profile if self._options.fast_gossip else wan_profile
+        tags = server_tags(
+            datacenter=config.datacenter,
+            rpc_port=rpc_port,
+            expect=config.bootstrap_expect,
+            wan_join_port=config.ports.serf_wan,
+        )
+        gossip = profile(
+            config.wan_member_name,
+            host,
+            config.ports.serf_wan,
+            meta=encode_tags(tags),
+            encrypt=config.encrypt,
+        )
+        local_dc = config.datacenter
+
+        def tcp_ping_allowed(name: str) -> bool:
+            # Members of other datacenters are already reached over TCP via gateways.
+            dc = name.rpartition(".")[2]
+            return self._federation is None or dc == local_dc
+
+        self._wan = WanPool(
+            config=gossip,
+            transport=transport,
+            datacenter=config.datacenter,
+            primary_datacenter=self.primary_datacenter,
+            tcp_ping_allowed=tcp_ping_allowed,
+        )
+        await self._wan.start()
+        if not self._injected_router:
+            self._router = self._wan
+        if self._federation is not None:
+            self._federation.start()
+        address = self._wan.agent.address
+        return f"{address[0]}:{address[1]}"
+
+    def _start_wan_joins(self) -> None:
+        """Flood-join this DC's servers; a secondary also joins the primary via ``*``."""
+        wan, config = self._wan, self._config
+        if wan is None:
+            return
+        interval = self._options.wan_join_interval or config.retry_interval_wan
+        directory = self._require_directory()
+
+        def local_targets() -> list[str]:
+            known = {m.name for m in wan.agent.members()}
+            return [
+                f"{s.node}.{s.datacenter}/{s.wan_gossip_address}"
+                for s in directory.peers()
+                if s.wan_gossip_address and f"{s.node}.{s.datacenter}" not in known
+            ]
+
+        wan.keep_joining(
+            local_targets,
+            interval=min(interval, self._options.hello_interval),
+            until=lambda: not local_targets(),
+            what="local servers",
+        )
+        if self._federation is not None and not self._federation.is_primary:
+            primary = self.primary_datacenter
+            placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:{config.ports.serf_wan}"
+            wan.keep_joining(
+                lambda: [placeholder],
+                interval=interval,
+                until=lambda: wan.knows_datacenter(primary),
+                what=f"*.{primary}",
+                wait_for=self._federation.fallback_known,
+            )
+        elif self._federation is None and config.retry_join_wan:
+            wan.keep_joining(
+                lambda: list(config.retry_join_wan),
+                interval=interval,
+                until=lambda: len(wan.datacenters()) > 1,
+                what="retry_join_wan",
+            )
+
+    async def wait_failed(self) -> BaseException:
+        """Return the error that stopped a background part of the server (formation)."""
+        if self._failed is None:
+            raise RuntimeError("server not started")
+        return await asyncio.shield(self._failed)
+
     async def wait_ready(self) -> None:
         """Until consensus runs (at once in dev; after cluster formation otherwise)."""
         await self._ready.wait()
@@ -218,6 +387,10 @@ class Server:
             self._unsubscribe()
         if self._leader_routines is not None:
             await self._leader_routines.stop()
+        if self._federation is not None:
+            await self._federation.stop()
+        if self._wan is not None:
+            await self._wan.stop(leave=True)
         if self._port is not None:
             await self._port.close()
         if self._pool is not None:
@@ -231,18 +404,23 @@ class Server:
         self._tasks.append(task)
 
         def done(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                logger.error(
-                    "server task %s failed: %r; the server keeps running without it",
-                    name,
-                    task.exception(),
-                )
+            if task.cancelled() or task.exception() is None:
+                return
+            error = task.exception()
+            logger.error("server task %s failed: %r; the server must stop", name, error)
+            if self._failed is not None and not self._failed.done() and error is not None:
+                self._failed.set_result(error)
 
         task.add_done_callback(done)
 
     def _tls(self) -> tuple[ssl.SSLContext | None, RpcDialer]:
         tls = self._config.tls
         if not tls.mutual_tls_capable:
+            if self._config.wan_federation:
+                raise ValueError(
+                    "cannot dial via a mesh gateway when outgoing TLS is disabled: "
+                    "WAN federation via mesh gateways needs ca_file, cert_file and key_file"
+                )
             return None, PlainDialer()
         d = tls.defaults
         assert d.ca_file is not None
@@ -250,7 +428,64 @@ class Server:
         assert d.key_file is not None
         server_ssl = server_context(d.ca_file, d.cert_file, d.key_file)
         client_ssl = client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI])
-        return server_ssl, AlpnDialer(client_ssl, self._config.domain)
+        direct = AlpnDialer(client_ssl, self._config.domain)
+        if self._federation is None:
+            return server_ssl, direct
+        return server_ssl, GatewayDialer(
+            datacenter=self._config.datacenter,
+            domain=self._config.domain,
+            picker=self._federation,
+            direct=direct,
+            context=client_ssl,
+        )
+
+    def _gossip_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        d = self._config.tls.defaults
+        assert d.ca_file is not None
+        assert d.cert_file is not None
+        assert d.key_file is not None
+        return (
+            client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.WAN_GOSSIP_PACKET]),
+            client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.WAN_GOSSIP_STREAM]),
+        )
+
+    def _make_raft_link(self) -> RaftLink:
+        d = self._config.tls.defaults
+        assert d.ca_file is not None
+        assert d.cert_file is not None
+        assert d.key_file is not None
+        context = client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RAFT])
+        sni = server_sni(self._config.datacenter, self._config.domain)
+
+        async def dial(address: str) -> Connection:
+            return await dial_alpn(address, sni, Alpn.RAFT, context)
+
+        return RaftLink(dial)
+
+    def _servers_only(self, handler: ConnectionHandler) -> ConnectionHandler:
+        """Admit a connection only if its certificate names a server of this datacenter.
+
+        Any holder of a certificate from the CA (clients too) passes the TLS
+        handshake; raft (pickle) must be spoken only by servers.
+        """
+        wanted = server_sni(self._config.datacenter, self._config.domain)
+
+        async def guarded(connection: Connection) -> None:
+            cert = connection.info.peer_cert or {}
+            names = {
+                value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"
+            }
+            if wanted not in names:
+                logger.warning(
+                    "raft connection refused peer=%s: certificate does not name %s; closed",
+                    connection.info.peer_text,
+                    wanted,
+                )
+                connection.abort()
+                return
+            await handler(connection)
+
+        return guarded
 
     async def _form_and_start_raft(self) -> None:
         directory, pool = self._require_directory(), self._require_pool()
@@ -276,6 +511,7 @@ class Server:
                 encrypt_key=config.encrypt_key,
             ),
             fsm=self._fsm,
+            link=self._raft_link,
         )
         self._use_consensus(consensus, members)
         while True:
@@ -317,7 +553,18 @@ class Server:
             failure_timeout=self._options.failure_timeout,
         )
         self._leader_routines = routines
-        self._unsubscribe = consensus.on_leadership_change(routines.on_leadership)
+        unsubscribe = consensus.on_leadership_change(routines.on_leadership)
+        federation = self._federation
+        if federation is not None:
+            unsubscribe_federation = consensus.on_leadership_change(federation.on_leadership)
+
+            def both() -> None:
+                unsubscribe()
+                unsubscribe_federation()
+
+            self._unsubscribe = both
+        else:
+            self._unsubscribe = unsubscribe
         self._ready.set()
 
     def _require_directory(self) -> ServerDirectory:
@@ -469,6 +716,8 @@ class Server:
 
     def members(self, *, wan: bool) -> list[Member]:
         directory = self._require_directory()
+        if wan and self._wan is not None:
+            return self._wan.members()
         if wan:
             me = directory.me
             return [self._member(me, f"{me.node}.{me.datacenter}", alive=True)]
@@ -526,3 +775,20 @@ class Server:
                 },
             },
         }
+
+    # --- federation -----------------------------------------------------------------
+
+    def known_datacenters(self) -> list[str]:
+        """The datacenters of the WAN pool (pruning keeps only their federation states)."""
+        return self._router.datacenters()
+
+    def federation_status(self) -> LocatorStatus | None:
+        return None if self._federation is None else self._federation.locator_service.status()
+
+    @property
+    def federation(self) -> WanFederation | None:
+        return self._federation
+
+    @property
+    def wan_pool(self) -> WanPool | None:
+        return self._wan
