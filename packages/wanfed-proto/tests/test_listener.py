@@ -464,3 +464,71 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
 def test_parse_address_refuses_malformed_text(text: str) -> None:
     with pytest.raises(ValueError, match="not host:port"):
         parse_address(text)
+
+
+class _Recorder(asyncio.Protocol):
+    def __init__(self, keep_open: bool) -> None:
+        self.events: list[object] = []
+        self.keep_open = keep_open
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(data)
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        return self.keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", exc))
+
+
+class _FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+        self.closed = False
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("keep_open", [True, False])
+async def test_bytes_and_eof_before_attach_are_replayed_in_order(keep_open: bool) -> None:
+    from wanfed_proto._connection import _Forwarder
+
+    transport = _FakeTransport()
+    forwarder = _Forwarder()
+    forwarder.connection_made(transport)
+    assert not transport.reading  # nobody reads until someone owns the connection
+    forwarder.data_received(b"early ")
+    forwarder.data_received(b"bytes")
+    assert forwarder.eof_received() is True  # plain TCP: stay open for the target
+    target = _Recorder(keep_open)
+    forwarder.attach(target)
+    assert target.events == ["made", b"early ", b"bytes", "eof"]
+    assert transport.closed is not keep_open
+
+
+async def test_loss_before_attach_is_replayed() -> None:
+    from wanfed_proto._connection import _Forwarder
+
+    forwarder = _Forwarder()
+    forwarder.connection_made(_FakeTransport())
+    forwarder.data_received(b"x")
+    error = ConnectionResetError()
+    forwarder.connection_lost(error)
+    target = _Recorder(keep_open=False)
+    forwarder.attach(target)
+    assert target.events == ["made", b"x", ("lost", error)]

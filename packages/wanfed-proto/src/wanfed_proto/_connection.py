@@ -111,7 +111,12 @@ class _Forwarder(asyncio.Protocol):
         if self.target is not None:
             return self.target.eof_received()
         self._eof = True
-        return True  # keep the transport until the target decides
+        # Keep a plain transport open until the target decides; TLS transports
+        # close after EOF whatever we return (and warn if we return True).
+        transport = self.transport
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            return None
+        return True
 
     def pause_writing(self) -> None:
         self._paused_writing = True
