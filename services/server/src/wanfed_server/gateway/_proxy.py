@@ -372,11 +372,6 @@ class _Downstream(asyncio.Protocol):
 
     # --- used by the upstream side and the gateway -----------------------------
 
-    def upstream_data(self, data: bytes) -> None:
-        assert self._transport is not None
-        self._transport.write(data)
-        self.bytes_to_downstream += len(data)
-
     def upstream_eof(self) -> bool:
         self._server_eof = True
         client = self._transport
@@ -589,11 +584,14 @@ class _Upstream(asyncio.Protocol):
     __slots__ = ("_down", "_write")
 
     def __init__(self, down: _Downstream) -> None:
+        assert down._transport is not None
         self._down = down
-        self._write = down.upstream_data
+        self._write = down._transport.write
 
     def data_received(self, data: bytes) -> None:
+        # The hot path: straight into the client transport, one addition.
         self._write(data)
+        self._down.bytes_to_downstream += len(data)
 
     def eof_received(self) -> bool:
         return self._down.upstream_eof()
