@@ -36,6 +36,7 @@ from wanfed_proto import (
     server_context,
     write_packet,
 )
+from wanfed_proto._connection import _Forwarder  # the buffering seam, tested directly
 
 DEADLINE = 0.5
 """Handshake deadline used by these tests; rejections must happen within it."""
@@ -506,8 +507,6 @@ class _FakeTransport(asyncio.Transport):
 
 @pytest.mark.parametrize("keep_open", [True, False])
 async def test_bytes_and_eof_before_attach_are_replayed_in_order(keep_open: bool) -> None:
-    from wanfed_proto._connection import _Forwarder
-
     transport = _FakeTransport()
     forwarder = _Forwarder()
     forwarder.connection_made(transport)
@@ -522,8 +521,6 @@ async def test_bytes_and_eof_before_attach_are_replayed_in_order(keep_open: bool
 
 
 async def test_loss_before_attach_is_replayed() -> None:
-    from wanfed_proto._connection import _Forwarder
-
     forwarder = _Forwarder()
     forwarder.connection_made(_FakeTransport())
     forwarder.data_received(b"x")
