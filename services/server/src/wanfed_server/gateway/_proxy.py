@@ -428,7 +428,10 @@ class _Downstream(asyncio.Protocol):
                     "idle_timeout": self._gateway.config.idle_timeout,
                 },
             )
-            self.abort()
+            # Nothing is in flight, so a FIN (not a reset) on both sides.
+            self._up.close()
+            if self._transport is not None:
+                self._transport.close()
 
     # --- the unrouted phase ----------------------------------------------------
 
