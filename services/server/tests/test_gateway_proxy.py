@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import shutil
 import socket
 import ssl
@@ -483,6 +484,8 @@ def test_config_validates() -> None:
         GatewayConfig(max_connections=0)
     with pytest.raises(ValueError, match="write_buffer_limit"):
         GatewayConfig(write_buffer_limit=10)
+    with pytest.raises(ValueError, match="max_hello_size must be at least 64 bytes"):
+        GatewayConfig(max_hello_size=8)
 
 
 async def test_counters_are_logged_periodically(
@@ -688,6 +691,52 @@ async def test_hello_split_into_tiny_segments_is_replayed_exactly(
             assert await received == hello + b"after"
         assert await until_closed(reader) == b""
         await close(writer)
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+
+
+def _garbage() -> list[bytes]:
+    """Seeded random junk plus every kind of broken ClientHello."""
+    rng = random.Random(1234)
+    hello = client_hello("s1.server.dc1.consul")
+    cases = [rng.randbytes(rng.randrange(1, 600)) for _ in range(6)]
+    cases += [b"\x16" + rng.randbytes(rng.randrange(8, 300)) for _ in range(4)]
+    cases += [hello[:cut] for cut in (1, 5, 9, 100, len(hello) - 1)]
+    corrupted = bytearray(hello)
+    corrupted[5] = 2  # a ServerHello where the ClientHello should be
+    cases.append(bytes(corrupted))
+    return cases
+
+
+async def test_garbage_never_reaches_an_upstream(start_gateway: StartGateway) -> None:
+    reached = 0
+
+    async def upstream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal reached
+        reached += 1
+        writer.close()
+
+    upstream = await asyncio.start_server(upstream_handler, "127.0.0.1", 0)
+    try:
+        gateway = await start_gateway(
+            routes(servers={"s1": upstream.sockets[0].getsockname()[1]}), hello_timeout=0.2
+        )
+        cases = _garbage()
+
+        async def send(payload: bytes) -> None:
+            reader, writer = await asyncio.open_connection(*gateway.address)
+            writer.write(payload)
+            assert await until_closed(reader) == b""
+            await close(writer)
+
+        async with asyncio.timeout(SAFETY * 2):
+            await asyncio.gather(*(send(case) for case in cases))
+            await gateway.drain()
+        stats = gateway.stats()
+        assert reached == 0
+        assert stats.routes == {}
+        assert sum(stats.rejected.values()) == len(cases) == stats.accepted
     finally:
         upstream.close()
         await upstream.wait_closed()

@@ -48,6 +48,9 @@ __all__ = ["GatewayConfig", "MeshGateway"]
 
 log = logging.getLogger("wanfed.gateway")
 
+_MIN_HELLO_CAP = 64
+"""No real ClientHello is smaller; a lower cap would refuse every client."""
+
 _IDLE_SWEEPS = 4
 """An idle connection is closed after this many quiet sweeps (sweep = timeout / 4)."""
 
@@ -82,9 +85,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{name} must be positive")
         if self.stats_log_interval < 0:
             raise ValueError("stats_log_interval must not be negative")
-        for name in ("max_hello_size", "connect_attempts", "max_connections", "backlog"):
+        for name in ("connect_attempts", "max_connections", "backlog"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_hello_size < _MIN_HELLO_CAP:
+            raise ValueError(f"max_hello_size must be at least {_MIN_HELLO_CAP} bytes")
         if self.write_buffer_limit < 1024:
             raise ValueError("write_buffer_limit must be at least 1024 bytes")
 
