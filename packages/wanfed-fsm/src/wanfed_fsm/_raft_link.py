@@ -33,7 +33,7 @@ import logging
 import pickle
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pysyncobj.node import Node
 from pysyncobj.pipe_notifier import PipeNotifier
@@ -105,8 +105,8 @@ class _Inbound(asyncio.Protocol):
         self._connection: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._connection = transport
+        # uvloop's transports do not subclass asyncio.Transport; same interface.
+        self._connection = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
