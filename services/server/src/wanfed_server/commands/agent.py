@@ -203,7 +203,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
             config.datacenter,
             server.rpc_address,
         )
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(server.wait_failed())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        if not stop.is_set() and failed.done() and not failed.cancelled():
+            raise CommandError(f"wanfed agent: stopped: {failed.result()}")
         logger.info("shutdown requested; stopping the agent")
     finally:
         for handle in reversed(started):
