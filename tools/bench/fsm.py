@@ -2,16 +2,20 @@
 
 Run ``nox -s bench -- fsm`` or ``python tools/bench/fsm.py``.
 
-Two 3-server clusters on loopback, each server its own process, both with the
-same pysyncobj settings (journal in a temp dir, password, no batching, tuned
+Three 3-server clusters on loopback, each server its own process, all with
+the same pysyncobj settings (journal in a temp dir, no batching, tuned
 timeouts), measured in the same run:
 
-* ``raw``    — a SyncObj whose only ``@replicated`` method does nothing;
+* ``raw``    — a SyncObj whose only ``@replicated`` method does nothing,
+  pysyncobj's TCP transport with the password;
 * ``wanfed`` — :class:`wanfed_fsm.RaftConsensus` applying encoded
-  federation-state upserts to the state store.
+  federation-state upserts to the state store, same transport and password;
+* ``link``   — the same, with raft carried by :class:`wanfed_fsm.RaftLink`
+  over mutual TLS (ALPN ``wanfed/raft``) instead of pysyncobj's TCP port
+  (shown for information; the targets compare ``wanfed`` with ``raw``).
 
-Both are driven from inside the leader process through the same asyncio
-callback hop, so the ratio isolates what wanfed adds: command encoding, the
+All are driven from inside the leader process through the same asyncio
+callback hop, so the wanfed/raw ratio isolates what wanfed adds: command encoding, the
 FSM, the store, snapshots in our own format. Measured: sequential commit
 latency (p50/p99) and pipelined throughput (64 writes in flight). Rounds
 alternate between the clusters so machine noise hits both alike. Targets:
@@ -142,11 +146,19 @@ def _bench_commands() -> list[Any]:
 
 
 class _Wanfed:
-    def __init__(self, address: str, peers: list[str], data_dir: str, key: bytes) -> None:
+    def __init__(
+        self, address: str, peers: list[str], data_dir: str, key: bytes, link: Any = None
+    ) -> None:
         from wanfed_fsm import RaftConfig, RaftConsensus
 
         self._consensus = RaftConsensus(
-            RaftConfig(address=address, peers=peers, data_dir=data_dir, encrypt_key=key)
+            RaftConfig(
+                address=address,
+                peers=peers,
+                data_dir=data_dir,
+                encrypt_key=None if link is not None else key,
+            ),
+            link=link,
         )
         self._commands = _bench_commands()
 
@@ -189,6 +201,9 @@ async def _serve(args: argparse.Namespace) -> None:
         from wanfed_fsm import raft_password
 
         server = _Raw(args.address, peers, args.data_dir, raft_password(key))
+    elif args.kind == "link":
+        link = await _serve_raft_port(args.address, Path(args.data_dir).parent / "pki")
+        server = _Wanfed(args.address, peers, args.data_dir, key, link)
     else:
         server = _Wanfed(args.address, peers, args.data_dir, key)
     reader = asyncio.StreamReader()
@@ -206,6 +221,78 @@ async def _serve(args: argparse.Namespace) -> None:
         print(answer, flush=True)
 
 
+async def _serve_raft_port(address: str, pki: Path) -> Any:
+    """An RPC port that serves ALPN wanfed/raft with mutual TLS, and its RaftLink."""
+    from wanfed_fsm import RaftLink
+    from wanfed_proto import Alpn, client_context, dial_alpn, serve_rpc_port, server_context
+
+    ca, cert, key = pki / "ca.pem", pki / "server.pem", pki / "server-key.pem"
+    dial_context = client_context(ca, cert, key, alpn=[Alpn.RAFT])
+
+    async def dial(peer: str) -> Any:
+        return await dial_alpn(peer, "server.dc1.consul", Alpn.RAFT, dial_context, timeout=2)
+
+    link = RaftLink(dial)
+    host, port = address.rsplit(":", 1)
+    await serve_rpc_port(
+        host,
+        int(port),
+        plain_handlers={},
+        alpn_handlers={Alpn.RAFT: link.serve},
+        ssl_context=server_context(ca, cert, key),
+    )
+    return link
+
+
+def _make_pki(directory: Path) -> None:
+    """A CA and one server certificate for ``server.dc1.consul`` (server and client use)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir()
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server.dc1.consul")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("server.dc1.consul")]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (directory / "server-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
 # --- driver -------------------------------------------------------------------------------
 
 
@@ -218,10 +305,13 @@ def _free_port() -> int:
 
 class _Cluster:
     def __init__(self, kind: str, root: Path, key: str) -> None:
+        (root / kind).mkdir()
+        if kind == "link":
+            _make_pki(root / kind / "pki")
         addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
         self.processes: list[subprocess.Popen[str]] = []
         for i, address in enumerate(addresses):
-            data_dir = root / f"{kind}{i}"
+            data_dir = root / kind / str(i)
             data_dir.mkdir()
             self.processes.append(
                 subprocess.Popen(
@@ -277,7 +367,7 @@ class _Cluster:
 
 def _drive() -> None:
     key = secrets.token_hex(32)
-    results: dict[str, list[tuple[float, float, float]]] = {"raw": [], "wanfed": []}
+    results: dict[str, list[tuple[float, float, float]]] = {"raw": [], "wanfed": [], "link": []}
     with tempfile.TemporaryDirectory() as tmp:
         clusters = {kind: _Cluster(kind, Path(tmp), key) for kind in results}
         try:
@@ -296,15 +386,16 @@ def _drive() -> None:
             max(r[2] for r in rows),
         )
 
-    raw, wanfed = best("raw"), best("wanfed")
-    print(f"fsm bench: 3 servers on loopback, journal + password, {ROUNDS} rounds each")
+    raw, wanfed, link = best("raw"), best("wanfed"), best("link")
+    print(f"fsm bench: 3 servers on loopback, journal on, {ROUNDS} rounds each")
+    print("  raw, wanfed: pysyncobj's TCP transport with the password; link: RaftLink over mTLS")
     print(
         f"  sequential: {SEQUENTIAL} writes; pipelined: {PIPELINED} writes, {IN_FLIGHT} in flight"
     )
     print()
-    print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'writes/s':>12}")
-    for name, row in (("raw", raw), ("wanfed", wanfed)):
-        print(f"{name:<10}{row[0]:>10.3f}{row[1]:>10.3f}{row[2]:>12.0f}")
+    print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'writes/s':>12}{'vs raw':>10}")
+    for name, row in (("raw", raw), ("wanfed", wanfed), ("link", link)):
+        print(f"{name:<10}{row[0]:>10.3f}{row[1]:>10.3f}{row[2]:>12.0f}{raw[2] / row[2]:>9.2f}x")
     p50_ratio = wanfed[0] / raw[0]
     rate_ratio = raw[2] / wanfed[2]
     print()
@@ -320,7 +411,7 @@ def _drive() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--serve", dest="kind", choices=["raw", "wanfed"])
+    parser.add_argument("--serve", dest="kind", choices=["raw", "wanfed", "link"])
     parser.add_argument("--address")
     parser.add_argument("--peers", default="")
     parser.add_argument("--data-dir")
