@@ -14,9 +14,11 @@ import msgspec
 import pytest
 
 from wanfed_fsm import (
+    Consensus,
     FederationState,
     FederationStateRequest,
     FederationStateWrite,
+    LocalConsensus,
     NotLeaderError,
     OutcomeUnknownError,
     QueryOptions,
@@ -249,3 +251,9 @@ async def test_leader_changes_surface_as_outcome_unknown(error: int, outcome: st
     _resolve_apply(future, None, error)  # type: ignore[arg-type]
     with pytest.raises(OutcomeUnknownError, match=outcome):
         await future
+
+
+def _both_implement_consensus(raft: RaftConsensus, local: LocalConsensus) -> list[Consensus]:
+    """Never called: mypy (strict, over this folder) fails here if either
+    implementation stops satisfying the Consensus protocol."""
+    return [raft, local]
