@@ -1,0 +1,346 @@
+"""``wanfed gateway`` against a real server: a one-server DC with mutual TLS on its
+RPC port and its HTTP API, both on loopback, and the gateway process in the same
+loop (one test runs the real command as a child process).
+
+What must hold: the gateway registers itself as an opted-in mesh gateway whose
+TCP check the leader turns passing; a TLS client naming a server reaches that
+server's RPC handler through it with mutual TLS end to end; a federation-state
+write for another DC adds a route to that DC's gateway; losing the HTTP server
+it watches moves it to the next one; shutdown deregisters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from wanfed_agent.config import load_config
+from wanfed_fsm import (
+    CheckServiceNode,
+    FederationState,
+    FederationStateRequest,
+    Node,
+    Service,
+    ServiceAddress,
+)
+from wanfed_proto import Alpn, RpcClient, client_context, dial_alpn
+from wanfed_server.gateway import GatewayProcess, GatewaySettings
+from wanfed_server.http import HttpApi, start_http_api
+from wanfed_server.runtime import Server
+
+if TYPE_CHECKING:
+    from .conftest import RuntimePki  # type: ignore[import-not-found]
+
+_GATEWAY = [
+    sys.executable,
+    "-c",
+    "import sys; from wanfed_server.cli import main; sys.exit(main())",
+]
+
+
+@dataclass
+class Datacenter:
+    server: Server
+    http: HttpApi
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http.address}"
+
+
+@pytest.fixture
+async def dc1(
+    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
+) -> AsyncIterator[Datacenter]:
+    s1 = runtime_pki.certs["s1"]
+    config = load_config(
+        overrides={
+            "node_name": "s1",
+            "datacenter": "dc1",
+            "server": True,
+            "bootstrap": True,
+            "data_dir": str(tmp_path / "s1"),
+            "bind_addr": "127.0.0.1",
+            "ports": {"server": 0, "http": 0, "raft": free_port(), "serf_wan": free_port()},
+            "encrypt": base64.b64encode(os.urandom(32)).decode(),
+            "tls": {
+                "defaults": {
+                    "ca_file": str(runtime_pki.ca),
+                    "cert_file": str(s1.cert),
+                    "key_file": str(s1.key),
+                    "verify_incoming": True,
+                    "verify_outgoing": True,
+                }
+            },
+        }
+    )
+    server = Server(config)
+    await server.start()
+    await server.wait_ready()
+    http = await start_http_api(server)
+    yield Datacenter(server, http)
+    await http.close()
+    await server.stop()
+
+
+def _settings(*urls: str, **changes: Any) -> GatewaySettings:
+    settings = GatewaySettings(
+        http_urls=urls,
+        bind_host="127.0.0.1",
+        bind_port=0,
+        lan_host="127.0.0.1",
+        lan_port=0,
+        wan_host="127.0.0.1",
+        wan_port=0,
+        node="gw1",
+        wait=5.0,
+        datacenters_interval=0.2,
+        backoff_initial=0.05,
+        backoff_cap=0.2,
+    )
+    return msgspec.structs.replace(settings, **changes)
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[Callable[[GatewaySettings], Awaitable[GatewayProcess]]]:
+    started: list[GatewayProcess] = []
+
+    async def start(settings: GatewaySettings) -> GatewayProcess:
+        process = GatewayProcess(settings)
+        started.append(process)
+        await asyncio.wait_for(process.start(), 10)
+        return process
+
+    yield start
+    for process in started:
+        await process.stop()
+
+
+async def _get(url: str, path: str, **params: str) -> tuple[Any, int]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + path, params=params) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json(), int(response.headers.get("X-Consul-Index", "0"))
+
+
+async def _until(url: str, path: str, done: Callable[[Any], bool]) -> Any:
+    """Follow ``path`` with blocking queries until ``done(answer)``."""
+    index = 0
+    async with asyncio.timeout(20):
+        while True:
+            params = {"index": str(index), "wait": "5s"} if index else {}
+            body, index = await _get(url, path, **params)
+            if done(body):
+                return body
+
+
+async def _until_route(process: GatewayProcess, sni: str, present: bool = True) -> None:
+    async with asyncio.timeout(20):
+        while (process.gateway.routes.lookup(sni) is not None) != present:
+            process.routes_changed.clear()
+            await process.routes_changed.wait()
+
+
+async def test_registers_itself_as_an_opted_in_gateway_whose_check_turns_passing(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    process = await start_gateway(_settings(dc1.url, wan_host="198.18.0.9", wan_port=443))
+    port = process.address[1]
+    entries = await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+    (entry,) = entries
+    assert entry["Node"] == "gw1"
+    assert entry["Datacenter"] == "dc1"
+    assert entry["ServiceKind"] == "mesh-gateway"
+    assert entry["ServiceID"] == "mesh-gateway"
+    assert entry["ServiceMeta"] == {"consul-wan-federation": "1"}
+    assert entry["ServicePort"] == port
+    assert entry["ServiceTaggedAddresses"] == {
+        "lan": {"Address": "127.0.0.1", "Port": port},
+        "wan": {"Address": "198.18.0.9", "Port": 443},
+    }
+    assert entry["TaggedAddresses"] == {"lan": "127.0.0.1", "wan": "198.18.0.9"}
+
+    def check_passing(health: list[dict[str, Any]]) -> bool:
+        checks = [c for e in health for c in e["Checks"] if c["CheckID"] == "service:mesh-gateway"]
+        return bool(checks) and checks[0]["Status"] == "passing"
+
+    health = await _until(dc1.url, "/v1/health/service/mesh-gateway", check_passing)
+    (check,) = [c for c in health[0]["Checks"] if c["CheckID"] == "service:mesh-gateway"]
+    assert check["Name"] == "Mesh Gateway Listening"
+    assert check["Definition"]["TCP"] == f"127.0.0.1:{port}"
+    assert check["Definition"]["Interval"] == "10s"
+    assert check["Definition"]["DeregisterCriticalServiceAfter"] == "6h"
+
+
+async def test_without_expose_servers_there_is_no_federation_meta(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    await start_gateway(_settings(dc1.url, expose_servers=False))
+    (entry,) = await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+    assert entry["ServiceMeta"] == {}
+
+
+async def test_named_server_is_reached_through_the_gateway_with_mutual_tls(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+    runtime_pki: RuntimePki,
+) -> None:
+    process = await start_gateway(_settings(dc1.url))
+    await _until_route(process, "s1.server.dc1.consul")
+    await _until_route(process, "server.dc1.consul")
+    host, port = process.address
+    client = runtime_pki.certs["client"]
+    context = client_context(runtime_pki.ca, client.cert, client.key, alpn=[Alpn.RPC_MULTI])
+    for sni in ("s1.server.dc1.consul", "server.dc1.consul"):
+        connection = await dial_alpn(f"{host}:{port}", sni, Alpn.RPC_MULTI, context)
+        async with RpcClient(connection) as rpc:
+            assert await rpc.call("Status.Ping", None, type=bool, timeout=5)
+    stats = process.gateway.stats()
+    assert {"local-server:s1", "local-any"} <= set(stats.routes)
+
+
+async def test_federation_state_write_for_a_remote_dc_adds_its_route(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    process = await start_gateway(_settings(dc1.url))
+    remote_gateway = CheckServiceNode(
+        node=Node(node="dc2-gw", address="198.18.1.1", datacenter="dc2"),
+        service=Service(
+            kind="mesh-gateway",
+            id="mesh-gateway",
+            service="mesh-gateway",
+            address="198.18.1.1",
+            port=8443,
+            tagged_addresses={"wan": ServiceAddress(address="198.18.1.2", port=443)},
+            meta={"consul-wan-federation": "1"},
+        ),
+    )
+    request = FederationStateRequest(
+        op="upsert", state=FederationState(datacenter="dc2", mesh_gateways=[remote_gateway])
+    )
+    assert await dc1.server.rpc("FederationState.Apply", request, bool)
+    await _until_route(process, "server.dc2.consul")
+    route = process.gateway.routes.lookup("r1.server.dc2.consul")
+    assert route is not None
+    assert [str(u) for u in route.upstreams] == ["198.18.1.2:443"]
+
+    request = FederationStateRequest(op="delete", state=FederationState(datacenter="dc2"))
+    assert await dc1.server.rpc("FederationState.Apply", request, bool)
+    await _until_route(process, "server.dc2.consul", present=False)
+
+
+async def test_registration_is_restored_after_an_operator_deregisters_it(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    process = await start_gateway(_settings(dc1.url))
+    await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+    process.registered.clear()
+    async with aiohttp.ClientSession() as session:
+        response = await session.put(dc1.url + "/v1/catalog/deregister", json={"Node": "gw1"})
+        assert response.status == 200
+    await asyncio.wait_for(process.registered.wait(), 20)
+    (entry,) = await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+    assert entry["Node"] == "gw1"
+
+
+async def test_clean_stop_deregisters(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    process = await start_gateway(_settings(dc1.url))
+    await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+    await process.stop()
+    body, _ = await _get(dc1.url, "/v1/catalog/service/mesh-gateway")
+    assert body == []
+    nodes, _ = await _get(dc1.url, "/v1/catalog/nodes")
+    assert "gw1" not in {n["Node"] for n in nodes}
+
+
+async def test_losing_the_watched_http_server_switches_to_the_next_address(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    second = await start_http_api(dc1.server)
+    try:
+        process = await start_gateway(_settings(dc1.url, f"http://{second.address}"))
+        await _until_route(process, "s1.server.dc1.consul")
+        assert process.pool.current == dc1.url
+        await dc1.http.close()
+        # a change made after the loss still arrives: the watches moved on
+        remote = CheckServiceNode(
+            node=Node(node="dc3-gw", address="198.18.3.1", datacenter="dc3"),
+            service=Service(
+                kind="mesh-gateway",
+                service="mesh-gateway",
+                address="198.18.3.1",
+                port=8443,
+                meta={"consul-wan-federation": "1"},
+            ),
+        )
+        request = FederationStateRequest(
+            op="upsert", state=FederationState(datacenter="dc3", mesh_gateways=[remote])
+        )
+        assert await dc1.server.rpc("FederationState.Apply", request, bool)
+        await _until_route(process, "server.dc3.consul")
+        assert process.pool.current == f"http://{second.address}"
+    finally:
+        await second.close()
+
+
+async def test_the_command_registers_serves_and_deregisters_on_sigterm(
+    dc1: Datacenter, free_port: Callable[[], int]
+) -> None:
+    port = free_port()
+    child = await asyncio.create_subprocess_exec(
+        *_GATEWAY,
+        "gateway",
+        "-register",
+        "-expose-servers",
+        "-node",
+        "gw-cli",
+        "-address",
+        f"127.0.0.1:{port}",
+        "-wan-address",
+        "198.18.0.7",
+        "-http-addr",
+        f"127.0.0.1:1,{dc1.http.address}",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = (await child.stderr.readline()).decode()
+                assert line, "the gateway exited before it was running"
+                if re.search(r"gateway running listen=127\.0\.0\.1:\d+ dc=dc1", line):
+                    break
+        (entry,) = await _until(dc1.url, "/v1/catalog/service/mesh-gateway", bool)
+        assert entry["Node"] == "gw-cli"
+        assert entry["ServicePort"] == port
+        assert entry["ServiceTaggedAddresses"]["wan"] == {"Address": "198.18.0.7", "Port": 8443}
+        child.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(child.wait(), 15) == 0
+        body, _ = await _get(dc1.url, "/v1/catalog/service/mesh-gateway")
+        assert body == []
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
