@@ -241,12 +241,16 @@ class RaftConsensus:
         )
         if not config.peers:
             self._shell.addOnTickCallback(self._kick_single_server)
+        if link is not None:
+            transport = "wanfed/raft link"
+        else:
+            transport = "tcp+password" if config.encrypt_key else "tcp, unauthenticated (dev)"
         logger.info(
-            "raft started address=%s peers=%s data_dir=%s authenticated=%s; waiting for a leader",
+            "raft started address=%s peers=%s data_dir=%s transport=%s; waiting for a leader",
             config.address,
             ",".join(config.peers),
             config.data_dir,
-            config.encrypt_key is not None,
+            transport,
         )
 
     # --- Consensus -------------------------------------------------------------
