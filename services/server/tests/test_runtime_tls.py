@@ -27,6 +27,7 @@ from wanfed_proto import (
     Connection,
     FrameDecoder,
     ProtoError,
+    RemoteError,
     Request,
     RpcClient,
     RpcType,
@@ -37,7 +38,7 @@ from wanfed_proto import (
     encode_frame,
     encode_request,
 )
-from wanfed_server.runtime import Server
+from wanfed_server.runtime import ClusterInfo, Server, ServerInfo
 
 if TYPE_CHECKING:
     from .conftest import RuntimePki  # type: ignore[import-not-found]
@@ -195,3 +196,21 @@ async def test_openssl_s_client_with_the_right_certificate_and_alpn_reaches_the_
     assert response.Seq == 7
     assert response.Error == ""
     assert msgspec.msgpack.decode(response.Body, type=bool) is True
+
+
+async def test_cluster_membership_calls_need_a_server_certificate(
+    tls_server: Server, runtime_pki: RuntimePki
+) -> None:
+    intruder = ServerInfo(node="evil", datacenter="dc1", rpc_address="198.18.0.66:8300")
+    context = _client_ssl(runtime_pki, leaf="client")
+    connection = await dial_alpn(tls_server.rpc_bind_address, SNI, Alpn.RPC_MULTI, context)
+    async with RpcClient(connection) as client:
+        for method in ("Raft.Join", "Status.Hello"):
+            with pytest.raises(RemoteError, match=f"^Permission denied: {method} needs"):
+                await client.call(method, intruder, timeout=5)
+    peer = ServerInfo(node="s2", datacenter="dc1", rpc_address="127.0.0.1:1")
+    context = _client_ssl(runtime_pki, leaf="s2")
+    connection = await dial_alpn(tls_server.rpc_bind_address, SNI, Alpn.RPC_MULTI, context)
+    async with RpcClient(connection) as client:
+        info = await client.call("Status.Hello", peer, type=ClusterInfo, timeout=5)
+    assert info.server.node == "s1"

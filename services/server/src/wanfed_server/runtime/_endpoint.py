@@ -62,6 +62,8 @@ class Endpoint(Generic[Req, Rep]):
     """The datacenter that must answer; ``""`` means the local one."""
     prepare: Callable[[Req], Req] = _unchanged
     """Rewrites a request before it is routed (``FederationState.Apply`` → primary)."""
+    servers_only: bool = False
+    """Over TLS, only callers whose certificate names a server of this datacenter."""
 
     def allows_stale(self, request: Req) -> bool:
         return isinstance(request, QueryOptions) and request.allow_stale

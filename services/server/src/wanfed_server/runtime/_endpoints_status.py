@@ -51,6 +51,6 @@ def status_endpoints(source: StatusSource) -> list[Endpoint[Any, Any]]:
         Endpoint("Status.Leader", msgspec.Raw, str, local, leader),
         Endpoint("Status.Peers", msgspec.Raw, list[str], local, peers),
         Endpoint("Status.Ping", msgspec.Raw, bool, local, ping),
-        Endpoint("Status.Hello", ServerInfo, ClusterInfo, local, hello),
-        Endpoint("Raft.Join", ServerInfo, ClusterInfo, EndpointKind.WRITE, join),
+        Endpoint("Status.Hello", ServerInfo, ClusterInfo, local, hello, servers_only=True),
+        Endpoint("Raft.Join", ServerInfo, ClusterInfo, EndpointKind.WRITE, join, servers_only=True),
     ]

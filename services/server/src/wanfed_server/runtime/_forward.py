@@ -29,7 +29,14 @@ from typing import Any, Final
 import msgspec
 
 from wanfed_fsm import ConsensusError, FsmError, NotLeaderError
-from wanfed_proto import RemoteError, RpcCall, RpcHandler, TransportError
+from wanfed_proto import (
+    DEFAULT_DOMAIN,
+    RemoteError,
+    RpcCall,
+    RpcHandler,
+    TransportError,
+    server_sni,
+)
 
 from ._endpoint import Endpoint, EndpointKind
 from ._messages import ServerInfo
@@ -58,8 +65,10 @@ class Dispatcher:
         pool: RpcPool,
         hold_timeout: float = 7.0,
         forward_timeout: float | None = None,
+        domain: str = DEFAULT_DOMAIN,
     ) -> None:
         self._datacenter = datacenter
+        self._server_name = server_sni(datacenter, domain)
         self._endpoints = {endpoint.method: endpoint for endpoint in endpoints}
         self._is_leader = is_leader
         self._leader = leader
@@ -83,12 +92,27 @@ class Dispatcher:
 
         def handler_for(endpoint: Endpoint[Any, Any]) -> RpcHandler:
             async def handle(call: RpcCall) -> object:
+                if endpoint.servers_only:
+                    self._check_server_peer(call, endpoint.method)
                 request = call.decode(endpoint.request_type)
                 return await self.dispatch(endpoint, request)
 
             return handle
 
         return {method: handler_for(endpoint) for method, endpoint in self._endpoints.items()}
+
+    def _check_server_peer(self, call: RpcCall, method: str) -> None:
+        """Cluster membership is for servers: a client certificate from the same CA
+        passes the TLS handshake but must not add a Raft member or pose as a peer.
+        Plain connections exist only where ``verify_incoming`` is off (or in dev)."""
+        if call.peer.alpn is None:
+            return
+        cert = call.peer.peer_cert or {}
+        names = {value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
+        if self._server_name not in names:
+            raise RemoteError(
+                f"Permission denied: {method} needs a {self._server_name} certificate"
+            )
 
     async def dispatch(self, endpoint: Endpoint[Any, Any], request: Any) -> Any:
         request = endpoint.prepare(request)

@@ -207,6 +207,7 @@ class Server:
             router=self._router,
             pool=self._pool,
             hold_timeout=self._options.hold_timeout,
+            domain=config.domain,
         )
         handlers = self._dispatcher.rpc_handlers()
 
