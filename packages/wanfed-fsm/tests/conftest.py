@@ -1,4 +1,4 @@
-"""Shared fixtures: a throw-away PKI for raft over mutual TLS.
+"""Shared fixtures: a throw-away PKI for raft over mutual TLS, and loop choice.
 
 One CA and, per test, server certificates valid for ``server.dc1.consul``
 (both server and client use), plus a certificate from an unrelated CA that
@@ -7,16 +7,29 @@ must not get a raft connection anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_NAME = "server.dc1.consul"  # test_raft_link.py dials this name too
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The raft link touches asyncio transports directly: run its tests on uvloop too
+    (servers run on uvloop, whose transports are not asyncio.Transport subclasses)."""
+    if item.path.name == "test_raft_link.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def _name(common_name: str) -> x509.Name:
