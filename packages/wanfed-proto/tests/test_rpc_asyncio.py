@@ -351,3 +351,54 @@ async def test_handler_raising_cancelled_error_answers_instead_of_breaking(
         with pytest.raises(RemoteError, match="handler was cancelled"):
             await rpc.call("Test.Cancels")
         assert await rpc.call("Test.Echo", 3) == 3
+
+
+async def test_handlers_per_connection_are_capped_and_the_rest_wait_in_order() -> None:
+    gate = asyncio.Event()
+    three_running = asyncio.Event()
+    running = 0
+    most = 0
+    order: list[int] = []
+
+    async def gated(call: RpcCall) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        order.append(call.decode(int))
+        if running == 3:
+            three_running.set()
+        await gate.wait()
+        running -= 1
+        return call.decode(int)
+
+    async def quick(call: RpcCall) -> str:
+        return "quick"
+
+    async def rpc(connection: Connection) -> None:
+        await serve_rpc(connection, {"Gate": gated, "Quick": quick}, max_in_flight=3)
+
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={},
+        ssl_context=None,
+    )
+    try:
+        async with RpcClient(await dial_plain(port.address, RpcType.MULTIPLEX_V2)) as client:
+            calls = [asyncio.ensure_future(client.call("Gate", i)) for i in range(10)]
+            quick_call = asyncio.ensure_future(client.call("Quick"))
+            await three_running.wait()
+            assert not quick_call.done()  # queued behind the gated calls
+            gate.set()
+            assert await asyncio.gather(*calls) == list(range(10))
+            assert await quick_call == "quick"
+    finally:
+        await port.close()
+    assert most == 3
+    assert order == list(range(10))
+
+
+async def test_max_in_flight_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        await serve_rpc(None, {}, max_in_flight=0)  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ from ._rpc import (
     RpcTimeoutError,
 )
 from ._rpc_asyncio import RpcClient
-from ._rpc_serve import RpcCall, RpcHandler, serve_rpc
+from ._rpc_serve import DEFAULT_MAX_IN_FLIGHT, RpcCall, RpcHandler, serve_rpc
 from ._tls import check_dial_context, client_context, server_context
 from ._types import MAX_RPC_TYPE, NATIVE_TLS, NativeTLS, RpcType, classify
 
@@ -79,6 +79,7 @@ __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_FRAME",
     "DEFAULT_MAX_HELLO",
+    "DEFAULT_MAX_IN_FLIGHT",
     "HEADER_SIZE",
     "MAX_RPC_TYPE",
     "NATIVE_TLS",

@@ -9,10 +9,11 @@ exception becomes that call's remote error and never closes the connection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -23,7 +24,10 @@ from ._frames import DEFAULT_MAX_FRAME
 from ._rpc import ProtocolViolation, RequestReceived, RpcServerConnection
 from ._rpc_asyncio import WriteBatcher, decode_body, encode_body
 
-__all__ = ["RpcCall", "RpcHandler", "serve_rpc"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "RpcCall", "RpcHandler", "serve_rpc"]
+
+DEFAULT_MAX_IN_FLIGHT: Final = 256
+"""Handlers one connection may run at once (blocking queries count while they wait)."""
 
 logger = logging.getLogger("wanfed_proto.rpc")
 
@@ -107,8 +111,19 @@ async def _continue(coro: Coroutine[Any, Any, object], suspended_on: object) -> 
 
 
 class _ServerProtocol(asyncio.Protocol):
+    """Runs at most ``max_in_flight`` handlers; later requests wait in order.
+
+    While requests wait, or while the peer does not read our answers, the
+    transport stops reading, so a flood of calls turns into TCP backpressure
+    instead of unbounded tasks and memory.
+    """
+
     def __init__(
-        self, info: ConnectionInfo, handlers: Mapping[str, RpcHandler], max_frame: int
+        self,
+        info: ConnectionInfo,
+        handlers: Mapping[str, RpcHandler],
+        max_frame: int,
+        max_in_flight: int,
     ) -> None:
         self.core = RpcServerConnection(max_frame)
         self.info = info
@@ -117,6 +132,12 @@ class _ServerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.out = WriteBatcher()
         self.loop = asyncio.get_running_loop()
+        self.max_in_flight = max_in_flight
+        self.running = 0
+        self.waiting: collections.deque[tuple[RpcHandler, RpcCall]] = collections.deque()
+        self._draining = False
+        self._paused_for_writes = False
+        self._paused_for_load = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; same interface.
@@ -134,7 +155,13 @@ class _ServerProtocol(asyncio.Protocol):
                         self.core.send_error(request.Seq, unknown_method_error(request.Method))
                     )
                     continue
-                self._start(handler, RpcCall(request, self.info))
+                call = RpcCall(request, self.info)
+                if self.running < self.max_in_flight and not self.waiting:
+                    self.running += 1
+                    self._start(handler, call)
+                else:
+                    self.waiting.append((handler, call))
+                    self._set_paused(load=True)
             elif isinstance(event, ProtocolViolation):
                 logger.warning(
                     "rpc client %s broke the protocol: %s; closing the connection",
@@ -191,6 +218,7 @@ class _ServerProtocol(asyncio.Protocol):
         else:
             reply = self.core.send_response(call.seq, body)
         self.out.write(reply)
+        self._finished()
 
     def _reply_error(self, call: RpcCall, exc: Exception) -> None:
         if not isinstance(exc, ProtoError):
@@ -204,20 +232,53 @@ class _ServerProtocol(asyncio.Protocol):
         if self.core.closed:
             return
         self.out.write(self.core.send_error(call.seq, str(exc) or type(exc).__name__))
+        self._finished()
+
+    def _finished(self) -> None:
+        """One handler answered: start waiting requests up to the limit.
+
+        A loop, not recursion: a waiting handler that answers at once calls
+        back in here while the loop is still running.
+        """
+        self.running -= 1
+        if self._draining or not self.waiting:
+            return
+        self._draining = True
+        try:
+            while self.waiting and self.running < self.max_in_flight:
+                handler, call = self.waiting.popleft()
+                self.running += 1
+                self._start(handler, call)
+        finally:
+            self._draining = False
+        if not self.waiting:
+            self._set_paused(load=False)
+
+    def _set_paused(self, *, load: bool | None = None, writes: bool | None = None) -> None:
+        if load is not None:
+            self._paused_for_load = load
+        if writes is not None:
+            self._paused_for_writes = writes
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._paused_for_load or self._paused_for_writes:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()  # stop taking work until the peer reads
+        self._set_paused(writes=True)  # stop taking work until the peer reads
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._set_paused(writes=False)
 
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connection_lost()
+        self.waiting.clear()
         for task in list(self.tasks):
             task.cancel()
 
@@ -227,15 +288,18 @@ async def serve_rpc(
     handlers: Mapping[str, RpcHandler],
     *,
     max_frame: int = DEFAULT_MAX_FRAME,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
     """Answer calls on ``connection`` until it closes.
 
-    Each request runs as its own task, so calls on one connection proceed
-    concurrently; a handler's exception becomes that call's remote error and
-    never closes the connection. Returns once the connection is closed, with
-    every handler still running cancelled.
+    Calls on one connection run concurrently, up to ``max_in_flight`` at a
+    time (later ones wait in arrival order); a handler's exception becomes
+    that call's remote error and never closes the connection. Returns once
+    the connection is closed, with every handler still running cancelled.
     """
-    protocol = _ServerProtocol(connection.info, handlers, max_frame)
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be at least 1")
+    protocol = _ServerProtocol(connection.info, handlers, max_frame, max_in_flight)
     connection.attach(protocol)
     try:
         await connection.wait_closed()
