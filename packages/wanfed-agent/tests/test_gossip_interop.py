@@ -127,21 +127,29 @@ class Peer:
                 self.lines.append(json.loads(raw))
                 self._changed.set()
 
+    def mark(self) -> int:
+        """A position in the output; waits can ignore what was printed before it."""
+        return len(self.lines)
+
     async def wait_for(
-        self, match: Callable[[dict[str, Any]], bool], within: float
+        self, match: Callable[[dict[str, Any]], bool], within: float, after: int = 0
     ) -> dict[str, Any]:
         async with asyncio.timeout(within):
             while True:
-                for line in self.lines:
+                for line in self.lines[after:]:
                     if match(line):
                         return line
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def wait_event(self, event: str, name: str, within: float) -> dict[str, Any]:
+    async def wait_event(
+        self, event: str, name: str, within: float, after: int = 0
+    ) -> dict[str, Any]:
         try:
             return await self.wait_for(
-                lambda line: line.get("event") == event and line.get("name") == name, within
+                lambda line: line.get("event") == event and line.get("name") == name,
+                within,
+                after,
             )
         except TimeoutError:
             raise AssertionError(
@@ -270,25 +278,28 @@ async def test_mixed_pool_joins_sees_metadata_detects_kills_and_leaves(mlpeer: P
 
         # kill -9 of a Go member: Python members report it failed, Go too.
         loop = asyncio.get_running_loop()
+        marks = {peer.name: peer.mark() for peer in peers}
         go2.kill()
         killed_at = loop.time()
         bound = failure_bound(4)
         for observer in (py1, py2):
-            await observer.wait_event("failed", "go2.dc1", bound)
-        await go1.wait_event("leave", "go2.dc1", bound)
+            await observer.wait_event("failed", "go2.dc1", bound, marks[observer.name])
+        await go1.wait_event("leave", "go2.dc1", bound, marks["go1.dc1"])
         assert loop.time() - killed_at <= bound + 1.0
 
         # kill -9 of a Python member: the Go member reports it gone.
+        marks = {peer.name: peer.mark() for peer in peers}
         py2.kill()
-        await go1.wait_event("leave", "py2.dc1", bound)
-        await py1.wait_event("failed", "py2.dc1", bound)
+        await go1.wait_event("leave", "py2.dc1", bound, marks["go1.dc1"])
+        await py1.wait_event("failed", "py2.dc1", bound, marks["py1.dc1"])
 
         # Graceful leave of a Python member that keeps running (and so keeps
         # answering pings): Go can only drop it by processing the leave.
+        marks = {peer.name: peer.mark() for peer in peers}
         await py1.command("leave")
         left = await py1.wait_for(lambda line: line.get("event") == "left", 10.0)
         assert left["error"] == "", left
-        await go1.wait_event("leave", "py1.dc1", 10.0)
+        await go1.wait_event("leave", "py1.dc1", 10.0, marks["go1.dc1"])
         assert py1.proc.returncode is None
 
 
@@ -297,8 +308,9 @@ async def test_python_sees_a_go_members_graceful_leave_as_left(mlpeer: Path) -> 
         py1 = await p.py("py1.dc1", "dc=dc1,role=py")
         go1 = await p.go("go1.dc1", "dc=dc1,role=go", join=f"py1.dc1/127.0.0.1:{py1.port}")
         await _assert_everyone_sees_everyone([py1, go1])
+        mark = py1.mark()
         await go1.command("leave")
-        await py1.wait_event("leave", "go1.dc1", 10.0)
+        await py1.wait_event("leave", "go1.dc1", 10.0, mark)
         assert not py1.has_event("failed", "go1.dc1")
 
 
@@ -309,8 +321,9 @@ async def test_encrypted_mixed_pool_interoperates(mlpeer: Path) -> None:
         py1 = await p.py("py1.dc1", "dc=dc1,role=py", join=f"go1.dc1/127.0.0.1:{go1.port}")
         go2 = await p.go("go2.dc1", "dc=dc1,role=go", join=f"py1.dc1/127.0.0.1:{py1.port}")
         await _assert_everyone_sees_everyone([go1, py1, go2])
+        mark = py1.mark()
         go2.kill()
-        await py1.wait_event("failed", "go2.dc1", failure_bound(3))
+        await py1.wait_event("failed", "go2.dc1", failure_bound(3), mark)
 
 
 def test_live_go_codec_matches_our_encodings(mlpeer: Path) -> None:
