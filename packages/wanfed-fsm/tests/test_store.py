@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -231,3 +233,48 @@ def test_unreadable_snapshots_fail_clearly_and_leave_the_store_alone(
     with pytest.raises(SnapshotFormatError, match=message):
         store.restore(data)
     assert store.contents() == before
+
+
+def test_reads_never_see_half_a_write_from_another_thread() -> None:
+    """A registration changes node, service and check together; a reader on another
+    thread must always find all three at the same version."""
+    store = StateStore()
+    versions = 3000
+
+    def register(version: int) -> None:
+        store.ensure_registration(
+            version,
+            RegisterRequest(
+                node=Node(node="a", meta={"v": str(version)}),
+                service=Service(service="web", port=version % 65536),
+                checks=[HealthCheck(node="a", check_id="c", service_id="web", output=str(version))],
+            ),
+        )
+
+    register(1)
+    done = threading.Event()
+
+    def writer() -> None:
+        for version in range(2, versions):
+            register(version)
+        done.set()
+
+    # switch threads as often as possible, so an unlocked store would tear (it does:
+    # hundreds of mixed reads per run without the lock)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=writer)
+    try:
+        thread.start()
+        reads = 0
+        while not done.is_set() or reads == 0:
+            with store.read() as txn:
+                _, (entry,) = txn.check_service_nodes("web")
+            version = int(entry.node.meta["v"])
+            assert entry.service.port == version % 65536
+            assert entry.checks[0].output == str(version)
+            reads += 1
+    finally:
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert reads > 1
