@@ -56,6 +56,9 @@ async def dial_alpn(
     Raises :class:`AlpnNotServedError` when the server selected another
     protocol or none, and :class:`TransportError` for every other failure
     (refused, timed out, certificate rejected), with the cause chained.
+    Under TLS 1.3 the server judges *our* certificate after the client side
+    finished, so a server that refuses it shows up as a closed connection at
+    the first read, not as an error here.
     """
     check_dial_context(context)
     alpn = str(alpn)  # an Alpn member compares equal but reads badly in errors
