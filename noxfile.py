@@ -95,6 +95,42 @@ def integration(session: nox.Session) -> None:
     session.run("pytest", "-q", "-m", "integration", "tests/integration", *session.posargs)
 
 
+CONTAINER_APT_PACKAGES = ["podman", "buildah", "runc", "debootstrap"]
+CONTAINER_IMAGE = "localhost/wanfed:nox"
+
+
+@nox.session
+def container(session: nox.Session) -> None:
+    """Build the server image with podman and smoke-test it; leaves only the cached base image.
+
+    Root only (rootful podman, debootstrap). Containers run with ``--network
+    host`` on loopback or ``--network none``, never podman's default bridge.
+    """
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        session.error("nox -s container runs rootful podman and debootstrap, and needs root")
+    if any(shutil.which(tool) is None for tool in ("podman", "runc", "debootstrap")):
+        session.run("apt-get", "update", external=True)
+        session.run(
+            *("apt-get", "install", "-y", "--no-install-recommends"),
+            *CONTAINER_APT_PACKAGES,
+            external=True,
+        )
+    session.install("pip", "hatchling", "pytest>=8", "pytest-asyncio>=0.23")
+    tool = ["python", "-m", "tools.container"]
+    try:
+        session.run(*tool, "build", "--tag", CONTAINER_IMAGE)
+        session.run(
+            *("python", "-m", "pytest", "-v", "tests/container", *session.posargs),
+            env={"WANFED_CONTAINER_IMAGE": CONTAINER_IMAGE},
+        )
+    finally:
+        session.run(*tool, "clean")
+    session.run(*tool, "check-clean")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy strict over sources, tests and tools."""

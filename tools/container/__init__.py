@@ -6,15 +6,31 @@ storage root and never on its default bridge network.
 """
 
 from ._base_image import DebootstrapRecipe, apt_mirror, ensure_base_image
+from ._build import (
+    OFFICIAL_BASE,
+    BuildPlan,
+    Leftovers,
+    build_image,
+    default_home,
+    leftovers,
+    remove_all_but_cache,
+)
 from ._engine import ContainerError, ContainerHome, Podman, RunSpec, check_network_mode
 
 __all__ = [
+    "OFFICIAL_BASE",
+    "BuildPlan",
     "ContainerError",
     "ContainerHome",
     "DebootstrapRecipe",
+    "Leftovers",
     "Podman",
     "RunSpec",
     "apt_mirror",
+    "build_image",
     "check_network_mode",
+    "default_home",
     "ensure_base_image",
+    "leftovers",
+    "remove_all_but_cache",
 ]

@@ -1,0 +1,1 @@
+"""Smoke tests of the server container image (run by ``nox -s container``)."""
