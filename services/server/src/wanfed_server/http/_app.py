@@ -80,7 +80,11 @@ class HttpApi:
         return f"{self._host}:{self.port}"
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        # Blocking queries park handlers for up to 10 minutes; stopping must not
+        # wait for them (aiohttp's default grace is 60 s), so they get 1 s.
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._requested_port, reuse_address=True)
         try:
