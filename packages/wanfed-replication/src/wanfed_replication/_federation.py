@@ -38,7 +38,13 @@ from wanfed_fsm import (
     retry_loop,
 )
 
-from ._replicator import Diff, IndexReplicator, ReplicationPolicy, diff_by_key
+from ._replicator import (
+    Diff,
+    IndexReplicator,
+    ReplicationNotReady,
+    ReplicationPolicy,
+    diff_by_key,
+)
 
 __all__ = [
     "AE_SYNC_INTERVAL",
@@ -96,7 +102,7 @@ class FederationStateReplication:
     async def fetch_remote(self, last_remote_index: int) -> tuple[int, Sequence[FederationState]]:
         try:
             reply = await self._primary.list_federation_states(last_remote_index)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ReplicationNotReady):
             raise
         except Exception as exc:
             self._feedback.on_replication_result(str(exc) or type(exc).__name__)

@@ -34,6 +34,7 @@ __all__ = [
     "Diff",
     "IndexReplicator",
     "ReplicationDelegate",
+    "ReplicationNotReady",
     "ReplicationPolicy",
     "diff_by_key",
 ]
@@ -44,6 +45,14 @@ MAX_RETRY_WAIT: Final = 120.0
 DEFAULT_APPLY_LIMIT: Final = 100.0
 
 T = TypeVar("T")
+
+
+class ReplicationNotReady(Exception):
+    """The remote cannot be asked yet (e.g. the primary is not in the WAN pool).
+
+    Not a failed round: nothing was dialled, so it neither backs off nor tells
+    the gateway locator anything about the path.
+    """
 
 
 class Diff(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
@@ -159,7 +168,7 @@ class IndexReplicator(Generic[T]):
         """One round; raises on failure (the caller decides how to wait)."""
         try:
             remote_index, remote = await self.delegate.fetch_remote(self.last_remote_index)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ReplicationNotReady):
             raise
         except Exception as exc:
             raise ReplicationRoundError(f"failed to retrieve {self.delegate.name}: {exc}") from exc
@@ -206,6 +215,12 @@ class IndexReplicator(Generic[T]):
                 await self.replicate_once()
             except asyncio.CancelledError:
                 raise
+            except ReplicationNotReady as exc:
+                log.info(
+                    "replication waiting: %s",
+                    exc,
+                    extra={"table": self.delegate.name},
+                )
             except Exception as exc:
                 self.failures += 1
                 self.last_remote_index = 0

@@ -30,7 +30,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -38,7 +38,6 @@ import msgspec
 
 from wanfed_agent.config import AgentConfig
 from wanfed_agent.dialer import GatewayDialer
-from wanfed_gateway_locator import LocatorStatus
 from wanfed_agent.gateway_transport import GatewayTransport
 from wanfed_agent.gossip import (
     GossipTransport,
@@ -58,6 +57,7 @@ from wanfed_fsm import (
     RaftSecurityError,
     StateStore,
 )
+from wanfed_gateway_locator import LocatorStatus
 from wanfed_proto import (
     Alpn,
     Connection,
@@ -89,7 +89,7 @@ from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
-from ._router import Router, StaticRouter
+from ._router import RemoteServer, Router, StaticRouter
 from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
 from ._wanfed import FederationOptions, WanFederation
 
@@ -133,6 +133,22 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class _CurrentRouter:
+    """Whatever router the server uses now: the WAN pool replaces the static one at start."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def datacenters(self) -> list[str]:
+        return self._server.router.datacenters()
+
+    def servers(self, datacenter: str) -> Sequence[RemoteServer] | None:
+        return self._server.router.servers(datacenter)
+
+    def notify_failed(self, server: RemoteServer) -> None:
+        self._server.router.notify_failed(server)
 
 
 class Server:
@@ -204,10 +220,9 @@ class Server:
             endpoints=endpoints,
             is_leader=self.is_leader,
             leader=self._leader_info,
-            router=self._router,
+            router=_CurrentRouter(self),
             pool=self._pool,
             hold_timeout=self._options.hold_timeout,
-            domain=config.domain,
         )
         handlers = self._dispatcher.rpc_handlers()
 
@@ -353,7 +368,7 @@ class Server:
         )
         if self._federation is not None and not self._federation.is_primary:
             primary = self.primary_datacenter
-            placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:{config.ports.serf_wan}"
+            placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:8302"  # never dialled
             wan.keep_joining(
                 lambda: [placeholder],
                 interval=interval,
@@ -778,6 +793,14 @@ class Server:
         }
 
     # --- federation -----------------------------------------------------------------
+
+    async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
+        wan = self._wan
+        if datacenter.lower() == self.datacenter.lower():
+            return True
+        if wan is None:
+            return datacenter.lower() in self._router.datacenters()
+        return await wan.agent.wait_until(lambda: wan.knows_datacenter(datacenter), within)
 
     def known_datacenters(self) -> list[str]:
         """The datacenters of the WAN pool (pruning keeps only their federation states)."""

@@ -46,6 +46,7 @@ from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
     Pruner,
+    ReplicationNotReady,
     ReplicationPolicy,
 )
 
@@ -87,6 +88,10 @@ class FederationHost(Protocol):
 
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
 
+    async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
+        """Until a server of ``datacenter`` is in the WAN pool; False after ``within`` s."""
+        ...
+
 
 class DatacenterRegistry(Protocol):
     def known_datacenters(self) -> list[str]: ...
@@ -120,6 +125,10 @@ class _PrimaryClient:
         self._wait = wait
 
     async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
+        if not await self._host.wait_for_datacenter(self._primary, self._wait):
+            raise ReplicationNotReady(
+                f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
+            )
         return await self._host.rpc(
             "FederationState.List",
             DCSpecificRequest(
@@ -175,8 +184,13 @@ class _Applier:
         request = FederationStateRequest(datacenter=self._primary, op="upsert", state=state)
         if self._datacenter == self._primary:
             await self._host.consensus.apply(FederationStateWrite(request=request))
-        else:
-            await self._host.rpc("FederationState.Apply", request, bool)
+            return
+        while not await self._host.wait_for_datacenter(self._primary, 60.0):
+            logger.info(
+                "anti-entropy waiting for a server of the primary datacenter in the WAN pool",
+                extra={"primary": self._primary},
+            )
+        await self._host.rpc("FederationState.Apply", request, bool)
 
 
 class WanFederation:

@@ -1,0 +1,245 @@
+"""WAN federation via mesh gateways, in one process on loopback.
+
+Three datacenters, one server and one gateway each, every process on its own
+127.x address: dc1 (primary) at 127.0.1.x, dc2 at 127.0.2.x, dc3 at 127.0.3.x.
+The gateways are the real data plane (``MeshGateway``); what feeds their route
+tables here is a small loop over their own server's store, standing in for
+the ``wanfed gateway`` watchers. The secondaries know only ``primary_gateways``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from wanfed_agent.config import load_config
+from wanfed_agent.tls import PemPair, create_ca, create_server_cert
+from wanfed_fsm import (
+    DCSpecificRequest,
+    IndexedServices,
+    Node,
+    ReadTxn,
+    RegisterRequest,
+    Service,
+    ServiceAddress,
+    blocking_query,
+)
+from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
+from wanfed_server.runtime import Server, ServerOptions
+from wanfed_server.runtime._wanfed import FederationOptions
+
+DCS = ("dc1", "dc2", "dc3")
+
+FAST = ServerOptions(
+    hold_timeout=10.0,
+    fast_gossip=True,
+    wan_join_interval=0.2,
+    federation=FederationOptions(
+        replication_wait=1.0,
+        replication_rate=50.0,
+        replication_burst=10,
+        ae_sync_interval=0.1,
+        ae_wait=1.0,
+        locator_rate=50.0,
+        locator_burst=10,
+        leader_loop_backoff_cap=0.5,
+        locator_wait=1.0,
+        prune_interval=0.5,
+    ),
+)
+
+
+@dataclass
+class Datacenter:
+    name: str
+    index: int
+    server: Server | None = None
+    gateway: MeshGateway | None = None
+    feeder: asyncio.Task[None] | None = None
+    extra: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def server_ip(self) -> str:
+        return f"127.0.{self.index}.1"
+
+    @property
+    def gateway_ip(self) -> str:
+        return f"127.0.{self.index}.2"
+
+    @property
+    def gateway_address(self) -> str:
+        assert self.gateway is not None
+        host, port = self.gateway.address
+        return f"{host}:{port}"
+
+    def require_server(self) -> Server:
+        assert self.server is not None
+        return self.server
+
+
+def gateway_inputs(txn: ReadTxn, dc: str) -> tuple[int, RouteInputs]:
+    i1, servers = txn.check_service_nodes("consul", passing_only=False)
+    i2, gateways = txn.mesh_gateways_by_datacenter()
+    return max(i1, i2), RouteInputs(local_dc=dc, local_servers=servers, fed_state_gateways=gateways)
+
+
+async def feed_gateway(dc: Datacenter) -> None:
+    """Keep the gateway's routes equal to what its own server's store says."""
+    server, gateway = dc.require_server(), dc.gateway
+    assert gateway is not None
+    index = 0
+    while True:
+        meta, inputs = await blocking_query(
+            server.store,
+            DCSpecificRequest(min_query_index=index, max_query_time=5),
+            lambda txn: gateway_inputs(txn, dc.name),
+        )
+        index = meta.index
+        gateway.update_routes(build_route_table(inputs))
+
+
+def write_certs(tmp: Path, ca: PemPair, dc: str) -> dict[str, str | bool]:
+    pair = create_server_cert(ca, dc, "consul", "s1")
+    folder = tmp / dc
+    folder.mkdir()
+    (folder / "ca.pem").write_bytes(ca.cert_pem)
+    (folder / "cert.pem").write_bytes(pair.cert_pem)
+    (folder / "key.pem").write_bytes(pair.key_pem)
+    return {
+        "ca_file": str(folder / "ca.pem"),
+        "cert_file": str(folder / "cert.pem"),
+        "key_file": str(folder / "key.pem"),
+        "verify_incoming": True,
+        "verify_outgoing": True,
+    }
+
+
+async def register_gateway(dc: Datacenter) -> None:
+    host, port = dc.gateway_ip, int(dc.gateway_address.rsplit(":", 1)[1])
+    address = ServiceAddress(address=host, port=port)
+    await dc.require_server().rpc(
+        "Catalog.Register",
+        RegisterRequest(
+            datacenter=dc.name,
+            node=Node(node=f"{dc.name}-gw1", address=host, datacenter=dc.name),
+            service=Service(
+                kind="mesh-gateway",
+                id="mesh-gateway",
+                service="mesh-gateway",
+                address=host,
+                port=port,
+                meta={"consul-wan-federation": "1"},
+                tagged_addresses={"lan": address, "wan": address},
+            ),
+        ),
+        bool,
+    )
+
+
+async def eventually(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait for a condition that several independent loops converge to."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def federation(tmp_path: Path) -> AsyncIterator[dict[str, Datacenter]]:
+    ca = create_ca()
+    dcs = {name: Datacenter(name, i) for i, name in enumerate(DCS, start=1)}
+    for dc in dcs.values():
+        dc.gateway = MeshGateway(build_route_table(RouteInputs(local_dc=dc.name)), GatewayConfig())
+        await dc.gateway.start(dc.gateway_ip, 0)
+    try:
+        for dc in dcs.values():
+            overrides: dict[str, object] = {
+                "node_name": "s1",
+                "datacenter": dc.name,
+                "primary_datacenter": "dc1",
+                "server": True,
+                "bootstrap": True,
+                "data_dir": str(tmp_path / f"data-{dc.name}"),
+                "bind_addr": dc.server_ip,
+                "ports": {"server": 0, "serf_wan": 0},
+                "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
+                "tls": {"defaults": write_certs(tmp_path, ca, dc.name)},
+                "primary_gateways_interval": "1s",
+                "retry_interval_wan": "1s",
+            }
+            if dc.name != "dc1":
+                overrides["primary_gateways"] = [dcs["dc1"].gateway_address]
+            dc.server = Server(load_config(overrides=overrides), options=FAST)
+            await dc.server.start()
+        for dc in dcs.values():
+            await dc.require_server().wait_ready()
+            dc.feeder = asyncio.create_task(feed_gateway(dc))
+            await register_gateway(dc)
+        yield dcs
+    finally:
+        for dc in dcs.values():
+            if dc.feeder is not None:
+                dc.feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dc.feeder
+            if dc.server is not None:
+                await dc.server.stop()
+            if dc.gateway is not None:
+                await dc.gateway.close()
+
+
+def wan_alive(server: Server) -> set[str]:
+    return {m.name for m in server.members(wan=True) if m.status == 1}
+
+
+def federation_states(server: Server) -> dict[str, int]:
+    with server.store.read() as txn:
+        return {s.datacenter: len(s.mesh_gateways) for s in txn.federation_states()[1]}
+
+
+async def test_secondaries_bootstrap_from_primary_gateways_alone(
+    federation: dict[str, Datacenter],
+) -> None:
+    servers = [dc.require_server() for dc in federation.values()]
+    everyone = {"s1.dc1", "s1.dc2", "s1.dc3"}
+    await eventually(
+        lambda: all(wan_alive(s) == everyone for s in servers), 30, "one WAN pool of 3"
+    )
+    expected = {"dc1": 1, "dc2": 1, "dc3": 1}
+    await eventually(
+        lambda: all(federation_states(s) == expected for s in servers),
+        30,
+        "every DC holds every federation state",
+    )
+    # Cross-DC RPC, secondary to secondary: dc2 -> dc2-gw -> dc3-gw -> dc3's server.
+    dc2, dc3 = federation["dc2"], federation["dc3"]
+    reply = await dc2.require_server().rpc(
+        "Catalog.ListServices", DCSpecificRequest(datacenter="dc3"), IndexedServices
+    )
+    assert "mesh-gateway" in reply.services
+    assert dc2.gateway is not None
+    assert dc3.gateway is not None
+    assert dc2.gateway.stats().routes["remote:dc3"].connections >= 1
+    assert dc3.gateway.stats().routes["local-server:s1"].connections >= 1
+    # In steady state a secondary's leader reaches the primary through its own gateway.
+    status = dc2.require_server().federation_status()
+    assert status is not None
+    route = next(r for r in status.routes if r.datacenter == "dc1")
+    assert route.path == "local-gateways"
+    assert route.candidates[0].address == dc2.gateway_address
+
+
+async def test_unknown_datacenter_is_no_path(federation: dict[str, Datacenter]) -> None:
+    with pytest.raises(Exception, match="No path to datacenter"):
+        await (
+            federation["dc2"]
+            .require_server()
+            .rpc("Catalog.ListServices", DCSpecificRequest(datacenter="dc9"), IndexedServices)
+        )
