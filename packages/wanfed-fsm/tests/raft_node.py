@@ -1,8 +1,10 @@
 """One Raft server for the multi-process tests, driven over a line protocol.
 
 Run as ``python raft_node.py --address 127.0.0.1:P --peers A,B --data-dir D
---encrypt-key HEX``. It prints ``READY <control port>`` once it listens on
-127.0.0.1. Each request is one line, each answer one line:
+--encrypt-key HEX [--pki DIR]``; with ``--pki`` raft rides mutual TLS on the
+given address (a wanfed RPC port) instead of pysyncobj's own port. It prints
+``READY <control port>`` once it listens on 127.0.0.1. Each request is one
+line, each answer one line:
 
 * ``WRITE <id>``: upsert federation state ``w<id>`` through the leader;
   ``OK <index>``, ``NOTLEADER <leader>``, ``UNKNOWN <why>`` or ``ERR <why>``.
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from wanfed_fsm import (
     FederationState,
@@ -28,7 +31,16 @@ from wanfed_fsm import (
     OutcomeUnknownError,
     RaftConfig,
     RaftConsensus,
+    RaftLink,
     ReadTxn,
+)
+from wanfed_proto import (
+    Alpn,
+    Connection,
+    client_context,
+    dial_alpn,
+    serve_rpc_port,
+    server_context,
 )
 
 
@@ -104,6 +116,26 @@ async def _handle(
         writer.close()
 
 
+async def _serve_raft_port(address: str, pki: Path) -> RaftLink:
+    """With ``--pki``: raft over this server's RPC port (mutual TLS, ALPN wanfed/raft)."""
+    ca, cert, key = pki / "ca.pem", pki / "server.pem", pki / "server-key.pem"
+    dial_context = client_context(ca, cert, key, alpn=[Alpn.RAFT])
+
+    async def dial(peer: str) -> Connection:
+        return await dial_alpn(peer, "server.dc1.consul", Alpn.RAFT, dial_context, timeout=2)
+
+    link = RaftLink(dial)
+    host, port = address.rsplit(":", 1)
+    await serve_rpc_port(
+        host,
+        int(port),
+        plain_handlers={},
+        alpn_handlers={Alpn.RAFT: link.serve},
+        ssl_context=server_context(ca, cert, key),
+    )
+    return link
+
+
 async def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
@@ -112,17 +144,20 @@ async def _main() -> None:
     parser.add_argument("--encrypt-key", required=True)
     parser.add_argument("--compaction-min-entries", type=int, default=5000)
     parser.add_argument("--compaction-min-time", type=float, default=300.0)
+    parser.add_argument("--pki", help="directory with ca.pem, server.pem, server-key.pem")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    link = await _serve_raft_port(args.address, Path(args.pki)) if args.pki else None
     consensus = RaftConsensus(
         RaftConfig(
             address=args.address,
             peers=[p for p in args.peers.split(",") if p],
             data_dir=args.data_dir,
-            encrypt_key=bytes.fromhex(args.encrypt_key),
+            encrypt_key=None if link else bytes.fromhex(args.encrypt_key),
             compaction_min_entries=args.compaction_min_entries,
             compaction_min_time=args.compaction_min_time,
-        )
+        ),
+        link=link,
     )
     server = await asyncio.start_server(
         lambda r, w: _handle(consensus, r, w), host="127.0.0.1", port=0

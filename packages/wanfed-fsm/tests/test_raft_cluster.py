@@ -200,6 +200,20 @@ class Writer:
 
 
 async def test_writes_survive_leader_kill_and_full_cluster_restart(cluster: Cluster) -> None:
+    await _failover_then_restart_everything(cluster)
+
+
+async def test_the_same_over_mutual_tls_raft_links(tmp_path: Path, pki: dict[str, Path]) -> None:
+    cluster = Cluster(tmp_path, 3, "--pki", str(pki["ca"].parent))
+    await cluster.start()
+    try:
+        await _failover_then_restart_everything(cluster)
+    finally:
+        await cluster.stop()
+
+
+async def _failover_then_restart_everything(cluster: Cluster) -> None:
+    """Writes through the leader; kill -9 it mid-stream; kill -9 all; nothing acknowledged lost."""
     leader = await cluster.leader()
     follower = next(s for s in cluster.servers if s is not leader)
 
