@@ -48,6 +48,7 @@ from wanfed_agent.gossip import (
 )
 from wanfed_fsm import (
     Consensus,
+    ConsensusError,
     Fsm,
     LocalConsensus,
     NotLeaderError,
@@ -62,6 +63,7 @@ from wanfed_proto import (
     Alpn,
     Connection,
     ConnectionHandler,
+    ProtoError,
     RemoteError,
     RpcPortServer,
     RpcType,
@@ -538,13 +540,17 @@ class Server:
         directory, pool = self._require_directory(), self._require_pool()
         answers = await hello_round(pool, directory, retry_join)
         leader = self._consensus.leader_address() if self._consensus is not None else None
+        me = directory.me
         for answer in answers:
-            if (
-                leader is not None
-                and answer.server.raft_address == leader
-                and answer.raft_members
-                and sorted(answer.raft_members) != self._raft_members
-            ):
+            if leader is None or answer.server.raft_address != leader or not answer.raft_members:
+                continue
+            if me.raft_address not in answer.raft_members:
+                # the leader dropped a join it could not commit: ask again
+                with contextlib.suppress(ProtoError, OSError):
+                    await pool.call(
+                        "", me.datacenter, answer.server.rpc_address, "Raft.Join", me, ClusterInfo
+                    )
+            elif sorted(answer.raft_members) != self._raft_members:
                 self._set_members(answer.raft_members)
 
     def _set_members(self, members: list[str]) -> None:
@@ -662,15 +668,34 @@ class Server:
                 f"server {server.node} is in datacenter {server.datacenter}, not {self.datacenter}"
             )
         self.learn_server(server)
+        if not consensus.is_leader():
+            raise NotLeaderError(consensus.leader_address())
         if server.raft_address not in self._raft_members:
-            await consensus.add_server(server.raft_address)
+            # The change commits only once the new server runs Raft and acknowledges
+            # it, and it starts Raft on this answer: so answer now, commit meanwhile.
             self._set_members([*self._raft_members, server.raft_address])
-            logger.info(
-                "server joined the raft cluster node=%s raft=%s",
-                server.node,
-                server.raft_address,
-            )
+            self._spawn_membership(consensus, server)
         return self.cluster_info()
+
+    def _spawn_membership(self, consensus: Consensus, server: ServerInfo) -> None:
+        async def add() -> None:
+            try:
+                await consensus.add_server(server.raft_address)
+            except (ConsensusError, TimeoutError) as exc:
+                self._set_members([m for m in self._raft_members if m != server.raft_address])
+                logger.warning(
+                    "raft join failed node=%s raft=%s error=%s; it will ask again",
+                    server.node,
+                    server.raft_address,
+                    exc,
+                )
+                return
+            logger.info(
+                "server joined the raft cluster node=%s raft=%s", server.node, server.raft_address
+            )
+
+        task = asyncio.get_running_loop().create_task(add(), name=f"raft-join-{server.node}")
+        self._tasks.append(task)
 
     # --- RpcDispatcher ---------------------------------------------------------------
 
