@@ -321,11 +321,11 @@ class _Downstream(asyncio.Protocol):
                 return False
             # Dialing: the EOF is passed on once the upstream is there.
             return self._route is not None
+        if self._server_eof:
+            up.close()  # both directions done: the close carries the FIN
+            return False
         if not up.is_closing():
             up.write_eof()
-        if self._server_eof:
-            up.close()
-            return False
         return True
 
     def pause_writing(self) -> None:
@@ -381,11 +381,11 @@ class _Downstream(asyncio.Protocol):
         self._server_eof = True
         client = self._transport
         assert client is not None
+        if self._client_eof:
+            client.close()  # both directions done: the close carries the FIN
+            return False
         if not client.is_closing():
             client.write_eof()
-        if self._client_eof:
-            client.close()
-            return False
         return True
 
     def upstream_lost(self, exc: Exception | None) -> None:
