@@ -33,6 +33,7 @@ from ._membership import (
     StreamExchange,
     parse_join_target,
 )
+from ._messages import MAX_STREAM_MESSAGE_BYTES
 
 __all__ = ["GossipAgent", "GossipTransport", "PlainTransport"]
 
@@ -258,6 +259,10 @@ class GossipAgent:
             length = self.core.stream_reply_length(buf) if buf else None
             if length is not None:
                 return buf[:length]
+            if len(buf) > MAX_STREAM_MESSAGE_BYTES:
+                raise GossipDecodeError(
+                    f"gossip stream message exceeds {MAX_STREAM_MESSAGE_BYTES} bytes"
+                )
             chunk = await reader.read(_STREAM_READ)
             if not chunk:
                 raise ConnectionError("gossip stream closed before a whole message arrived")

@@ -34,6 +34,7 @@ from ._lzw import lzw_decompress
 
 __all__ = [
     "MAX_PUSH_STATE_BYTES",
+    "MAX_STREAM_MESSAGE_BYTES",
     "META_MAX_SIZE",
     "Ack",
     "Alive",
@@ -62,6 +63,8 @@ __all__ = [
 META_MAX_SIZE = 512
 MAX_PUSH_STATE_BYTES = 20 * 1024 * 1024
 MAX_PACKET_BYTES = 4 * 1024 * 1024
+# A stream message is at most the sealed push/pull cap plus its 5-byte header.
+MAX_STREAM_MESSAGE_BYTES = MAX_PUSH_STATE_BYTES + 5
 _MAX_NESTING = 4
 
 
@@ -453,9 +456,17 @@ def _decode_command(data: bytes, out: list[Message], depth: int) -> None:
     elif kind == MessageType.USER:
         out.append(UserMessage(payload=body))
     elif kind in _PACKET_TYPES:
-        out.append(_decode_part(data))
+        if len(data) <= _CACHEABLE_PART:
+            out.append(_decode_part(data))
+        else:
+            out.append(_decode_part.__wrapped__(data))
     else:
         raise GossipDecodeError(f"unsupported gossip message type {kind}")
+
+
+# Only parts the size of a UDP packet are cached: a peer sending unique 64 KiB
+# parts must not be able to pin hundreds of megabytes in the cache.
+_CACHEABLE_PART = 1500
 
 
 @functools.lru_cache(maxsize=4096)
