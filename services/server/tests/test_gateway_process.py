@@ -201,7 +201,7 @@ async def test_named_server_is_reached_through_the_gateway_with_mutual_tls(
     start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
     runtime_pki: RuntimePki,
 ) -> None:
-    process = await start_gateway(_settings(dc1.url))
+    process = await start_gateway(_settings(dc1.url, status_host="127.0.0.1"))
     await _until_route(process, "s1.server.dc1.consul")
     await _until_route(process, "server.dc1.consul")
     host, port = process.address
@@ -211,8 +211,10 @@ async def test_named_server_is_reached_through_the_gateway_with_mutual_tls(
         connection = await dial_alpn(f"{host}:{port}", sni, Alpn.RPC_MULTI, context)
         async with RpcClient(connection) as rpc:
             assert await rpc.call("Status.Ping", None, type=bool, timeout=5)
-    stats = process.gateway.stats()
-    assert {"local-server:s1", "local-any"} <= set(stats.routes)
+    assert process.status_address is not None
+    status_url = "http://{}:{}".format(*process.status_address)
+    status, _ = await _get(status_url, "/v1/gateway/status")
+    assert {"local-server:s1", "local-any"} <= set(status["routes"]), status
 
 
 async def test_federation_state_write_for_a_remote_dc_adds_its_route(

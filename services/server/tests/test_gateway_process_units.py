@@ -197,6 +197,7 @@ def test_wan_address_defaults_to_the_lan_address() -> None:
         (["-handshake-timeout", "soon"], "invalid -handshake-timeout 'soon'"),
         (["-max-connections", "0"], "max_connections must be at least 1"),
         (["-http-addr", "ftp://x"], "invalid HTTP address"),
+        (["-domain", "cönsul"], "is not ASCII"),
     ],
 )
 def test_bad_flags_are_one_clear_error(argv: list[str], message: str) -> None:

@@ -32,6 +32,7 @@ import aiohttp
 import msgspec
 
 from wanfed_fsm import CheckServiceNode
+from wanfed_proto import InvalidNameError, normalize_domain
 
 from ._feed import RouteFeed
 from ._proxy import GatewayConfig, MeshGateway
@@ -94,6 +95,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("'-expose-servers' requires '-register'")
         if self.wait <= 0 or self.datacenters_interval <= 0:
             raise ValueError("wait and datacenters_interval must be positive")
+        try:
+            normalize_domain(self.domain)
+        except InvalidNameError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ServerUnreachableError(Exception):
@@ -347,11 +352,20 @@ class GatewayProcess:
                 )
                 await asyncio.sleep(delay)
                 continue
-            except (ApiError, msgspec.DecodeError, msgspec.ValidationError, RouteInputError) as exc:
+            except (ApiError, msgspec.DecodeError, RouteInputError) as exc:
                 delay = backoff.failed()
                 log.warning(
                     "watch answer unusable; keeping the previous routes and retrying",
                     extra={"watch": name, "server": url, "error": str(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                # A bug must not silently end a watch and freeze the routes.
+                delay = backoff.failed()
+                log.exception(
+                    "watch failed unexpectedly; keeping the previous routes and retrying",
+                    extra={"watch": name, "server": url, "retry_in": delay},
                 )
                 await asyncio.sleep(delay)
                 continue
