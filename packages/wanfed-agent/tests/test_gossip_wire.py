@@ -41,6 +41,7 @@ from wanfed_agent.gossip import (
     fast_profile,
     parse_join_target,
     read_stream_message,
+    wan_profile,
     with_crc,
 )
 from wanfed_agent.gossip._lzw import lzw_decompress
@@ -337,3 +338,14 @@ def test_config_validation_names_the_problem() -> None:
         fast_profile("a", "127.0.0.1", 1, probe_timeout=5.0)
     with pytest.raises(GossipConfigError, match="limit 512"):
         fast_profile("a", "127.0.0.1", 1, meta=b"x" * 513)
+
+
+def test_wan_profile_has_memberlists_wan_defaults() -> None:
+    config = wan_profile("s1.dc1", "127.0.0.1", 8302)
+    assert (config.probe_interval, config.probe_timeout) == (5.0, 3.0)
+    assert config.suspicion_mult == 6
+    assert (config.gossip_interval, config.gossip_nodes) == (0.5, 4)
+    assert config.push_pull_interval == 60.0
+    fast = fast_profile("s1.dc1", "127.0.0.1", 8302, gossip_nodes=5)
+    assert fast.probe_interval < config.probe_interval
+    assert fast.gossip_nodes == 5

@@ -32,7 +32,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -244,7 +244,6 @@ class _Stream:
     kind: str  # "push_pull" or "ping"
     seq: int = 0
     join: bool = False
-    done: Callable[[bool], None] | None = field(default=None)
 
 
 def _addr_bytes(host: str) -> bytes:
