@@ -274,3 +274,26 @@ def test_member_names_split_into_node_and_datacenter() -> None:
 def test_core_needs_a_real_port() -> None:
     with pytest.raises(GossipConfigError, match="real advertised port"):
         Membership(fast_profile("me.dc1", "127.0.0.1", 0), now=0.0)
+
+
+def test_suspicion_timeout_shrinks_with_independent_confirmations() -> None:
+    from wanfed_agent.gossip._suspicion import Awareness, Suspicion
+
+    s = Suspicion(accuser="a", k=3, minimum=1.0, maximum=6.0, now=100.0)
+    assert s.deadline == 106.0
+    assert not s.confirm("a")  # the first accuser does not count twice
+    assert s.confirm("b")
+    assert s.deadline == pytest.approx(103.5)  # log(2)/log(4) of the way to the minimum
+    assert s.confirm("c")
+    assert s.confirm("d")
+    assert s.deadline == pytest.approx(101.0)
+    assert not s.confirm("e")  # k reached: nothing left to shrink
+    lone = Suspicion(accuser="a", k=0, minimum=1.0, maximum=6.0, now=0.0)
+    assert lone.deadline == 1.0  # too few members to expect confirmations
+
+    health = Awareness(8)
+    health.apply(-1)
+    assert health.scale(0.5) == 0.5
+    health.apply(20)
+    assert health.score == 7
+    assert health.scale(0.5) == 4.0
