@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
+import msgspec
 import pytest
 
 from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
@@ -83,7 +84,8 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     started: list[MeshGateway] = []
 
     async def start(table: RouteTable, **config: float) -> MeshGateway:
-        gateway = MeshGateway(table, GatewayConfig(stats_log_interval=0, **config))  # type: ignore[arg-type]
+        settings = msgspec.structs.replace(GatewayConfig(stats_log_interval=0), **config)
+        gateway = MeshGateway(table, settings)
         await gateway.start("127.0.0.1", 0)
         started.append(gateway)
         return gateway
@@ -287,14 +289,13 @@ async def test_oversized_hello_is_closed(
 async def test_connection_limit(tls_servers: StartServer, start_gateway: StartGateway) -> None:
     s1 = await tls_servers("s1")
     gateway = await start_gateway(routes(servers={"s1": s1.port}), max_connections=1)
-    first_reader, first_writer = await asyncio.open_connection(*gateway.address)
+    _, first_writer = await asyncio.open_connection(*gateway.address)
     second_reader, second_writer = await asyncio.open_connection(*gateway.address)
     assert await until_closed(second_reader) == b""
     assert gateway.stats().rejected["too-many-connections"] == 1
     assert gateway.active_connections == 1
     for writer in (first_writer, second_writer):
         await close(writer)
-    del first_reader
 
 
 # --- upstream failures ------------------------------------------------------------------
