@@ -2,7 +2,10 @@
 
 Domain structs (catalog and federation states), the state store with
 per-table indexes and watches, FSM commands, versioned snapshots, the
-:class:`Consensus` interface over Raft, and the blocking-query helper.
+:class:`Consensus` interface with its Raft implementation
+(:class:`RaftConsensus`, on pysyncobj, optionally over :class:`RaftLink`, the
+server's mutual-TLS RPC port) and its in-memory one for ``-dev``
+(:class:`LocalConsensus`), and the blocking-query helper.
 """
 
 from ._blocking import (
