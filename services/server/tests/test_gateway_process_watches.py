@@ -45,6 +45,8 @@ class ScriptedApi:
         self.fed_state: dict[str, list[CheckServiceNode]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.registrations = 0
+        self.failing: set[str] = set()
+        """Paths answered with 500, as a server without a leader does."""
         self._condition = asyncio.Condition()
         self._request_seen = asyncio.Event()
         self.runner: web.AppRunner | None = None
@@ -66,6 +68,8 @@ class ScriptedApi:
         query = dict(request.query)
         self.requests.append((request.path, query))
         self._request_seen.set()
+        if request.path in self.failing:
+            return web.Response(status=500, text="No cluster leader")
         if "index" in query and int(query["index"]) >= self.index:
             wait = float(query.get("wait", "5s").rstrip("s"))
             async with self._condition:
@@ -127,10 +131,9 @@ async def api() -> AsyncIterator[ScriptedApi]:
     await scripted.close()
 
 
-@pytest.fixture
-async def gateway(api: ScriptedApi) -> AsyncIterator[GatewayProcess]:
-    settings = GatewaySettings(
-        http_urls=(api.url,),
+def _settings(*urls: str) -> GatewaySettings:
+    return GatewaySettings(
+        http_urls=urls,
         bind_host="127.0.0.1",
         bind_port=0,
         lan_host="127.0.0.1",
@@ -144,7 +147,11 @@ async def gateway(api: ScriptedApi) -> AsyncIterator[GatewayProcess]:
         backoff_initial=0.05,
         backoff_cap=0.1,
     )
-    process = GatewayProcess(settings)
+
+
+@pytest.fixture
+async def gateway(api: ScriptedApi) -> AsyncIterator[GatewayProcess]:
+    process = GatewayProcess(_settings(api.url))
     await asyncio.wait_for(process.start(), 10)
     yield process
     await process.stop()
@@ -201,3 +208,22 @@ async def test_an_index_that_goes_backwards_restarts_from_zero(
     after = queries()[seen:]
     assert "index" not in after[0], "the query after going backwards must not block"
     assert after[1].get("index") == "3"
+
+
+async def test_a_server_that_keeps_failing_local_queries_is_left_for_the_next(
+    api: ScriptedApi,
+) -> None:
+    healthy = ScriptedApi()
+    await healthy.start()
+    healthy.fed_state = {"dc2": [_remote_gateway("dc2", "198.18.8.1")]}
+    api.failing.add("/v1/internal/federation-states/mesh-gateways")
+    process = GatewayProcess(_settings(api.url, healthy.url))
+    try:
+        await asyncio.wait_for(process.start(), 10)
+        await _until(process, "server.dc2.consul", ["198.18.8.1:443"])
+        assert process.pool.current == healthy.url
+        failures = [p for p, _ in api.requests if p.endswith("/mesh-gateways")]
+        assert len(failures) == 3, "three server errors in a row, then the switch"
+    finally:
+        await process.stop()
+        await healthy.close()

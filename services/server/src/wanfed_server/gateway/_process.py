@@ -14,7 +14,8 @@ one task per blocking-query watch, all against the same :class:`ServerPool`:
 
 Whenever the feed yields a new table it is swapped into the data plane. A
 failing watch backs off (:class:`Backoff`); when the server cannot be reached
-at all, the pool moves to the next ``-http-addr`` and every watch follows.
+at all, or keeps answering a local query with server errors (no leader), the
+pool moves to the next ``-http-addr`` and every watch follows.
 :meth:`GatewayProcess.stop` deregisters the gateway's node before the
 listener closes, so other DCs stop routing to it while it can still answer.
 """
@@ -52,6 +53,9 @@ __all__ = [
 log = logging.getLogger("wanfed.gateway.process")
 
 T = TypeVar("T")
+
+SERVER_ERRORS_BEFORE_SWITCH: Final = 3
+"""Server errors (5xx) in a row after which a watch moves to the next server."""
 
 _REQUEST_MARGIN: Final = 10.0
 """Seconds a blocking query may take beyond its ``wait`` (the server adds jitter)."""
@@ -317,8 +321,14 @@ class GatewayProcess:
         params: dict[str, str],
         reply_type: type[T],
         apply: Callable[[T], Awaitable[None] | None],
+        *,
+        switch_on_server_errors: bool = True,
     ) -> None:
-        """Run one blocking query forever, handing each answer to ``apply``."""
+        """Run one blocking query forever, handing each answer to ``apply``.
+
+        ``switch_on_server_errors=False`` is for queries another datacenter
+        answers: its errors say nothing about the local server.
+        """
         index = BlockingIndex()
         backoff = self._backoff()
         wait = self.settings.wait
@@ -354,9 +364,26 @@ class GatewayProcess:
                 continue
             except (ApiError, msgspec.DecodeError, RouteInputError) as exc:
                 delay = backoff.failed()
+                next_url = url
+                if (
+                    switch_on_server_errors
+                    and isinstance(exc, ApiError)
+                    and exc.status >= 500
+                    and backoff.failures >= SERVER_ERRORS_BEFORE_SWITCH
+                ):
+                    # Alive but useless (no leader, lost quorum): another
+                    # server may do better.
+                    next_url = self.pool.failed(url)
+                    index.reset()
                 log.warning(
                     "watch answer unusable; keeping the previous routes and retrying",
-                    extra={"watch": name, "server": url, "error": str(exc), "retry_in": delay},
+                    extra={
+                        "watch": name,
+                        "server": url,
+                        "error": str(exc),
+                        "next": next_url,
+                        "retry_in": delay,
+                    },
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -429,6 +456,7 @@ class GatewayProcess:
             {"kind": "mesh-gateway", "dc": dc, "stale": ""},
             list[CheckServiceNode],
             apply,
+            switch_on_server_errors=False,
         )
 
     async def _watch_datacenters(self) -> None:
