@@ -68,6 +68,9 @@ def containers(podman: Podman, image: str) -> Iterator[Containers]:
     try:
         yield started
     finally:
+        # Shown by pytest only when the test failed: what each container said.
+        for name in started.names:
+            print(f"--- podman logs {name} ---\n{started.logs(name)}")
         started.remove_all()
 
 

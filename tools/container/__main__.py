@@ -5,7 +5,8 @@ Commands:
   build [--tag T] [--base auto|debootstrap|IMAGE]
                        build the image with podman in wanfed's private storage
   clean                remove containers, volumes and images except the cached base
-  check-clean          exit 1 if anything but the cached base is left behind
+  check-clean [--except-image REF]
+                       exit 1 if anything but the cached base (and REF) is left behind
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--tag", default="localhost/wanfed:dev")
     build.add_argument("--base", default="auto", help="auto, debootstrap, or an image reference")
     commands.add_parser("clean", help="remove everything but the cached base image")
-    commands.add_parser("check-clean", help="fail if anything but the cached base is left")
+    check = commands.add_parser("check-clean", help="fail if anything but the cached base is left")
+    check.add_argument("--except-image", action="append", default=[], metavar="REF")
     args = parser.parse_args(argv)
     try:
         if args.command == "wheels":
@@ -49,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "clean":
             remove_all_but_cache(podman, say)
         else:
-            found = leftovers(podman)
+            found = leftovers(podman, keep=args.except_image)
             if found:
                 say(f"left behind: {found}")
                 return 1
-            say(f"nothing left behind in {podman.home.root} but the cached base image")
+            kept = ", ".join(["the cached base", *args.except_image])
+            say(f"no containers, volumes or networks left in {podman.home.root}; images: {kept}")
     except ContainerError as exc:
         say(f"error: {exc}")
         return 1

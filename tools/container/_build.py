@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,12 +171,13 @@ def _is_cache(ref: str) -> bool:
     return ref.startswith("localhost/wanfed-base:") or ref == OFFICIAL_BASE
 
 
-def leftovers(podman: Podman) -> Leftovers:
+def leftovers(podman: Podman, keep: Sequence[str] = ()) -> Leftovers:
     """List containers, non-cache images, volumes and networks in our storage.
 
     The ``podman`` network is podman's built-in default definition (it has no
     bridge until a container uses it, which `Podman` never allows); any other
     network, and any ``cni-podman*`` interface on the host, is a leftover.
+    Images named in ``keep`` are not.
     """
     networks = [name for name in podman.network_names() if name != "podman"]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
@@ -187,7 +188,7 @@ def leftovers(podman: Podman) -> Leftovers:
     ]
     return Leftovers(
         containers=podman.container_names(),
-        images=[ref for ref in podman.image_refs() if not _is_cache(ref)],
+        images=[ref for ref in podman.image_refs() if not _is_cache(ref) and ref not in keep],
         volumes=podman.volume_names(),
         networks=networks,
     )

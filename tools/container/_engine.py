@@ -171,8 +171,9 @@ class Podman:
         return self.text(*self.run_args(spec, detach=True))
 
     def remove_containers(self, *names: str) -> None:
+        """Remove containers with their anonymous volumes; names already gone are fine."""
         if names:
-            self.call("rm", "--force", "--time", "5", *names, check=False)
+            self.call("rm", "--force", "--ignore", "--volumes", "--time", "5", *names)
 
     def image_exists(self, ref: str) -> bool:
         return self.call("image", "exists", ref, check=False).returncode == 0
