@@ -178,6 +178,15 @@ def test_flags_to_settings_with_default_ports_and_fallback_servers() -> None:
     assert settings.register
 
 
+def test_servers_come_from_the_environment_when_no_flag_names_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WANFED_HTTP_ADDR", "127.0.0.5:8500, 127.0.0.6:8500")
+    assert _settings().http_urls == ("http://127.0.0.5:8500", "http://127.0.0.6:8500")
+    monkeypatch.delenv("WANFED_HTTP_ADDR")
+    assert _settings().http_urls == ("http://127.0.0.1:8500",)
+
+
 def test_wan_address_defaults_to_the_lan_address() -> None:
     settings = _settings("-register", "-address", "127.0.0.2:9000")
     assert (settings.wan_host, settings.wan_port) == ("127.0.0.2", 9000)
@@ -198,6 +207,7 @@ def test_wan_address_defaults_to_the_lan_address() -> None:
         (["-max-connections", "0"], "max_connections must be at least 1"),
         (["-http-addr", "ftp://x"], "invalid HTTP address"),
         (["-domain", "cönsul"], "is not ASCII"),
+        (["-http-addr", " , "], "-http-addr names no server"),
     ],
 )
 def test_bad_flags_are_one_clear_error(argv: list[str], message: str) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 from typing import Final
 
@@ -142,8 +143,11 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         raise CommandError(
             f"invalid -handshake-timeout {args.handshake_timeout!r}: {exc}"
         ) from None
-    entries = [part.strip() for flag in args.http_addr for part in flag.split(",") if part.strip()]
-    urls = tuple(http_base_url(entry) for entry in entries) or (http_base_url(None),)
+    given = args.http_addr or [os.environ.get(HTTP_ADDR_ENV) or DEFAULT_HTTP_ADDR]
+    entries = [part.strip() for flag in given for part in flag.split(",") if part.strip()]
+    if not entries:
+        raise CommandError("-http-addr names no server")
+    urls = tuple(http_base_url(entry) for entry in entries)
     try:
         config = GatewayConfig(hello_timeout=hello_timeout, max_connections=args.max_connections)
         lan_host, lan_port = lan or bind
