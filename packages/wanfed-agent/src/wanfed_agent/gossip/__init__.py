@@ -23,18 +23,18 @@ compression, CRC) join the same pool.
 from ._agent import GossipAgent, GossipTransport, PlainTransport
 from ._config import GossipConfig, fast_profile, wan_profile
 from ._errors import GossipConfigError, GossipDecodeError, GossipError, IncompleteMessage
-from ._keyring import Keyring
-from ._membership import (
+from ._events import (
     HostPort,
     Member,
     MemberEvent,
     MemberEventKind,
-    Membership,
     MemberState,
     SendPacket,
     StreamExchange,
     parse_join_target,
 )
+from ._keyring import Keyring
+from ._membership import Membership
 from ._messages import (
     Ack,
     Alive,

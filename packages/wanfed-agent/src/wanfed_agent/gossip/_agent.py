@@ -24,15 +24,15 @@ from typing import Any, Protocol
 
 from ._config import GossipConfig
 from ._errors import GossipDecodeError
-from ._membership import (
+from ._events import (
     HostPort,
     Member,
     MemberEvent,
-    Membership,
     SendPacket,
     StreamExchange,
     parse_join_target,
 )
+from ._membership import Membership
 from ._messages import MAX_STREAM_MESSAGE_BYTES
 
 __all__ = ["GossipAgent", "GossipTransport", "PlainTransport"]

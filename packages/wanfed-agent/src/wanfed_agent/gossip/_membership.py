@@ -26,7 +26,6 @@ business; it only names the member and its address.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import logging
 import math
@@ -39,6 +38,16 @@ import msgspec
 from ._broadcasts import BroadcastQueue, retransmit_limit
 from ._config import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, GossipConfig
 from ._errors import GossipConfigError, GossipDecodeError, IncompleteMessage
+from ._events import (
+    Action,
+    HostPort,
+    Member,
+    MemberEvent,
+    MemberEventKind,
+    MemberState,
+    SendPacket,
+    StreamExchange,
+)
 from ._messages import (
     Ack,
     Alive,
@@ -62,23 +71,10 @@ from ._messages import (
     with_crc,
 )
 from ._suspicion import Awareness, Suspicion, suspicion_timeout
-from ._tags import decode_tags
 
-__all__ = [
-    "HostPort",
-    "Member",
-    "MemberEvent",
-    "MemberEventKind",
-    "MemberState",
-    "Membership",
-    "SendPacket",
-    "StreamExchange",
-    "parse_join_target",
-]
+__all__ = ["Membership"]
 
 logger = logging.getLogger("wanfed_agent.gossip")
-
-HostPort = tuple[str, int]
 
 _COMPOUND_HEADER_OVERHEAD = 2
 _COMPOUND_OVERHEAD = 2
@@ -86,101 +82,12 @@ _ENCRYPT_OVERHEAD = 29
 _PUSH_PULL_SCALE_THRESHOLD = 32
 _STREAM_TIMEOUT = 10.0
 
-
-class MemberState(enum.StrEnum):
-    ALIVE = "alive"
-    SUSPECT = "suspect"
-    DEAD = "dead"
-    LEFT = "left"
-
-
 _KIND_OF = {
     MemberState.ALIVE: NodeStateKind.ALIVE,
     MemberState.SUSPECT: NodeStateKind.SUSPECT,
     MemberState.DEAD: NodeStateKind.DEAD,
     MemberState.LEFT: NodeStateKind.LEFT,
 }
-
-
-class Member(msgspec.Struct, frozen=True, kw_only=True):
-    """What the pool knows about one member, as handed to the layers above."""
-
-    name: str
-    host: str
-    port: int
-    meta: bytes
-    state: MemberState
-    incarnation: int
-    protocol: tuple[int, int, int]
-    delegate: tuple[int, int, int]
-
-    @property
-    def tags(self) -> dict[str, str]:
-        """Serf-style tags from the metadata; empty when the meta is not tags."""
-        try:
-            return decode_tags(self.meta)
-        except GossipDecodeError:
-            return {}
-
-
-class MemberEventKind(enum.StrEnum):
-    JOIN = "join"
-    UPDATE = "update"
-    LEAVE = "leave"
-    FAILED = "failed"
-
-
-class MemberEvent(msgspec.Struct, frozen=True, kw_only=True):
-    kind: MemberEventKind
-    member: Member
-
-
-class SendPacket(msgspec.Struct, frozen=True, kw_only=True):
-    """Send ``data`` as one packet to member ``name`` at ``addr``."""
-
-    name: str
-    addr: HostPort
-    data: bytes
-
-
-class StreamExchange(msgspec.Struct, frozen=True, kw_only=True):
-    """Open a stream to ``name`` at ``addr``, write ``data``, read one reply.
-
-    Feed the reply to :meth:`Membership.handle_stream_reply` (use
-    :meth:`Membership.stream_reply_length` to know when it is complete) or
-    report :meth:`Membership.handle_stream_failure`; give up at ``deadline``.
-    """
-
-    stream_id: int
-    name: str
-    addr: HostPort
-    data: bytes
-    deadline: float
-
-
-Action = SendPacket | StreamExchange
-
-
-def parse_join_target(target: str, default_port: int) -> tuple[str, HostPort]:
-    """Split ``name/host[:port]`` (IPv6 in brackets) into a name and address."""
-    name, sep, rest = target.partition("/")
-    if not sep or not name:
-        raise ValueError(f"join target must be name/address, got {target!r}")
-    host, port = rest, default_port
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        if tail.startswith(":"):
-            port = int(tail[1:])
-    elif rest.count(":") == 1:
-        host, port_text = rest.split(":")
-        port = int(port_text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"join address must be an IP address, got {host!r}") from None
-    if not 0 < port <= 0xFFFF:
-        raise ValueError(f"invalid port in join target {target!r}")
-    return name, (host, port)
 
 
 @dataclass(slots=True)

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from ._config import GossipConfig, fast_profile
-from ._membership import HostPort, MemberEvent, Membership, MemberState, SendPacket, StreamExchange
+from ._events import HostPort, MemberEvent, MemberState, SendPacket, StreamExchange
+from ._membership import Membership
 
 __all__ = ["SimulatedNetwork"]
 
