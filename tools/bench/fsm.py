@@ -19,9 +19,9 @@ callback hop, so the wanfed/raw ratio isolates what wanfed adds: command encodin
 FSM, the store, snapshots in our own format. Measured: sequential commit
 latency (p50/p99) and pipelined throughput (64 writes in flight). Rounds
 alternate between the clusters so machine noise hits all alike, and each
-figure is the best of its rounds. Targets:
->= 2,000 writes/s, p50 <= 2 ms, wanfed/raw <= 1.5x. Timings are printed,
-never asserted.
+figure is the best of its rounds. Targets, judged for both wanfed paths:
+>= 2,000 writes/s, p50 <= 2 ms, <= 1.5x raw. Timings are printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -393,17 +393,20 @@ def _drive() -> None:
     print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'writes/s':>12}{'vs raw':>10}")
     for name, row in (("raw", raw), ("wanfed", wanfed), ("link", link)):
         print(f"{name:<10}{row[0]:>10.3f}{row[1]:>10.3f}{row[2]:>12.0f}{raw[2] / row[2]:>9.2f}x")
-    p50_ratio = wanfed[0] / raw[0]
-    rate_ratio = raw[2] / wanfed[2]
     print()
-    print(f"wanfed/raw p50 latency: {p50_ratio:.2f}x (target <= {TARGET_OVERHEAD}x)")
-    print(f"raw/wanfed throughput:  {rate_ratio:.2f}x (target <= {TARGET_OVERHEAD}x)")
-    verdicts = [
-        ("writes/s >= 2000", wanfed[2] >= TARGET_WRITES_PER_S),
-        ("p50 <= 2 ms", wanfed[0] <= TARGET_P50_MS),
-        ("overhead <= 1.5x", max(p50_ratio, rate_ratio) <= TARGET_OVERHEAD),
-    ]
-    print("targets: " + ", ".join(f"{n} {'met' if ok else 'MISSED'}" for n, ok in verdicts))
+    for name, row in (("wanfed", wanfed), ("link", link)):
+        p50_ratio = row[0] / raw[0]
+        rate_ratio = raw[2] / row[2]
+        print(
+            f"{name}: p50 {p50_ratio:.2f}x raw, throughput 1/{rate_ratio:.2f} of raw "
+            f"(target <= {TARGET_OVERHEAD}x each)"
+        )
+        verdicts = [
+            (f"writes/s >= {TARGET_WRITES_PER_S:.0f}", row[2] >= TARGET_WRITES_PER_S),
+            (f"p50 <= {TARGET_P50_MS:g} ms", row[0] <= TARGET_P50_MS),
+            (f"overhead <= {TARGET_OVERHEAD}x", max(p50_ratio, rate_ratio) <= TARGET_OVERHEAD),
+        ]
+        print("  targets: " + ", ".join(f"{n} {'met' if ok else 'MISSED'}" for n, ok in verdicts))
 
 
 def main(argv: list[str] | None = None) -> None:
