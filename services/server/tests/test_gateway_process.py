@@ -179,6 +179,15 @@ async def test_registers_itself_as_an_opted_in_gateway_whose_check_turns_passing
         checks = [c for e in health for c in e["Checks"] if c["CheckID"] == "service:mesh-gateway"]
         return bool(checks) and checks[0]["Status"] == "passing"
 
+    dump, _ = await _get(dc1.url, "/v1/internal/service-dump", kind="mesh-gateway")
+    assert [(e["Node"]["Node"], e["Service"]["Kind"]) for e in dump] == [("gw1", "mesh-gateway")]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(dc1.url + "/v1/internal/service-dump", params={"kind": "web"}) as bad,
+    ):
+        assert bad.status == 400
+        assert "Invalid kind 'web'" in await bad.text()
+
     health = await _until(dc1.url, "/v1/health/service/mesh-gateway", check_passing)
     (check,) = [c for c in health[0]["Checks"] if c["CheckID"] == "service:mesh-gateway"]
     assert check["Name"] == "Mesh Gateway Listening"

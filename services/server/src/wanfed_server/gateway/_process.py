@@ -234,17 +234,22 @@ class GatewayProcess:
         )
 
     async def stop(self) -> None:
-        """Stop watching, deregister (best effort, each server once), close the listener."""
+        """Stop watching, deregister (best effort, each server once), close the listener.
+
+        Safe to call again: a second call finds nothing left to do.
+        """
         tasks = [*self._tasks, *self._dumps.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._dumps.clear()
-        if self.registration is not None:
-            await self._deregister(self.registration)
-        if self._status is not None:
-            await self._status.close()
+        registration, self.registration = self.registration, None
+        if registration is not None:
+            await self._deregister(registration)
+        status, self._status = self._status, None
+        if status is not None:
+            await status.close()
         with contextlib.suppress(RuntimeError):
             await self.gateway.close()
         await self._api.close()
