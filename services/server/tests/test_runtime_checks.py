@@ -175,3 +175,26 @@ async def test_the_dev_server_is_in_its_own_catalog(dev_server: Server) -> None:
         "port": entry.service.port,
     }
     assert [(c.check_id, c.status) for c in entry.checks] == [("serfHealth", "passing")]
+
+
+async def test_checks_of_a_server_node_are_left_to_its_own_agent(dev_server: Server) -> None:
+    # the same TTL on the server's own node (its local agent runs that) and on a
+    # catalog-only node; registered server-first, so by the time the catalog-only
+    # check expired, the server's would have too if the leader ran it.
+    own = HealthCheck(
+        node="s1",
+        check_id="agent-ttl",
+        status="passing",
+        definition=HealthCheckDefinition(ttl="200ms"),
+    )
+    await dev_server.rpc(
+        "Catalog.Register",
+        RegisterRequest(node=Node(node="s1"), checks=[own], skip_node_update=True),
+        bool,
+    )
+    await dev_server.rpc("Catalog.Register", _register(_check("ttl", ttl="200ms")), bool)
+    await asyncio.wait_for(_wait_for_status(dev_server, "ttl", "critical"), 5)
+    reply = await dev_server.rpc(
+        "Health.NodeChecks", NodeSpecificRequest(node="s1"), IndexedHealthChecks
+    )
+    assert {c.check_id: c.status for c in reply.health_checks}["agent-ttl"] == "passing"

@@ -1,7 +1,9 @@
 """Catalog-registered TCP and TTL checks, executed by the datacenter's leader.
 
 A gateway registers itself through the catalog with a check definition; no
-agent runs that check, so the leader does. Theory of operation:
+agent runs that check, so the leader does. Checks of nodes that have their
+own agent (the servers, whose local agents sync their checks into the
+catalog with the definitions) are left to that agent. Theory of operation:
 :class:`CheckSchedule` is the sans-I/O core. It is fed the catalog's current
 checks (``sync``) and probe results (``tcp_result``) with the current time,
 and says what is due (``due``: TCP probes to run, TTLs that expired) and when
@@ -192,9 +194,13 @@ class CheckRunner:
         store: StateStore,
         *,
         clock: Callable[[], float] | None = None,
+        has_agent: Callable[[str], bool] = lambda node: False,
     ) -> None:
+        """``has_agent(node)`` says a node's checks are run by its own agent (the
+        servers' nodes): the leader runs only catalog-only nodes' checks."""
         self._consensus = consensus
         self._store = store
+        self._has_agent = has_agent
         self._schedule = CheckSchedule()
         self._clock = clock
         self._wake = asyncio.Event()
@@ -239,7 +245,9 @@ class CheckRunner:
                 _all_checks,
             )
             index = meta.index if meta.index >= index else 0
-            self._schedule.sync(checks, self._now())
+            self._schedule.sync(
+                (check for check in checks if not self._has_agent(check.node)), self._now()
+            )
             self._wake.set()
 
     async def _probe(self, action: ProbeTcp) -> None:

@@ -127,6 +127,9 @@ class ServerDirectory:
             return self._clock()
         return self._last_seen.get(node.lower())
 
+    def is_server(self, node: str) -> bool:
+        return node.lower() in self._servers
+
     def servers(self) -> list[ServerInfo]:
         return [self._servers[key] for key in sorted(self._servers)]
 

@@ -135,7 +135,9 @@ class LeaderRoutines:
     def on_leadership(self, leader: bool) -> None:
         if leader and not self._tasks:
             loop = asyncio.get_running_loop()
-            runner = CheckRunner(self._consensus, self._consensus.store)
+            runner = CheckRunner(
+                self._consensus, self._consensus.store, has_agent=self._directory.is_server
+            )
             self._tasks = [
                 loop.create_task(self._reconcile_loop(), name="leader-reconcile"),
                 loop.create_task(runner.run(), name="leader-checks"),
