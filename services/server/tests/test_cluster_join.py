@@ -13,7 +13,14 @@ import pytest
 
 from wanfed_agent.config import load_config
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
-from wanfed_server.runtime import CLUSTER_FILE, ClusterFile, Server, ServerOptions
+from wanfed_proto import RemoteError
+from wanfed_server.runtime import (
+    CLUSTER_FILE,
+    NO_CLUSTER_LEADER,
+    ClusterFile,
+    Server,
+    ServerOptions,
+)
 
 if TYPE_CHECKING:
     from .conftest import RuntimePki  # type: ignore[import-not-found]
@@ -28,7 +35,7 @@ async def start_server(
     key = base64.b64encode(os.urandom(32)).decode()
     started: list[Server] = []
 
-    async def start(node: str, **overrides: Any) -> Server:
+    async def start(node: str, options: ServerOptions | None = None, **overrides: Any) -> Server:
         files = runtime_pki.certs[node]
         config = load_config(
             overrides={
@@ -50,7 +57,7 @@ async def start_server(
                 **overrides,
             }
         )
-        server = Server(config, options=ServerOptions(formation_retry=0.1))
+        server = Server(config, options=options or ServerOptions(formation_retry=0.1))
         await server.start()
         started.append(server)
         return server
@@ -92,3 +99,18 @@ async def test_a_late_server_joins_through_the_leader_and_forwards_writes(
     assert await second.rpc("Catalog.Register", request, bool)
     nodes = await first.rpc("Catalog.ListNodes", DCSpecificRequest(), IndexedNodes)
     assert "late-write" in {n.node for n in nodes.nodes}
+
+
+async def test_without_a_leader_requests_wait_the_hold_timeout_then_fail(
+    start_server: StartServer,
+) -> None:
+    lonely = await start_server(
+        "s1", ServerOptions(hold_timeout=0.3, formation_retry=0.1), bootstrap_expect=3
+    )
+    request = RegisterRequest(node=Node(node="n1"))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RemoteError, match=f"^{NO_CLUSTER_LEADER}$"):
+        await lonely.rpc("Catalog.Register", request, bool)
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    stale = await lonely.rpc("Catalog.ListNodes", DCSpecificRequest(allow_stale=True), IndexedNodes)
+    assert not stale.known_leader, "a stale read is served, and says no leader is known"

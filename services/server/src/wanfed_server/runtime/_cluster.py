@@ -45,12 +45,26 @@ from typing import Final
 
 import msgspec
 
+from wanfed_fsm import (
+    Command,
+    LeadershipCallback,
+    NotLeaderError,
+    NotReadyError,
+    StateStore,
+)
 from wanfed_proto import ProtoError
 
 from ._messages import ClusterInfo, ServerInfo
 from ._pool import RpcPool
 
-__all__ = ["CLUSTER_FILE", "ClusterFile", "ServerDirectory", "form_cluster", "hello_round"]
+__all__ = [
+    "CLUSTER_FILE",
+    "ClusterFile",
+    "FormingConsensus",
+    "ServerDirectory",
+    "form_cluster",
+    "hello_round",
+]
 
 logger = logging.getLogger("wanfed_server.runtime.cluster")
 
@@ -251,3 +265,43 @@ async def _decide(
     if bootstrap_expect and len(servers) >= bootstrap_expect:
         return sorted(server.raft_address for server in servers)
     return None
+
+
+class FormingConsensus:
+    """Stands in for consensus while the cluster forms (no Raft yet).
+
+    Stale reads are served from the (empty or restored) store and say no
+    leader is known; writes and consistent reads fail as they would during
+    an election, so the routing layer waits for a leader and then forwards.
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> StateStore:
+        return self._store
+
+    async def apply(self, command: Command) -> int:
+        raise NotLeaderError(None)
+
+    def is_leader(self) -> bool:
+        return False
+
+    def leader_address(self) -> str | None:
+        return None
+
+    def on_leadership_change(self, callback: LeadershipCallback) -> Callable[[], None]:
+        return lambda: None
+
+    async def verify_leader(self) -> None:
+        raise NotReadyError()
+
+    async def add_server(self, address: str) -> None:
+        raise NotLeaderError(None)
+
+    async def remove_server(self, address: str) -> None:
+        raise NotLeaderError(None)
+
+    async def shutdown(self) -> None:
+        return None

@@ -79,6 +79,7 @@ from wanfed_server.interfaces import Member, MemberStatus
 
 from ._cluster import (
     ClusterFile,
+    FormingConsensus,
     ServerDirectory,
     form_cluster,
     hello_round,
@@ -612,7 +613,7 @@ class Server:
     @property
     def consensus(self) -> Consensus:
         if self._consensus is None:
-            raise NotLeaderError(None)
+            return FormingConsensus(self._fsm.store)
         return self._consensus
 
     @property
