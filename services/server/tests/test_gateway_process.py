@@ -34,6 +34,7 @@ from wanfed_fsm import (
     Node,
     Service,
     ServiceAddress,
+    gateway_wan_address,
 )
 from wanfed_proto import Alpn, RpcClient, client_context, dial_alpn
 from wanfed_server.gateway import GatewayProcess, GatewaySettings
@@ -60,18 +61,18 @@ class Datacenter:
         return f"http://{self.http.address}"
 
 
-@pytest.fixture
-async def dc1(
-    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[Datacenter]:
-    s1 = runtime_pki.certs["s1"]
+async def _start_datacenter(
+    runtime_pki: RuntimePki, directory: Path, free_port: Callable[[], int], node: str, dc: str
+) -> Datacenter:
+    """A one-server datacenter (its own primary) with mTLS on RPC, and its HTTP API."""
+    s1 = runtime_pki.certs[node]
     config = load_config(
         overrides={
-            "node_name": "s1",
-            "datacenter": "dc1",
+            "node_name": node,
+            "datacenter": dc,
             "server": True,
             "bootstrap": True,
-            "data_dir": str(tmp_path / "s1"),
+            "data_dir": str(directory / node),
             "bind_addr": "127.0.0.1",
             "ports": {"server": 0, "http": 0, "raft": free_port(), "serf_wan": free_port()},
             "encrypt": base64.b64encode(os.urandom(32)).decode(),
@@ -89,10 +90,27 @@ async def dc1(
     server = Server(config)
     await server.start()
     await server.wait_ready()
-    http = await start_http_api(server)
-    yield Datacenter(server, http)
-    await http.close()
-    await server.stop()
+    return Datacenter(server, await start_http_api(server))
+
+
+@pytest.fixture
+async def dc1(
+    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
+) -> AsyncIterator[Datacenter]:
+    dc = await _start_datacenter(runtime_pki, tmp_path, free_port, "s1", "dc1")
+    yield dc
+    await dc.http.close()
+    await dc.server.stop()
+
+
+@pytest.fixture
+async def dc2(
+    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
+) -> AsyncIterator[Datacenter]:
+    dc = await _start_datacenter(runtime_pki, tmp_path, free_port, "r1", "dc2")
+    yield dc
+    await dc.http.close()
+    await dc.server.stop()
 
 
 def _settings(*urls: str, **changes: Any) -> GatewaySettings:
@@ -255,6 +273,43 @@ async def test_federation_state_write_for_a_remote_dc_adds_its_route(
     request = FederationStateRequest(op="delete", state=FederationState(datacenter="dc2"))
     assert await dc1.server.rpc("FederationState.Apply", request, bool)
     await _until_route(process, "server.dc2.consul", present=False)
+
+
+async def test_a_remote_server_is_reached_through_both_datacenters_gateways(
+    dc1: Datacenter,
+    dc2: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+    runtime_pki: RuntimePki,
+) -> None:
+    gw2 = await start_gateway(_settings(dc2.url, node="gw2"))
+    await _until_route(gw2, "r1.server.dc2.consul")
+    host2, port2 = gw2.address
+    # dc1 learns dc2's gateway the way replication would deliver it
+    # (a critical gateway is never routed to, so wait for the leader's TCP probe)
+    (gw2_entry,) = await _until(
+        dc2.url,
+        "/v1/health/service/mesh-gateway",
+        lambda entries: bool(entries) and entries[0]["Checks"][0]["Status"] == "passing",
+    )
+    record = msgspec.convert(gw2_entry, CheckServiceNode)
+    assert gateway_wan_address(record) == (host2, port2)
+    request = FederationStateRequest(
+        op="upsert", state=FederationState(datacenter="dc2", mesh_gateways=[record])
+    )
+    assert await dc1.server.rpc("FederationState.Apply", request, bool)
+    gw1 = await start_gateway(_settings(dc1.url, node="gw1"))
+    await _until_route(gw1, "server.dc2.consul")
+
+    client = runtime_pki.certs["client"]
+    context = client_context(runtime_pki.ca, client.cert, client.key, alpn=[Alpn.RPC_MULTI])
+    host1, port1 = gw1.address
+    connection = await dial_alpn(
+        f"{host1}:{port1}", "r1.server.dc2.consul", Alpn.RPC_MULTI, context
+    )
+    async with RpcClient(connection) as rpc:
+        assert await rpc.call("Status.Ping", None, type=bool, timeout=5)
+    assert "remote:dc2" in gw1.gateway.stats().routes
+    assert "local-server:r1" in gw2.gateway.stats().routes
 
 
 async def test_registration_is_restored_after_an_operator_deregisters_it(
