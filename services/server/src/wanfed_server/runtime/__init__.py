@@ -8,7 +8,14 @@ the running server.
 """
 
 from ._checks import CheckRunner, CheckSchedule, Expire, ProbeTcp, StatusChange
-from ._cluster import CLUSTER_FILE, ClusterFile, ServerDirectory
+from ._cluster import (
+    CLUSTER_FILE,
+    HELLO_TIMEOUT,
+    ClusterFile,
+    FormingConsensus,
+    ServerDirectory,
+    hello_round,
+)
 from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
@@ -26,6 +33,7 @@ from ._server import Server, ServerOptions
 
 __all__ = [
     "CLUSTER_FILE",
+    "HELLO_TIMEOUT",
     "MISSING_FEDERATION_STATE_DATACENTER",
     "NO_CLUSTER_LEADER",
     "NO_PATH_TO_DATACENTER",
@@ -42,6 +50,7 @@ __all__ = [
     "Endpoint",
     "EndpointKind",
     "Expire",
+    "FormingConsensus",
     "IndexedHealthChecks",
     "LeaderRoutines",
     "NodeSpecificRequest",
@@ -57,5 +66,6 @@ __all__ = [
     "ServerOptions",
     "StaticRouter",
     "StatusChange",
+    "hello_round",
     "server_registration",
 ]

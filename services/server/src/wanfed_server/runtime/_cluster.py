@@ -59,6 +59,7 @@ from ._pool import RpcPool
 
 __all__ = [
     "CLUSTER_FILE",
+    "HELLO_TIMEOUT",
     "ClusterFile",
     "FormingConsensus",
     "ServerDirectory",
@@ -170,16 +171,11 @@ async def hello_round(
 
     async def one(address: str) -> ClusterInfo | None:
         try:
-            info = await pool.call(
-                "",
-                me.datacenter,
-                address,
-                "Status.Hello",
-                me,
-                ClusterInfo,
-                timeout=HELLO_TIMEOUT,
-            )
-        except (ProtoError, OSError) as exc:
+            # the deadline covers the dial too: one black-holed peer must not hold up
+            # the round, or healthy peers would look silent to the leader
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                info = await pool.call("", me.datacenter, address, "Status.Hello", me, ClusterInfo)
+        except (ProtoError, OSError, TimeoutError) as exc:
             logger.debug("hello failed address=%s error=%s", address, exc)
             return None
         directory.learn([info.server, *info.known])

@@ -1,0 +1,49 @@
+"""The hello round that keeps the server directory fresh tolerates a black-holed peer."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from wanfed_agent.config import load_config
+from wanfed_server.runtime import (
+    HELLO_TIMEOUT,
+    PlainDialer,
+    RpcPool,
+    Server,
+    ServerDirectory,
+    ServerInfo,
+    hello_round,
+)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Server]:
+    config = load_config(overrides={"node_name": "s2", "ports": {"server": 0}}, dev=True)
+    server = Server(config)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_black_holed_peer_does_not_hold_up_the_others(peer: Server) -> None:
+    with socket.socket() as black_hole:  # listens, never accepts, never answers
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(8)
+        silent = f"127.0.0.1:{black_hole.getsockname()[1]}"
+        me = ServerInfo(node="s1", datacenter="dc1", rpc_address="127.0.0.1:1")
+        directory = ServerDirectory(me)
+        pool = RpcPool(PlainDialer())
+        try:
+            started = time.monotonic()
+            answers = await hello_round(pool, directory, [silent, peer.rpc_address])
+            elapsed = time.monotonic() - started
+        finally:
+            await pool.close()
+    assert [a.server.node for a in answers] == ["s2"]
+    assert elapsed < HELLO_TIMEOUT + 1.0
+    assert directory.last_seen("s2") is not None
+    assert [s.node for s in directory.peers()] == ["s2"]
