@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from tools.container import check_network_mode
+from tools.container import check_network_mode, check_podman_args
 from tools.container import healthcheck as hc
 from tools.container._engine import ContainerError
 
@@ -100,3 +100,33 @@ def test_allowed_network_modes(mode: str) -> None:
 def test_every_other_network_mode_is_refused(mode: str) -> None:
     with pytest.raises(ContainerError, match="never the default bridge"):
         check_network_mode(mode)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--rm", "img"),
+        ("create", "img"),
+        ("build", "--tag", "t", "."),
+        ("run", "--network", "bridge", "img"),
+        ("run", "--network=slirp4netns", "img"),
+        ("run", "--network", "none", "--network", "podman", "img"),
+    ],
+)
+def test_run_create_and_build_need_an_explicit_allowed_network(args: tuple[str, ...]) -> None:
+    with pytest.raises(ContainerError):
+        check_podman_args(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--network", "host", "img"),
+        ("build", "--network=none", "."),
+        ("images",),
+        ("rm", "--force", "x"),
+        (),
+    ],
+)
+def test_other_commands_and_allowed_networks_pass(args: tuple[str, ...]) -> None:
+    check_podman_args(args)

@@ -15,7 +15,14 @@ from ._build import (
     leftovers,
     remove_all_but_cache,
 )
-from ._engine import ContainerError, ContainerHome, Podman, RunSpec, check_network_mode
+from ._engine import (
+    ContainerError,
+    ContainerHome,
+    Podman,
+    RunSpec,
+    check_network_mode,
+    check_podman_args,
+)
 
 __all__ = [
     "OFFICIAL_BASE",
@@ -29,6 +36,7 @@ __all__ = [
     "apt_mirror",
     "build_image",
     "check_network_mode",
+    "check_podman_args",
     "default_home",
     "ensure_base_image",
     "leftovers",

@@ -68,7 +68,7 @@ def ensure_base_image(podman: Podman, recipe: DebootstrapRecipe, say: Callable[[
         rootfs = Path(tmp) / "rootfs"
         say(
             f"debootstrap {recipe.suite} from {recipe.mirror} "
-            f"(+{', '.join(recipe.packages)}); takes about a minute, once"
+            f"(+{', '.join(recipe.packages)}); a few minutes, once per recipe"
         )
         started = time.monotonic()
         argv = [

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._base_image import DebootstrapRecipe, apt_mirror, ensure_base_image
-from ._engine import ContainerError, ContainerHome, Podman
+from ._engine import ContainerError, ContainerHome, Podman, check_podman_args
 from ._wheelhouse import TargetPython, build_wheelhouse
 
 __all__ = [
@@ -109,7 +109,7 @@ def build_image(podman: Podman, plan: BuildPlan, say: Callable[[str], None]) -> 
     base = choose_base(podman, plan.base, say)
     build_wheelhouse(plan.root, plan.root / WHEELHOUSE, plan.target, say)
     say(f"podman build {plan.tag} FROM {base} (no network; offline pip install)")
-    argv = podman.command(
+    build_args = (
         "build",
         "--file",
         str(plan.root / CONTAINERFILE),
@@ -136,6 +136,8 @@ def build_image(podman: Podman, plan: BuildPlan, say: Callable[[str], None]) -> 
         f"SOURCE={_source_url(plan.root)}",
         str(plan.root),
     )
+    check_podman_args(build_args)
+    argv = podman.command(*build_args)
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:

@@ -18,11 +18,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ContainerError", "ContainerHome", "Podman", "RunSpec", "check_network_mode"]
+__all__ = [
+    "ContainerError",
+    "ContainerHome",
+    "Podman",
+    "RunSpec",
+    "check_network_mode",
+    "check_podman_args",
+]
 
 ULIMITS = ("nofile=4096:4096", "nproc=4096:4096")
 
@@ -41,6 +48,26 @@ def check_network_mode(mode: str) -> str:
         f"network mode {mode!r} is not allowed: use 'none', 'host' or "
         "'ns:<absolute path of a namespace you created>' (never the default bridge)"
     )
+
+
+NETWORKED_COMMANDS = frozenset({"run", "create", "build"})
+
+
+def check_podman_args(args: Sequence[str]) -> None:
+    """Refuse a podman command that would fall back to the default network.
+
+    ``run``, ``create`` and ``build`` must say ``--network <allowed mode>``
+    explicitly, so even a call that bypasses `Podman.run_args` cannot end up
+    on the bridge.
+    """
+    if not args or args[0] not in NETWORKED_COMMANDS:
+        return
+    modes = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--network"]
+    modes += [arg.split("=", 1)[1] for arg in args if arg.startswith("--network=")]
+    if not modes:
+        raise ContainerError(f"podman {args[0]} without --network would use the default bridge")
+    for mode in modes:
+        check_network_mode(mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +158,7 @@ class Podman:
         timeout: float = 600.0,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run podman, capturing output; a failure raises with podman's stderr."""
+        check_podman_args(args)
         argv = self.command(*args)
         done = subprocess.run(argv, input=input_bytes, capture_output=True, timeout=timeout)
         if check and done.returncode != 0:
