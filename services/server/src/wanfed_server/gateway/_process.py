@@ -413,11 +413,17 @@ class GatewayProcess:
     def _swap(self, table: RouteTable | None, reason: str) -> None:
         if table is None:
             return
+        before = self.gateway.routes.exact
+        added = sorted(table.exact.keys() - before.keys())
+        removed = sorted(before.keys() - table.exact.keys())
+        changed = sorted(
+            name for name in table.exact.keys() & before.keys() if table.exact[name] != before[name]
+        )
         self.gateway.update_routes(table)
         self.routes_changed.set()
         log.info(
-            "routes changed; new connections use the new table",
-            extra={"reason": reason, "labels": table.labels()},
+            "routes changed; new connections use the new table, open ones keep their upstream",
+            extra={"reason": reason, "added": added, "removed": removed, "changed": changed},
         )
 
     def _feed_or_fail(self) -> RouteFeed:
