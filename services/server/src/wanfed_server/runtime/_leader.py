@@ -3,10 +3,10 @@
 Every server of the datacenter appears in the catalog as a node with service
 ``consul`` (ID ``consul``, port = its RPC port, ``lan``/``wan`` tagged
 addresses) and a node check ``serfHealth``. The check says whether that
-server is a live member of the cluster: passing while it answered a hello
-within ``failure_timeout``, critical otherwise. The reconcile loop runs every
-``interval`` and whenever the server directory changes, and writes only
-registrations whose content differs from the store.
+server is a live member of the cluster: passing while it is a Raft voter
+and answered a hello within ``failure_timeout``, critical otherwise. The
+reconcile loop runs every ``interval`` and whenever the server directory
+changes, and writes only registrations whose content differs from the store.
 
 :class:`LeaderRoutines` starts its tasks when leadership is gained and
 cancels them when it is lost or the server stops.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final, TypeVar
 
 import msgspec
@@ -120,7 +120,11 @@ class LeaderRoutines:
         clock: Callable[[], float],
         interval: float = 1.0,
         failure_timeout: float = 3.0,
+        raft_members: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        """``raft_members()`` lists the Raft addresses of the cluster's voters; a
+        server outside it is not a live member, however well it answers."""
+        self._raft_members = raft_members
         self._consensus = consensus
         self._directory = directory
         self._clock = clock
@@ -158,6 +162,10 @@ class LeaderRoutines:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def alive(self, server: ServerInfo) -> bool:
+        """Answered a hello within ``failure_timeout`` and is a Raft voter."""
+        members = self._raft_members
+        if members is not None and server.raft_address and server.raft_address not in members():
+            return False
         seen = self._directory.last_seen(server.node)
         return seen is not None and self._clock() - seen <= self._failure_timeout
 

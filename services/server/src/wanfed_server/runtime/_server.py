@@ -574,6 +574,7 @@ class Server:
             clock=time.monotonic,
             interval=self._options.reconcile_interval,
             failure_timeout=self._options.failure_timeout,
+            raft_members=lambda: self._raft_members,
         )
         self._leader_routines = routines
         unsubscribe = consensus.on_leadership_change(routines.on_leadership)
