@@ -205,7 +205,9 @@ def test_data_survives_rm_f_and_a_new_container_on_the_same_volume(
     until("the first container's leader", lambda: leader_of(http))
     assert until("a write", lambda: _register(http, "written-before-rm"))
 
-    podman.call("rm", "--force", first)
+    # rm --force kills the server mid-flight; --volumes only drops the image's
+    # anonymous /wanfed/config volume, never the bind-mounted data directory.
+    podman.remove_containers(first)
     containers.start("second", *command, volumes=((data, "/wanfed/data"),))
     until("the second container's leader", lambda: leader_of(http))
     assert "written-before-rm" in _node_names(http)
