@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -439,3 +440,18 @@ async def test_catalog_register_passes_token_and_datacenter(api: Api) -> None:
     last = registers[-1]
     assert isinstance(last, RegisterRequest)
     assert (last.token, last.datacenter, last.node.datacenter) == ("secret", "dc1", "dc1")
+
+
+async def test_a_busy_port_fails_start_cleanly(fake_server: FakeServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api = HttpApi(
+            fake_server.dispatcher, fake_server.view, fake_server.agent, "127.0.0.1", port
+        )
+        with pytest.raises(OSError):
+            await api.start()
+        with pytest.raises(RuntimeError, match="not started"):
+            _ = api.port
+        await api.stop()  # nothing to stop: harmless
