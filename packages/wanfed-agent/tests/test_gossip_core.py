@@ -297,3 +297,24 @@ def test_suspicion_timeout_shrinks_with_independent_confirmations() -> None:
     health.apply(20)
     assert health.score == 7
     assert health.scale(0.5) == 4.0
+
+
+def test_push_pull_with_an_incompatible_protocol_version_is_not_merged() -> None:
+    core = core_with_peers("a.dc1")
+    future = PushNodeState(
+        name="future.dc1",
+        addr=bytes((127, 0, 0, 8)),
+        port=8302,
+        incarnation=1,
+        vsn=bytes((6, 9, 7, 0, 0, 0)),
+    )
+    reply = core.handle_stream(
+        encode_push_pull(PushPull(join=True, states=(future,))), ("127.0.0.8", 1), 2.0
+    )
+    assert reply is not None  # memberlist still answers with its own state
+    assert core.state_of("future.dc1") is None
+    ok = PushNodeState(
+        name="fine.dc1", addr=bytes((127, 0, 0, 9)), port=8302, incarnation=1, vsn=VSN
+    )
+    core.handle_stream(encode_push_pull(PushPull(join=True, states=(ok,))), ("127.0.0.9", 1), 2.0)
+    assert core.state_of("fine.dc1") is MemberState.ALIVE

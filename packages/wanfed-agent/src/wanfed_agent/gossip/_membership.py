@@ -153,6 +153,11 @@ class _Stream:
     join: bool = False
 
 
+def _versions(vsn: bytes) -> bytes:
+    """Six version bytes; a short or missing list reads as zeros (speaks nothing)."""
+    return vsn[:6] if len(vsn) >= 6 else b"\x00" * 6
+
+
 def _addr_bytes(host: str) -> bytes:
     return ipaddress.ip_address(host).packed
 
@@ -343,7 +348,7 @@ class Membership:
             return encode_stream_message(ErrorResponse(error=str(exc)), self._keyring)
         if isinstance(msg, PushPull):
             reply = encode_push_pull(self._local_state(msg.join), self._keyring)
-            self._merge(msg.states, now)
+            self._checked_merge(msg.states, source, now)
             return reply
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
@@ -372,8 +377,7 @@ class Membership:
             logger.warning("remote gossip error kind=%s error=%s", stream.kind, msg.error)
             return False
         if stream.kind == "push_pull" and isinstance(msg, PushPull):
-            self._merge(msg.states, now)
-            return True
+            return self._checked_merge(msg.states, None, now)
         if stream.kind == "ping" and isinstance(msg, Ack):
             probe = self._probe
             if msg.seq_no == stream.seq and probe is not None and probe.seq == stream.seq:
@@ -728,6 +732,44 @@ class Membership:
             for n in self._nodes.values()
         )
         return PushPull(join=join, states=states)
+
+    def _checked_merge(
+        self, states: tuple[PushNodeState, ...], source: HostPort | None, now: float
+    ) -> bool:
+        problem = self._incompatible(states)
+        if problem is not None:
+            logger.error("not merging remote state from=%s error=%s", source, problem)
+            return False
+        self._merge(states, now)
+        return True
+
+    def _incompatible(self, states: tuple[PushNodeState, ...]) -> str | None:
+        """Why the pool would not share a protocol version after merging, if it would not.
+
+        Every live member advertises the range it understands; each member's
+        current version (remote or local, any state) must lie in the
+        intersection, else some pair could not talk.
+        """
+        remote = [(s.name, _versions(s.vsn), s.state == NodeStateKind.ALIVE) for s in states]
+        local = [
+            (n.name, _versions(n.vsn), n.state is MemberState.ALIVE) for n in self._nodes.values()
+        ]
+        alive_ranges = [v for _name, v, alive in remote + local if alive and any(v)]
+        if not alive_ranges:
+            return None
+        pmin = max(v[0] for v in alive_ranges)
+        pmax = min(v[1] for v in alive_ranges)
+        dmin = max(v[3] for v in alive_ranges)
+        dmax = min(v[4] for v in alive_ranges)
+        for name, v, _alive in remote + local:
+            if not pmin <= v[2] <= pmax:
+                return f"Node '{name}' protocol version ({v[2]}) is incompatible: [{pmin}, {pmax}]"
+            if not dmin <= v[5] <= dmax:
+                return (
+                    f"Node '{name}' delegate protocol version ({v[5]}) is incompatible: "
+                    f"[{dmin}, {dmax}]"
+                )
+        return None
 
     def _merge(self, states: tuple[PushNodeState, ...], now: float) -> None:
         for remote in states:
