@@ -100,7 +100,9 @@ def _source_url(root: Path) -> str:
     done = subprocess.run(
         ["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True
     )
-    return done.stdout.strip() if done.returncode == 0 else ""
+    url = done.stdout.strip() if done.returncode == 0 else ""
+    # Only a public web address belongs in the image label, not a local path.
+    return url.removesuffix(".git") if url.startswith(("https://", "http://")) else ""
 
 
 def build_image(podman: Podman, plan: BuildPlan, say: Callable[[str], None]) -> str:
