@@ -243,3 +243,130 @@ async def test_unknown_datacenter_is_no_path(federation: dict[str, Datacenter]) 
             .require_server()
             .rpc("Catalog.ListServices", DCSpecificRequest(datacenter="dc9"), IndexedServices)
         )
+
+
+async def converged(federation: dict[str, Datacenter]) -> None:
+    servers = [dc.require_server() for dc in federation.values()]
+    expected = {"dc1": 1, "dc2": 1, "dc3": 1}
+    await eventually(
+        lambda: all(federation_states(s) == expected for s in servers),
+        30,
+        "every DC holds every federation state",
+    )
+
+
+async def replace_gateway(dc: Datacenter, *, new_address: bool) -> None:
+    """Stop a DC's gateway and start a new one (same or new port), re-fed and re-registered."""
+    assert dc.gateway is not None
+    host, port = dc.gateway.address
+    if dc.feeder is not None:
+        dc.feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dc.feeder
+    await dc.gateway.close()
+    dc.gateway = MeshGateway(build_route_table(RouteInputs(local_dc=dc.name)), GatewayConfig())
+    await dc.gateway.start(host, 0 if new_address else port)
+    dc.feeder = asyncio.create_task(feed_gateway(dc))
+    if new_address:
+        await register_gateway(dc)
+
+
+def route_to(server: Server, datacenter: str) -> tuple[str, list[str]]:
+    status = server.federation_status()
+    assert status is not None
+    route = next(r for r in status.routes if r.datacenter == datacenter)
+    return route.path, [c.address for c in route.candidates]
+
+
+async def test_lost_local_gateway_sends_the_leader_to_the_primary_gateways_and_back(
+    federation: dict[str, Datacenter], caplog: pytest.LogCaptureFixture
+) -> None:
+    await converged(federation)
+    dc1, dc2 = federation["dc1"], federation["dc2"]
+    server = dc2.require_server()
+    assert route_to(server, "dc1") == ("local-gateways", [dc2.gateway_address])
+    caplog.set_level("INFO", logger="wanfed.gateway_locator")
+    assert dc2.gateway is not None
+    address = dc2.gateway.address
+    await dc2.gateway.close()  # drops every connection through it, refuses new ones
+
+    def switched() -> bool:
+        return any(
+            "will dial the primary datacenter through its mesh gateways" in r.getMessage()
+            for r in caplog.records
+        )
+
+    await eventually(switched, 30, "dc2's leader dials the primary's gateways directly")
+    record = next(r for r in caplog.records if "through its mesh gateways" in r.getMessage())
+    assert "3 consecutive replication failures" in record.__dict__["reason"]
+    # While the local gateway is down, replication keeps working over the direct path.
+    await (
+        federation["dc1"]
+        .require_server()
+        .rpc(
+            "Catalog.Register",
+            RegisterRequest(datacenter="dc1", node=Node(node="probe", address="127.0.1.9")),
+            bool,
+        )
+    )
+    caplog.clear()
+    dc2.gateway = MeshGateway(build_route_table(RouteInputs(local_dc="dc2")), GatewayConfig())
+    await dc2.gateway.start(*address)
+    if dc2.feeder is not None:
+        dc2.feeder.cancel()
+    dc2.feeder = asyncio.create_task(feed_gateway(dc2))
+
+    def back_to_local() -> bool:
+        path, candidates = route_to(server, "dc1")
+        status = server.federation_status()
+        assert status is not None
+        return (
+            path == "local-gateways"
+            and candidates == [dc2.gateway_address]
+            and status.replication.consecutive_failures == 0
+        )
+
+    await eventually(back_to_local, 30, "dc2's leader back on its local gateway")
+    assert dc1.gateway is not None
+
+
+async def test_a_replaced_secondary_gateway_is_learnt_by_the_primary_gateway(
+    federation: dict[str, Datacenter],
+) -> None:
+    await converged(federation)
+    dc1, dc2 = federation["dc1"], federation["dc2"]
+    old = dc2.gateway_address
+    await replace_gateway(dc2, new_address=True)
+    new = dc2.gateway_address
+    assert new != old
+    # The old node keeps its name but now points at the new listener...
+
+    def primary_gateway_routes_to_new() -> bool:
+        assert dc1.gateway is not None
+        route = dc1.gateway.routes.lookup("s1.server.dc2.consul")
+        return route is not None and [f"{u.host}:{u.port}" for u in route.upstreams] == [new]
+
+    # ...and the primary's gateway follows through the federation state alone.
+    await eventually(primary_gateway_routes_to_new, 30, "dc1's gateway routes dc2 to the new one")
+    reply = await dc1.require_server().rpc(
+        "Catalog.ListServices", DCSpecificRequest(datacenter="dc2"), IndexedServices
+    )
+    assert "mesh-gateway" in reply.services
+
+
+async def test_a_departed_datacenter_is_pruned(federation: dict[str, Datacenter]) -> None:
+    await converged(federation)
+    dc1, dc3 = federation["dc1"], federation["dc3"]
+    server3 = dc3.require_server()
+    await server3.stop()  # leaves the WAN pool gracefully
+    dc3.server = None
+    await eventually(
+        lambda: "dc3" not in federation_states(dc1.require_server()),
+        30,
+        "dc3's federation state pruned in the primary",
+    )
+    await eventually(
+        lambda: "dc3" not in federation_states(federation["dc2"].require_server()),
+        30,
+        "the deletion replicated to dc2",
+    )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import msgspec
@@ -188,6 +188,12 @@ class GatewayLocator:
         if assume_healthy_at_start:
             self._record_success(now)
         self._choice = self.dial_primary_through_local_gateway()
+        self.on_primary_path_change: Callable[[Path], None] | None = None
+        """Called with the new path whenever primary-bound traffic changes path.
+
+        Connections dialled along the old path keep using it; the owner of
+        such connections uses this to retire them."""
+        self._primary_path: Path = self._candidates(primary_datacenter)[0]
 
     # --- inputs ---------------------------------------------------------------
 
@@ -221,6 +227,8 @@ class GatewayLocator:
             if primary and not self._primary_ready:
                 self._primary_ready = True
                 log.info("learnt the primary datacenter's mesh gateways from replication")
+        if changed:
+            self._check_primary_path()
         return changed
 
     def refresh_fallback_addresses(
@@ -236,6 +244,7 @@ class GatewayLocator:
             "updated fallback list of primary mesh gateways",
             extra={"gateways": fallback, "source": source},
         )
+        self._check_primary_path()
         return True
 
     def record_replication_result(
@@ -274,6 +283,7 @@ class GatewayLocator:
     def _note_choice(self, before: bool) -> None:
         after = self.dial_primary_through_local_gateway()
         self._choice = after
+        self._check_primary_path()
         if after != before and not self.is_primary:
             log.info(
                 _LOCAL_CHOICE_MESSAGE if after else _DIRECT_CHOICE_MESSAGE,
@@ -282,6 +292,15 @@ class GatewayLocator:
                     "reason": self._choice_reason(),
                 },
             )
+
+    def _check_primary_path(self) -> None:
+        if self.is_primary:
+            return
+        path = self._candidates(self.primary_datacenter)[0]
+        if path != self._primary_path:
+            self._primary_path = path
+            if self.on_primary_path_change is not None:
+                self.on_primary_path_change(path)
 
     # --- decisions ------------------------------------------------------------
 

@@ -247,6 +247,17 @@ class RpcClient:
             del protocol.calls[seq]
         return decode_body(raw, type, method, "unexpected response body")
 
+    async def close_when_idle(self) -> None:
+        """Close once the calls in flight now have finished; they are not failed.
+
+        For retiring a connection that should no longer take new calls (its
+        owner stopped handing it out) without cutting a long blocking query.
+        """
+        pending = [future for future in self._protocol.calls.values() if not future.done()]
+        if pending:
+            await asyncio.wait(pending)
+        await self.close()
+
     async def close(self) -> None:
         """Close the connection; calls still pending fail with TransportError."""
         self._connection.close()

@@ -87,6 +87,7 @@ class RpcPool:
         self._clients: dict[tuple[str, str, str], RpcClient] = {}
         self._dialing: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._closed = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def call(
         self,
@@ -128,6 +129,28 @@ class RpcPool:
             self._clients[key] = client
             logger.debug("rpc pool connected node=%s dc=%s address=%s", node, datacenter, address)
             return client
+
+    def retire_datacenter(self, datacenter: str) -> int:
+        """New calls to ``datacenter`` dial again; calls in flight finish on the old links.
+
+        A pooled connection keeps the path (the gateway) it was dialled
+        through; when the path to a datacenter changes, retiring its
+        connections makes the next calls follow the new path.
+        """
+        wanted = datacenter.lower()
+        retired = [key for key in self._clients if key[0] == wanted]
+        for key in retired:
+            client = self._clients.pop(key)
+            task = asyncio.get_running_loop().create_task(client.close_when_idle())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        if retired:
+            logger.info(
+                "rpc pool retired %d connection(s) to dc=%s; new calls dial the current path",
+                len(retired),
+                datacenter,
+            )
+        return len(retired)
 
     def _drop(self, key: tuple[str, str, str], client: RpcClient) -> None:
         if self._clients.get(key) is client:

@@ -212,6 +212,8 @@ class Server:
                 "port, or set the `encrypt` key (the same on every server), or run -dev"
             )
         self._pool = RpcPool(dialer)
+        if self._federation is not None:
+            self._federation.locator.on_primary_path_change = self._on_primary_path_change
         plain_allowed = config.dev_mode or not config.tls.defaults.verify_incoming
         endpoints = [
             *status_endpoints(self),
@@ -821,13 +823,19 @@ class Server:
 
     # --- federation -----------------------------------------------------------------
 
+    def _on_primary_path_change(self, path: str) -> None:
+        """Connections dialled along the old path would keep using it: retire them."""
+        logger.info("path to the primary datacenter is now %s", path)
+        if self._pool is not None:
+            self._pool.retire_datacenter(self.primary_datacenter)
+
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         wan = self._wan
         if datacenter.lower() == self.datacenter.lower():
             return True
         if wan is None:
             return datacenter.lower() in self._router.datacenters()
-        return await wan.agent.wait_until(lambda: wan.knows_datacenter(datacenter), within)
+        return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
 
     def known_datacenters(self) -> list[str]:
         """The datacenters of the WAN pool (pruning keeps only their federation states)."""

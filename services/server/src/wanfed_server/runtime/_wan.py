@@ -142,6 +142,19 @@ class WanPool:
 
         self._tasks.append(asyncio.create_task(loop(), name=f"wan-join-{what}"))
 
+    def has_seen_datacenter(self, datacenter: str) -> bool:
+        """A server of ``datacenter`` is in the pool, alive or not (only ``left`` forgets).
+
+        The readiness test of federation-state replication: once the primary
+        was seen, its servers failing is a broken path to report, not a
+        reason to wait.
+        """
+        return any(
+            m.tags.get("dc") == datacenter and m.state != MemberState.LEFT
+            for m in self.agent.members()
+            if m.name != self.name
+        )
+
     def knows_datacenter(self, datacenter: str) -> bool:
         return any(
             m.tags.get("dc") == datacenter and m.state == MemberState.ALIVE

@@ -89,7 +89,7 @@ class FederationHost(Protocol):
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
-        """Until a server of ``datacenter`` is in the WAN pool; False after ``within`` s."""
+        """Until a server of ``datacenter`` was seen in the WAN pool; False after ``within`` s."""
         ...
 
 
