@@ -109,7 +109,8 @@ def build_image(podman: Podman, plan: BuildPlan, say: Callable[[str], None]) -> 
     """Build the server image and return its tag; prints progress through ``say``."""
     started = time.monotonic()
     base = choose_base(podman, plan.base, say)
-    build_wheelhouse(plan.root, plan.root / WHEELHOUSE, plan.target, say)
+    wheel_cache = podman.home.root / "wheels"
+    build_wheelhouse(plan.root, plan.root / WHEELHOUSE, plan.target, say, cache=wheel_cache)
     say(f"podman build {plan.tag} FROM {base} (no network; offline pip install)")
     build_args = (
         "build",

@@ -14,18 +14,20 @@ so the image installs with ``--no-index`` from a directory the host fills:
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._engine import ContainerError
 
-__all__ = ["WORKSPACE_PACKAGES", "TargetPython", "build_wheelhouse"]
+__all__ = ["WORKSPACE_PACKAGES", "TargetPython", "build_wheelhouse", "dependency_key"]
 
 WORKSPACE_PACKAGES = (
     "packages/wanfed-proto",
@@ -36,6 +38,7 @@ WORKSPACE_PACKAGES = (
     "services/server",
 )
 TOP_LEVEL = "wanfed-server"
+COMPLETE = ".complete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,14 @@ def build_wheelhouse(
     target: TargetPython,
     say: Callable[[str], None],
     python: str = sys.executable,
+    cache: Path | None = None,
 ) -> list[str]:
-    """Fill ``wheelhouse`` (emptied first) and return the wheel file names."""
+    """Fill ``wheelhouse`` (emptied first) and return the wheel file names.
+
+    With ``cache``, the dependency wheels are kept there under a key made of
+    the declared dependencies and the target, so the next build with the same
+    key skips resolving and downloading (wanfed's own wheels are always rebuilt).
+    """
     if wheelhouse.exists():
         shutil.rmtree(wheelhouse)
     wheelhouse.mkdir(parents=True)
@@ -90,6 +99,41 @@ def build_wheelhouse(
         "building wanfed's wheels",
         python,
     )
+    cached = None if cache is None else cache / dependency_key(root, target)
+    if cached is not None and (cached / COMPLETE).exists():
+        for wheel in sorted(cached.glob("*.whl")):
+            shutil.copy2(wheel, wheelhouse / wheel.name)
+        say(f"wheelhouse: dependency wheels from the cache {cached}")
+    else:
+        _add_dependencies(wheelhouse, target, say, python, started)
+        if cached is not None:
+            cached.mkdir(parents=True, exist_ok=True)
+            for wheel in wheelhouse.glob("*.whl"):
+                if not wheel.name.startswith("wanfed_"):
+                    shutil.copy2(wheel, cached / wheel.name)
+            (cached / COMPLETE).touch()
+    names = sorted(path.name for path in wheelhouse.glob("*.whl"))
+    say(f"wheelhouse: {len(names)} wheels ready in {time.monotonic() - started:.0f} s")
+    return names
+
+
+def dependency_key(root: Path, target: TargetPython) -> str:
+    """A hash of every declared dependency of the workspace and of the target."""
+    declared: list[str] = []
+    for package in WORKSPACE_PACKAGES:
+        with (root / package / "pyproject.toml").open("rb") as f:
+            declared += tomllib.load(f)["project"].get("dependencies", [])
+    text = "\n".join([target.version, *target.platforms, *sorted(set(declared))])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _add_dependencies(
+    wheelhouse: Path,
+    target: TargetPython,
+    say: Callable[[str], None],
+    python: str,
+    started: float,
+) -> None:
     say(f"wheelhouse: resolving dependencies on the host ({time.monotonic() - started:.0f} s)")
     with tempfile.TemporaryDirectory(prefix="wanfed-host-wheels-") as tmp:
         _pip(
@@ -116,6 +160,3 @@ def build_wheelhouse(
         f"downloading wheels for CPython {target.version}",
         python,
     )
-    names = sorted(path.name for path in wheelhouse.glob("*.whl"))
-    say(f"wheelhouse: {len(names)} wheels ready in {time.monotonic() - started:.0f} s")
-    return names
