@@ -27,6 +27,7 @@ from wanfed_agent.gossip import (
     Ping,
     PushNodeState,
     PushPull,
+    StreamMessageReader,
     Suspect,
     _msgpack,
     decode_packet,
@@ -218,3 +219,24 @@ def test_encrypted_stream_length_claim_beyond_cap_is_refused() -> None:
 def test_keyring_from_base64_matches_raw_key() -> None:
     ring = Keyring.from_base64(base64.b64encode(KEY).decode())
     assert decode_packet(ring.encrypt(VALID_PACKETS[3]), RING) == [Nack(seq_no=4)]
+
+
+@FAST
+@given(
+    st.one_of(st.binary(max_size=2048), st.sampled_from(VALID_STREAMS)),
+    st.lists(st.integers(1, 64), min_size=1, max_size=40),
+)
+def test_stream_collector_raises_only_decode_errors(data: bytes, cuts: list[int]) -> None:
+    collector = StreamMessageReader()
+    pos = 0
+    message = None
+    with contextlib.suppress(GossipDecodeError):
+        for size in cuts:
+            message = collector.feed(data[pos : pos + size])
+            pos += size
+            if message is not None:
+                break
+    if message is not None:
+        # What the collector calls whole must parse, to exactly its length.
+        assert data.startswith(message)
+        assert read_stream_message(message)[1] == len(message)

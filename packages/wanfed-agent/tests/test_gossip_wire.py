@@ -29,6 +29,7 @@ from wanfed_agent.gossip import (
     Ping,
     PushNodeState,
     PushPull,
+    StreamMessageReader,
     Suspect,
     UserMessage,
     decode_packet,
@@ -349,3 +350,24 @@ def test_wan_profile_has_memberlists_wan_defaults() -> None:
     fast = fast_profile("s1.dc1", "127.0.0.1", 8302, gossip_nodes=5)
     assert fast.probe_interval < config.probe_interval
     assert fast.gossip_nodes == 5
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_stream_collector_returns_the_message_once_whole(sealed: bool) -> None:
+    ring = Keyring.from_base64(KEY) if sealed else None
+    full = encode_push_pull(PushPull(join=False, states=(STATE,) * 5, user_state=b"u"), ring)
+    collector = StreamMessageReader(ring)
+    results = [collector.feed(full[i : i + 1]) for i in range(len(full))]
+    assert results[:-1] == [None] * (len(full) - 1)
+    assert results[-1] == full
+    msg, _ = read_stream_message(full, ring)
+    assert isinstance(msg, PushPull)
+    assert len(msg.states) == 5
+
+
+def test_stream_collector_refuses_garbage_and_plaintext_when_sealed() -> None:
+    with pytest.raises(GossipDecodeError, match="unexpected stream message type"):
+        StreamMessageReader().feed(b"\x63")
+    ring = Keyring.from_base64(KEY)
+    with pytest.raises(GossipDecodeError, match="not encrypted"):
+        StreamMessageReader(ring).feed(encode_push_pull(PushPull(join=True, states=())))

@@ -33,7 +33,6 @@ from ._events import (
     parse_join_target,
 )
 from ._membership import Membership
-from ._messages import MAX_STREAM_MESSAGE_BYTES
 
 __all__ = ["GossipAgent", "GossipTransport", "PlainTransport"]
 
@@ -254,19 +253,14 @@ class GossipAgent:
         task.add_done_callback(self._tasks.discard)
 
     async def _read_message(self, reader: asyncio.StreamReader) -> bytes:
-        buf = b""
+        collector = self.core.stream_reader()
         while True:
-            length = self.core.stream_reply_length(buf) if buf else None
-            if length is not None:
-                return buf[:length]
-            if len(buf) > MAX_STREAM_MESSAGE_BYTES:
-                raise GossipDecodeError(
-                    f"gossip stream message exceeds {MAX_STREAM_MESSAGE_BYTES} bytes"
-                )
             chunk = await reader.read(_STREAM_READ)
             if not chunk:
                 raise ConnectionError("gossip stream closed before a whole message arrived")
-            buf += chunk
+            message = collector.feed(chunk)
+            if message is not None:
+                return message
 
     async def _exchange(self, action: StreamExchange) -> None:
         loop = asyncio.get_running_loop()

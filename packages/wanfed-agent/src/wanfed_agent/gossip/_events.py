@@ -82,7 +82,7 @@ class StreamExchange(msgspec.Struct, frozen=True, kw_only=True):
     """Open a stream to ``name`` at ``addr``, write ``data``, read one reply.
 
     Feed the reply to :meth:`Membership.handle_stream_reply` (use
-    :meth:`Membership.stream_reply_length` to know when it is complete) or
+    :meth:`Membership.stream_reader` to know when it is complete) or
     report :meth:`Membership.handle_stream_failure`; give up at ``deadline``.
     """
 

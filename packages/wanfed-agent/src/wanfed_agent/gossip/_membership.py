@@ -37,7 +37,7 @@ import msgspec
 
 from ._broadcasts import BroadcastQueue, retransmit_limit
 from ._config import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, GossipConfig
-from ._errors import GossipConfigError, GossipDecodeError, IncompleteMessage
+from ._errors import GossipConfigError, GossipDecodeError
 from ._events import (
     Action,
     HostPort,
@@ -60,6 +60,7 @@ from ._messages import (
     Ping,
     PushNodeState,
     PushPull,
+    StreamMessageReader,
     Suspect,
     UserMessage,
     decode_packet,
@@ -328,16 +329,13 @@ class Membership:
         for msg in messages:
             self._dispatch(msg, source, now)
 
-    def stream_reply_length(self, data: bytes) -> int | None:
-        """Bytes in the first complete stream message of ``data``, or None if partial.
+    def stream_reader(self) -> StreamMessageReader:
+        """A collector that says when a stream request or reply has fully arrived.
 
-        Raises :class:`GossipDecodeError` when the bytes can never be valid.
+        Its ``feed`` raises :class:`GossipDecodeError` for bytes that can
+        never become a valid message.
         """
-        try:
-            _msg, used = read_stream_message(data, self._keyring)
-        except IncompleteMessage:
-            return None
-        return used
+        return StreamMessageReader(self._keyring)
 
     def handle_stream(self, data: bytes, source: HostPort, now: float) -> bytes | None:
         """A complete incoming stream request; returns the reply to write, if any."""

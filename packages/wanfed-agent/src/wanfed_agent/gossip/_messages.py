@@ -48,6 +48,7 @@ __all__ = [
     "Ping",
     "PushNodeState",
     "PushPull",
+    "StreamMessageReader",
     "Suspect",
     "UserMessage",
     "decode_packet",
@@ -406,7 +407,9 @@ def _check(cls: type[_Wire], wire: str, kind: str, value: Any) -> Any:
     return value
 
 
-def _decode_body(cls: type[_Wire], buf: bytes | memoryview, pos: int) -> tuple[Any, int]:
+def _decode_body(
+    cls: type[_Wire], buf: bytes | bytearray | memoryview, pos: int
+) -> tuple[Any, int]:
     raw, end = _msgpack.decode_one(buf, pos)
     return _from_map(cls, raw), end
 
@@ -499,7 +502,7 @@ def _split_compound(body: bytes) -> list[bytes]:
     return parts
 
 
-def _decompress(buf: bytes | memoryview, pos: int) -> tuple[bytes, int]:
+def _decompress(buf: bytes | bytearray | memoryview, pos: int) -> tuple[bytes, int]:
     wrapper, end = _decode_body(_Compress, buf, pos)
     if wrapper.algo != 0:
         raise GossipDecodeError(f"unsupported compression algorithm {wrapper.algo}")
@@ -510,7 +513,7 @@ StreamMessage = PushPull | Ping | Ack | ErrorResponse | UserMessage
 
 
 def read_stream_message(
-    buf: bytes, keyring: Keyring | None = None, *, require_encryption: bool = True
+    buf: bytes | bytearray, keyring: Keyring | None = None, *, require_encryption: bool = True
 ) -> tuple[StreamMessage, int]:
     """Parse the one message at the start of a stream buffer.
 
@@ -538,7 +541,7 @@ def read_stream_message(
     return _read_plain(buf, complete=False)
 
 
-def _read_plain(buf: bytes, *, complete: bool) -> tuple[StreamMessage, int]:
+def _read_plain(buf: bytes | bytearray, *, complete: bool) -> tuple[StreamMessage, int]:
     try:
         kind = buf[0] if buf else None
         if kind is None:
@@ -564,14 +567,18 @@ def _read_plain(buf: bytes, *, complete: bool) -> tuple[StreamMessage, int]:
         raise
 
 
-def _read_push_pull(buf: bytes) -> tuple[PushPull, int]:
-    header, pos = _decode_body(_PushPullHeader, buf, 1)
+def _check_push_pull_header(header: _PushPullHeader) -> None:
     if header.user_state_len > MAX_PUSH_STATE_BYTES:
         raise GossipDecodeError(f"remote user state is larger than limit ({header.user_state_len})")
     # Each node state is a map of at least a few bytes; a count larger than the
     # byte cap is a lie we refuse before looping.
     if header.nodes > MAX_PUSH_STATE_BYTES // 8:
         raise GossipDecodeError(f"push/pull announces too many nodes ({header.nodes})")
+
+
+def _read_push_pull(buf: bytes | bytearray) -> tuple[PushPull, int]:
+    header, pos = _decode_body(_PushPullHeader, buf, 1)
+    _check_push_pull_header(header)
     states: list[PushNodeState] = []
     for _ in range(header.nodes):
         state, pos = _decode_body(PushNodeState, buf, pos)
@@ -580,3 +587,59 @@ def _read_push_pull(buf: bytes) -> tuple[PushPull, int]:
     if end > len(buf):
         raise IncompleteMessage("push/pull user state is truncated")
     return PushPull(join=header.join, states=tuple(states), user_state=bytes(buf[pos:end])), end
+
+
+class StreamMessageReader:
+    """Collects one stream message from chunks as they arrive.
+
+    Re-parsing the whole buffer after every chunk would be quadratic for a big
+    push/pull; this keeps what it has already decoded (the header and each
+    whole node state) and only reads new bytes, and for sealed messages waits
+    on the length prefix. Other messages are small or fail fast.
+    """
+
+    __slots__ = ("_buf", "_header", "_keyring", "_pos", "_require", "_states")
+
+    def __init__(self, keyring: Keyring | None = None, *, require_encryption: bool = True) -> None:
+        self._keyring = keyring
+        self._require = require_encryption
+        self._buf = bytearray()
+        self._header: _PushPullHeader | None = None
+        self._states: list[PushNodeState] = []
+        self._pos = 0
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Add bytes; return the whole first message once it is complete."""
+        self._buf += data
+        if len(self._buf) > MAX_STREAM_MESSAGE_BYTES:
+            raise GossipDecodeError(
+                f"gossip stream message exceeds {MAX_STREAM_MESSAGE_BYTES} bytes"
+            )
+        buf = self._buf
+        if not buf:
+            return None
+        if buf[0] == MessageType.PUSH_PULL and (self._keyring is None or not self._require):
+            end = self._resume_push_pull()
+        else:
+            try:
+                _msg, end = read_stream_message(
+                    buf, self._keyring, require_encryption=self._require
+                )
+            except IncompleteMessage:
+                return None
+        return None if end is None else bytes(buf[:end])
+
+    def _resume_push_pull(self) -> int | None:
+        buf = self._buf
+        try:
+            if self._header is None:
+                header, pos = _decode_body(_PushPullHeader, buf, 1)
+                _check_push_pull_header(header)
+                self._header, self._pos = header, pos
+            while len(self._states) < self._header.nodes:
+                state, self._pos = _decode_body(PushNodeState, buf, self._pos)
+                self._states.append(state)
+        except IncompleteMessage:
+            return None
+        end = self._pos + self._header.user_state_len
+        return end if end <= len(buf) else None

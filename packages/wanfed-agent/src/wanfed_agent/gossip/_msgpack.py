@@ -118,15 +118,16 @@ def _encode_len(out: bytearray, n: int, fix: int, fix_limit: int, b16: int, b32:
         raise OverflowError("container too long for msgpack")
 
 
-def decode_one(buf: bytes | memoryview, pos: int = 0) -> tuple[Any, int]:
+def decode_one(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Any, int]:
     """Decode one value starting at ``pos``; return it and the offset after it.
 
     Raises :class:`IncompleteMessage` when ``buf`` ends inside the value (a
     stream reader waits for more bytes) and :class:`GossipDecodeError` for
-    bytes that can never become valid.
+    bytes that can never become valid. Decoded strings are copies, so a
+    growing ``bytearray`` may be decoded from and then extended.
     """
-    view = memoryview(buf)
-    return _Reader(view).value(pos, 0)
+    with memoryview(buf) as view:
+        return _Reader(view).value(pos, 0)
 
 
 class _Reader:
