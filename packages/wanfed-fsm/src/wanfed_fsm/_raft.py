@@ -345,8 +345,9 @@ class RaftConsensus:
         return result.index
 
     async def _membership(self, method: Callable[..., None], address: str, verb: str) -> None:
-        if not self._shell._isLeader():
-            raise NotLeaderError(self.leader_address())
+        # pysyncobj denies a membership change until the new leader's no-op entry is
+        # applied; a committed barrier guarantees that (and that we still lead)
+        await self._submit(encode_command(Barrier()))
         future: asyncio.Future[int] = self._loop.create_future()
 
         def on_result(_result: object, error: int) -> None:
