@@ -51,6 +51,16 @@ def _install_workspace(session: nox.Session, *extra: str) -> None:
 
 
 @nox.session
+def dev(session: nox.Session) -> None:
+    """A working local federation on loopback: dc1 (primary) and dc2, servers and gateways.
+
+    ``nox -s dev -- --servers 3`` for three servers per datacenter; Ctrl-C stops it.
+    """
+    _install_workspace(session)
+    session.run("python", "tools/dev/devfed.py", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Every package's unit tests plus the cross-package tests, in parallel."""
     _install_workspace(session, *TEST_DEPS)

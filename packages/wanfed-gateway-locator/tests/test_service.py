@@ -67,11 +67,11 @@ async def test_refresh_waits_for_initialisation_then_follows_writes() -> None:
         assert source.reads == []
         assert not locator.status(0.0).populated
         source.initialized = True
-        await asyncio.wait_for(service.wait_updated(), 2)
+        await asyncio.wait_for(service.wait_updated(), 10)
         assert locator.populated
         assert source.reads[0] == 0
         await source.write([primary_state("198.18.1.20:8443")])
-        await asyncio.wait_for(service.primary_gateways_ready.wait(), 2)
+        await asyncio.wait_for(service.primary_gateways_ready.wait(), 10)
         assert locator._primary == ["198.18.1.20:8443"]
     finally:
         await service.stop()

@@ -1,0 +1,255 @@
+"""A working local federation on loopback: ``nox -s dev``.
+
+Two datacenters — dc1 (primary) and dc2 — each with its servers and one mesh
+gateway, every process a real ``wanfed agent`` or ``wanfed gateway`` on its own
+127.x address, certificates made with ``wanfed tls``. dc2 knows nothing of dc1
+but ``primary_gateways``: it federates through the gateways alone.
+
+    python tools/dev/devfed.py                 # start, wait until federated, run until Ctrl-C
+    python tools/dev/devfed.py --servers 3     # three servers per datacenter
+    python tools/dev/devfed.py --check         # start, verify, run the sample commands, stop
+
+Addresses: server ``sI`` of datacenter N listens on ``127.0.N.I`` (HTTP 8500,
+RPC 8300, WAN gossip 8302); the gateway of datacenter N on ``127.0.N.100:8443``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DATACENTERS = ("dc1", "dc2")
+HTTP_PORT = 8500
+GATEWAY_PORT = 8443
+
+
+def wanfed() -> str:
+    """The ``wanfed`` script of the environment running this file."""
+    candidate = Path(sys.executable).with_name("wanfed")
+    return str(candidate) if candidate.exists() else "wanfed"
+
+
+def server_ip(dc_index: int, server: int) -> str:
+    return f"127.0.{dc_index}.{server}"
+
+
+def gateway_ip(dc_index: int) -> str:
+    return f"127.0.{dc_index}.100"
+
+
+class Federation:
+    """Owns every process of the local federation and stops them all."""
+
+    def __init__(self, workdir: Path, servers: int) -> None:
+        self.workdir = workdir
+        self.servers = servers
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # --- set-up ------------------------------------------------------------------
+
+    def run_cli(self, *args: str) -> None:
+        subprocess.run([wanfed(), *args], cwd=self.workdir / "tls", check=True, capture_output=True)
+
+    def make_certificates(self) -> None:
+        (self.workdir / "tls").mkdir()
+        self.run_cli("tls", "ca", "create")
+        for dc in DATACENTERS:
+            for i in range(1, self.servers + 1):
+                self.run_cli("tls", "cert", "create", "-server", "-dc", dc, "-node", f"s{i}")
+
+    def server_config(self, dc_index: int, dc: str, i: int) -> Path:
+        tls = self.workdir / "tls"
+        config: dict[str, object] = {
+            "datacenter": dc,
+            "primary_datacenter": "dc1",
+            "node_name": f"s{i}",
+            "server": True,
+            "bootstrap_expect": self.servers,
+            "data_dir": str(self.workdir / "data" / dc / f"s{i}"),
+            "bind_addr": server_ip(dc_index, i),
+            "client_addr": server_ip(dc_index, i),
+            "retry_join": [server_ip(dc_index, j) for j in range(1, self.servers + 1) if j != i],
+            "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
+            "retry_interval_wan": "2s",
+            "tls": {
+                "defaults": {
+                    "ca_file": str(tls / "wanfed-agent-ca.pem"),
+                    "cert_file": str(tls / f"{dc}-server-consul-{i - 1}.pem"),
+                    "key_file": str(tls / f"{dc}-server-consul-{i - 1}-key.pem"),
+                    "verify_incoming": True,
+                    "verify_outgoing": True,
+                },
+                "internal_rpc": {"verify_server_hostname": True},
+            },
+        }
+        if dc != "dc1":
+            config["primary_gateways"] = [f"{gateway_ip(1)}:{GATEWAY_PORT}"]
+            config["primary_gateways_interval"] = "2s"
+        path = self.workdir / "config" / f"{dc}-s{i}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def spawn(self, name: str, argv: Sequence[str]) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        self.processes.append((name, process))
+
+    def start(self) -> None:
+        self.make_certificates()
+        for dc_index, dc in enumerate(DATACENTERS, start=1):
+            for i in range(1, self.servers + 1):
+                config = self.server_config(dc_index, dc, i)
+                self.spawn(f"{dc}-s{i}", [wanfed(), "agent", "-config-file", str(config)])
+        for dc_index, dc in enumerate(DATACENTERS, start=1):
+            address = f"{gateway_ip(dc_index)}:{GATEWAY_PORT}"
+            http = ",".join(
+                f"{server_ip(dc_index, i)}:{HTTP_PORT}" for i in range(1, self.servers + 1)
+            )
+            self.spawn(
+                f"{dc}-gw1",
+                [
+                    wanfed(), "gateway", "-register", "-expose-servers",
+                    "-address", address, "-wan-address", address,
+                    "-http-addr", http, "-node", f"{dc}-gw1",
+                ],
+            )  # fmt: skip
+
+    # --- watching ---------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    def wait_federated(self, timeout: float) -> float:
+        """Seconds until dc2 sees every server alive and answers a query for dc1."""
+        started = time.monotonic()
+        dc2 = f"http://{server_ip(2, 1)}:{HTTP_PORT}"
+        wanted = {f"s{i}.{dc}" for dc in DATACENTERS for i in range(1, self.servers + 1)}
+        step = "servers starting"
+        while time.monotonic() - started < timeout:
+            self.check_alive()
+            try:
+                members = get_json(f"{dc2}/v1/agent/members?wan=1")
+                alive = {m["Name"] for m in members if m.get("Status") == 1}
+                if alive != wanted:
+                    step = f"WAN pool: {len(alive & wanted)} of {len(wanted)} servers alive"
+                else:
+                    step = "waiting for federation states in both datacenters"
+                    states = get_json(f"{dc2}/v1/internal/federation-states")
+                    if {s["Datacenter"] for s in states} >= set(DATACENTERS):
+                        get_json(f"{dc2}/v1/catalog/services?dc=dc1")
+                        return time.monotonic() - started
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            print(f"  ... {step} ({time.monotonic() - started:.0f} s)", flush=True)
+            time.sleep(1.0)
+        raise TimeoutError(f"not federated within {timeout:.0f} s (last step: {step})")
+
+    def stop(self) -> None:
+        for _name, process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"  {name} did not stop in time; killing it")
+                process.kill()
+                process.wait()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def sample_commands() -> list[list[str]]:
+    http = f"{server_ip(2, 1)}:{HTTP_PORT}"
+    return [
+        [wanfed(), "members", "-wan", "-http-addr", http],
+        ["curl", "-s", f"http://{http}/v1/catalog/services?dc=dc1"],
+        [wanfed(), "federation", "routes", "-http-addr", http],
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=1, choices=(1, 3, 5))
+    parser.add_argument("--check", action="store_true", help="verify, run the samples, stop")
+    parser.add_argument("--timeout", type=float, default=90.0)
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="wanfed-dev-"))
+    federation = Federation(workdir, args.servers)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"starting a local federation in {workdir}")
+        federation.start()
+        took = federation.wait_federated(args.timeout)
+        print(f"\nfederated in {took:.1f} s\n")
+        for dc_index, dc in enumerate(DATACENTERS, start=1):
+            role = "primary" if dc == "dc1" else "secondary, knows only primary_gateways"
+            print(f"{dc} ({role})")
+            for i in range(1, args.servers + 1):
+                ip = server_ip(dc_index, i)
+                print(f"  server s{i}  http {ip}:{HTTP_PORT}  rpc {ip}:8300  wan {ip}:8302")
+            print(f"  gateway     {gateway_ip(dc_index)}:{GATEWAY_PORT}")
+        print(f"logs: {federation.logs}\n\ntry:")
+        for command in sample_commands():
+            print("  " + " ".join(Path(c).name if c == wanfed() else c for c in command))
+        if args.check:
+            for command in sample_commands():
+                print(f"\n$ {' '.join(command)}", flush=True)
+                if command[0] == "curl":  # the same request, without needing curl installed
+                    print(json.dumps(get_json(command[-1])), flush=True)
+                else:
+                    subprocess.run(command, check=True, timeout=30)
+            return 0
+        print("\nCtrl-C stops everything.")
+        while True:
+            federation.check_alive()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("\nstopping the federation")
+        return 0
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        print(f"\nlocal federation failed: {exc}", file=sys.stderr)
+        for log in sorted(federation.logs.glob("*.log")):
+            print(f"--- {log.name} (last lines) ---", file=sys.stderr)
+            print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            federation.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
