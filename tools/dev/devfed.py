@@ -30,15 +30,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wanfed_topology import (
+    GATEWAY_PORT,
+    HTTP_PORT,
+    gateway_argv,
+    make_certificates,
+    server_config,
+    wanfed_executable,
+    write_config,
+)
+
 DATACENTERS = ("dc1", "dc2")
-HTTP_PORT = 8500
-GATEWAY_PORT = 8443
-
-
-def wanfed() -> str:
-    """The ``wanfed`` script of the environment running this file."""
-    candidate = Path(sys.executable).with_name("wanfed")
-    return str(candidate) if candidate.exists() else "wanfed"
 
 
 def server_ip(dc_index: int, server: int) -> str:
@@ -61,49 +63,6 @@ class Federation:
 
     # --- set-up ------------------------------------------------------------------
 
-    def run_cli(self, *args: str) -> None:
-        subprocess.run([wanfed(), *args], cwd=self.workdir / "tls", check=True, capture_output=True)
-
-    def make_certificates(self) -> None:
-        (self.workdir / "tls").mkdir()
-        self.run_cli("tls", "ca", "create")
-        for dc in DATACENTERS:
-            for i in range(1, self.servers + 1):
-                self.run_cli("tls", "cert", "create", "-server", "-dc", dc, "-node", f"s{i}")
-
-    def server_config(self, dc_index: int, dc: str, i: int) -> Path:
-        tls = self.workdir / "tls"
-        config: dict[str, object] = {
-            "datacenter": dc,
-            "primary_datacenter": "dc1",
-            "node_name": f"s{i}",
-            "server": True,
-            "bootstrap_expect": self.servers,
-            "data_dir": str(self.workdir / "data" / dc / f"s{i}"),
-            "bind_addr": server_ip(dc_index, i),
-            "client_addr": server_ip(dc_index, i),
-            "retry_join": [server_ip(dc_index, j) for j in range(1, self.servers + 1) if j != i],
-            "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
-            "retry_interval_wan": "2s",
-            "tls": {
-                "defaults": {
-                    "ca_file": str(tls / "wanfed-agent-ca.pem"),
-                    "cert_file": str(tls / f"{dc}-server-consul-{i - 1}.pem"),
-                    "key_file": str(tls / f"{dc}-server-consul-{i - 1}-key.pem"),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                },
-                "internal_rpc": {"verify_server_hostname": True},
-            },
-        }
-        if dc != "dc1":
-            config["primary_gateways"] = [f"{gateway_ip(1)}:{GATEWAY_PORT}"]
-            config["primary_gateways_interval"] = "2s"
-        path = self.workdir / "config" / f"{dc}-s{i}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2))
-        return path
-
     def spawn(self, name: str, argv: Sequence[str]) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
@@ -113,24 +72,38 @@ class Federation:
         self.processes.append((name, process))
 
     def start(self) -> None:
-        self.make_certificates()
+        nodes = [f"s{i}" for i in range(1, self.servers + 1)]
+        tls_dir = self.workdir / "tls"
+        make_certificates(tls_dir, dict.fromkeys(DATACENTERS, nodes))
         for dc_index, dc in enumerate(DATACENTERS, start=1):
-            for i in range(1, self.servers + 1):
-                config = self.server_config(dc_index, dc, i)
-                self.spawn(f"{dc}-s{i}", [wanfed(), "agent", "-config-file", str(config)])
-        for dc_index, dc in enumerate(DATACENTERS, start=1):
+            ips = [server_ip(dc_index, i) for i in range(1, self.servers + 1)]
+            for index, (node, ip) in enumerate(zip(nodes, ips, strict=True)):
+                config = server_config(
+                    tls_dir=tls_dir,
+                    data_dir=self.workdir / "data" / dc / node,
+                    datacenter=dc,
+                    primary="dc1",
+                    node=node,
+                    cert_index=index,
+                    bind=ip,
+                    retry_join=[other for other in ips if other != ip],
+                    bootstrap_expect=self.servers,
+                    primary_gateways=[f"{gateway_ip(1)}:{GATEWAY_PORT}"] if dc != "dc1" else (),
+                )
+                path = write_config(self.workdir / "config" / f"{dc}-{node}.json", config)
+                self.spawn(
+                    f"{dc}-{node}", [wanfed_executable(), "agent", "-config-file", str(path)]
+                )
             address = f"{gateway_ip(dc_index)}:{GATEWAY_PORT}"
-            http = ",".join(
-                f"{server_ip(dc_index, i)}:{HTTP_PORT}" for i in range(1, self.servers + 1)
-            )
             self.spawn(
                 f"{dc}-gw1",
-                [
-                    wanfed(), "gateway", "-register", "-expose-servers",
-                    "-address", address, "-wan-address", address,
-                    "-http-addr", http, "-node", f"{dc}-gw1",
-                ],
-            )  # fmt: skip
+                gateway_argv(
+                    node=f"{dc}-gw1",
+                    lan=address,
+                    wan=address,
+                    http_addrs=[f"{ip}:{HTTP_PORT}" for ip in ips],
+                ),
+            )
 
     # --- watching ---------------------------------------------------------------------
 
@@ -187,9 +160,9 @@ def get_json(url: str) -> Any:
 def sample_commands() -> list[list[str]]:
     http = f"{server_ip(2, 1)}:{HTTP_PORT}"
     return [
-        [wanfed(), "members", "-wan", "-http-addr", http],
+        [wanfed_executable(), "members", "-wan", "-http-addr", http],
         ["curl", "-s", f"http://{http}/v1/catalog/services?dc=dc1"],
-        [wanfed(), "federation", "routes", "-http-addr", http],
+        [wanfed_executable(), "federation", "routes", "-http-addr", http],
     ]
 
 
@@ -221,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  gateway     {gateway_ip(dc_index)}:{GATEWAY_PORT}")
         print(f"logs: {federation.logs}\n\ntry:")
         for command in sample_commands():
-            print("  " + " ".join(Path(c).name if c == wanfed() else c for c in command))
+            print("  " + " ".join(Path(c).name if c == wanfed_executable() else c for c in command))
         if args.check:
             for command in sample_commands():
                 print(f"\n$ {' '.join(command)}", flush=True)
