@@ -249,3 +249,21 @@ def test_gateway_entrypoint_registers_and_deregisters_on_sigterm(
     podman.call("stop", "--time", "30", gateway)
     assert podman.text("inspect", "--format", "{{.State.ExitCode}}", gateway) == "0"
     assert http_json(f"http://{http}/v1/catalog/service/mesh-gateway") == []
+
+
+def test_image_metadata_labels_user_volumes_entrypoint_and_health_check(
+    podman: Podman, image: str
+) -> None:
+    config = json.loads(podman.text("image", "inspect", "--format", "{{json .Config}}", image))
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert "org.opencontainers.image.source" in labels
+    assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert set(config["Volumes"]) == {"/wanfed/data", "/wanfed/config"}
+    assert config["Entrypoint"] == ["/opt/wanfed/bin/wanfed"]
+    assert config["Cmd"] == ["agent", "-config-dir", "/wanfed/config"]
+    assert config["StopSignal"] in ("SIGTERM", "15")
+    health = json.loads(podman.text("image", "inspect", "--format", "{{json .HealthCheck}}", image))
+    assert health["Test"] == ["CMD", *HEALTHCHECK]
+    print(f"image {image}: {podman.image_size(image) / 1e6:.0f} MB")
