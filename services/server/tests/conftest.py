@@ -266,8 +266,7 @@ class FakeDispatcher:
         self.calls: list[tuple[str, msgspec.Struct]] = []
         self.fail_methods: set[str] = set()
         self._called = asyncio.Event()
-        self.blocking_reads = asyncio.Event()
-        """Set when a read with an index starts: a test can write knowing a query is parked."""
+        self._parked: dict[str, asyncio.Event] = {}
 
     @property
     def store(self) -> StateStore:
@@ -277,11 +276,19 @@ class FakeDispatcher:
         if datacenter not in ("", self.datacenter):
             raise RemoteError("No path to datacenter")
 
+    async def wait_parked(self, method: str) -> None:
+        """Return once a blocking read (one with an index) of ``method`` has started.
+
+        The query's watch is registered before the event loop runs anything
+        else, so a write made after this returns is one the query waits for.
+        """
+        await self._parked.setdefault(method, asyncio.Event()).wait()
+
     async def _read(
-        self, options: QueryOptions, query: Callable[[ReadTxn], tuple[int, R]]
+        self, method: str, options: QueryOptions, query: Callable[[ReadTxn], tuple[int, R]]
     ) -> tuple[QueryMeta, R]:
         if options.min_query_index:
-            self.blocking_reads.set()
+            self._parked.setdefault(method, asyncio.Event()).set()
         return await blocking_query(self.store, options, query, leadership=self.consensus)
 
     async def _apply(self, command: Register | Deregister | FederationStateWrite) -> bool:
@@ -327,22 +334,22 @@ class FakeDispatcher:
                 return await self._apply(FederationStateWrite(request=args))
             case "Catalog.ListNodes":
                 assert isinstance(args, DCSpecificRequest)
-                meta, nodes = await self._read(args, lambda txn: txn.nodes())
+                meta, nodes = await self._read(method, args, lambda txn: txn.nodes())
                 return IndexedNodes(nodes=nodes, **msgspec.structs.asdict(meta))
             case "Catalog.ListServices":
                 assert isinstance(args, DCSpecificRequest)
-                meta, services = await self._read(args, lambda txn: txn.services())
+                meta, services = await self._read(method, args, lambda txn: txn.services())
                 return IndexedServices(services=services, **msgspec.structs.asdict(meta))
             case "Catalog.ServiceNodes":
                 assert isinstance(args, ServiceSpecificRequest)
                 name = args.service_name
-                meta, entries = await self._read(args, lambda txn: txn.service_nodes(name))
+                meta, entries = await self._read(method, args, lambda txn: txn.service_nodes(name))
                 return IndexedServiceNodes(service_nodes=entries, **msgspec.structs.asdict(meta))
             case "Health.ServiceNodes":
                 assert isinstance(args, ServiceSpecificRequest)
                 name, passing = args.service_name, args.passing_only
                 meta, health_entries = await self._read(
-                    args, lambda txn: txn.check_service_nodes(name, passing_only=passing)
+                    method, args, lambda txn: txn.check_service_nodes(name, passing_only=passing)
                 )
                 return IndexedCheckServiceNodes(
                     nodes=health_entries, **msgspec.structs.asdict(meta)
@@ -350,21 +357,23 @@ class FakeDispatcher:
             case "Health.NodeChecks":
                 assert isinstance(args, NodeSpecificRequest)
                 node = args.node
-                meta, checks = await self._read(args, lambda txn: txn.node_checks(node))
+                meta, checks = await self._read(method, args, lambda txn: txn.node_checks(node))
                 return IndexedHealthChecks(health_checks=checks, **msgspec.structs.asdict(meta))
             case "FederationState.Get":
                 assert isinstance(args, FederationStateQuery)
                 record = args.datacenter
-                meta, state = await self._read(args, lambda txn: txn.federation_state(record))
+                meta, state = await self._read(
+                    method, args, lambda txn: txn.federation_state(record)
+                )
                 return FederationStateResponse(state=state, **msgspec.structs.asdict(meta))
             case "FederationState.List":
                 assert isinstance(args, DCSpecificRequest)
-                meta, states = await self._read(args, lambda txn: txn.federation_states())
+                meta, states = await self._read(method, args, lambda txn: txn.federation_states())
                 return IndexedFederationStates(states=states, **msgspec.structs.asdict(meta))
             case "FederationState.ListMeshGateways":
                 assert isinstance(args, DCSpecificRequest)
                 meta, gateways = await self._read(
-                    args, lambda txn: txn.mesh_gateways_by_datacenter()
+                    method, args, lambda txn: txn.mesh_gateways_by_datacenter()
                 )
                 return DatacenterIndexedCheckServiceNodes(
                     datacenter_nodes=gateways, **msgspec.structs.asdict(meta)

@@ -269,8 +269,7 @@ async def test_blocking_query_returns_when_the_result_changes(api: Api) -> None:
     _, _, headers = await api.get("/v1/health/service/web")
     index = int(headers["X-Consul-Index"])
     blocked = asyncio.create_task(api.get(f"/v1/health/service/web?index={index}&wait=30s"))
-    await asyncio.wait_for(api.fake.dispatcher.blocking_reads.wait(), 5)
-    assert api.fake.dispatcher.store.watch_count() == 1
+    await asyncio.wait_for(api.fake.dispatcher.wait_parked("Health.ServiceNodes"), 5)
     assert not blocked.done()
     await register_web(api, Check={"CheckID": "web-alive", "ServiceID": "web-1", "Notes": "n"})
     status, body, headers = await asyncio.wait_for(blocked, 5)
@@ -455,3 +454,24 @@ async def test_a_busy_port_fails_start_cleanly(fake_server: FakeServer) -> None:
         with pytest.raises(RuntimeError, match="not started"):
             _ = api.port
         await api.stop()  # nothing to stop: harmless
+
+
+async def test_stop_does_not_wait_for_parked_blocking_queries(fake_server: FakeServer) -> None:
+    api = HttpApi(fake_server.dispatcher, fake_server.view, fake_server.agent, "127.0.0.1", 0)
+    await api.start()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{api.port}/v1/catalog/nodes?index=1&wait=5m"
+
+        async def get() -> int:
+            async with session.get(url) as response:
+                await response.read()
+                return response.status
+
+        parked = asyncio.create_task(get())
+        await asyncio.wait_for(fake_server.dispatcher.wait_parked("Catalog.ListNodes"), 5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(api.stop(), 10)
+        assert loop.time() - started < 3
+        with pytest.raises(aiohttp.ClientError):
+            await asyncio.wait_for(parked, 5)

@@ -32,6 +32,11 @@ __all__ = ["HttpApi", "build_app", "start_http_api"]
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 1.0
+"""Seconds ``stop`` lets in-flight requests finish before cancelling them. Parked
+blocking queries (minutes long) are cancelled rather than waited for: a client
+simply retries them against another server."""
+
 
 def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) -> web.Application:
     """The aiohttp application with every route; tests drive it with aiohttp's test client."""
