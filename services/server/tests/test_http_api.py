@@ -410,6 +410,8 @@ async def test_agent_check_errors(api: Api) -> None:
         ({"Name": "x", "Check": {}}, "needs a TTL or a TCP"),
         ({"Name": "x", "Checks": {"TTL": "1s"}}, "must be a list"),
         ({"Name": "x", "Kind": "connect-proxy"}, "Invalid service kind"),
+        ({"Name": "consul"}, "reserved for servers"),
+        ({"Name": "x", "ID": "consul"}, "reserved for servers"),
         ({"Name": "x", "Meta": {"a": 1}}, "Meta"),
         ([], "must be a JSON object"),
     ],

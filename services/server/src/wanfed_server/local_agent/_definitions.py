@@ -11,6 +11,8 @@ check, with Consul's check ids already assigned.
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 from wanfed_agent.config import parse_duration
@@ -23,11 +25,15 @@ from wanfed_fsm import (
 )
 
 __all__ = [
+    "RESERVED_SERVICE",
     "CheckDefinition",
     "DefinitionError",
     "ServiceDefinition",
     "parse_service_definition",
 ]
+
+
+RESERVED_SERVICE: Final = "consul"
 
 
 class DefinitionError(ValueError):
@@ -151,6 +157,9 @@ def parse_service_definition(raw: object) -> ServiceDefinition:
     if not name:
         raise DefinitionError("Missing service name")
     service_id = _text(fields, "id", "ID") or name
+    if RESERVED_SERVICE in (name, service_id):
+        # the leader keeps the servers' own "consul" entry; two writers would fight over it
+        raise DefinitionError(f'Service name and ID "{RESERVED_SERVICE}" are reserved for servers')
     kind = _text(fields, "kind", "Kind")
     if kind not in ("", "mesh-gateway"):
         raise DefinitionError(f'Invalid service kind {kind!r}: only "" and "mesh-gateway"')
