@@ -1,0 +1,122 @@
+"""A real ``wanfed agent -server`` keeps its agent services across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from wanfed_agent.keygen import generate_gossip_key
+
+_HTTP_LISTENING = re.compile(rb"http api listening address=([\d.]+):(\d+)")
+
+
+@asynccontextmanager
+async def _server(data_dir: Path, key: str) -> AsyncIterator[str]:
+    """One bootstrapped server; yields its HTTP base URL, stops it with SIGTERM."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wanfed_server.cli",
+        "agent",
+        "-server",
+        "-bootstrap-expect",
+        "1",
+        "-node",
+        "s1",
+        "-data-dir",
+        str(data_dir),
+        "-bind",
+        "127.0.0.1",
+        "-server-port",
+        "0",
+        "-http-port",
+        "0",
+        "-encrypt",
+        key,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log: list[bytes] = []
+
+    async def ready() -> str:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            log.append(line)
+            if match := _HTTP_LISTENING.search(line):
+                return f"http://{match[1].decode()}:{int(match[2])}"
+        raise AssertionError(b"".join(log).decode())
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            log.append(line)
+
+    drainer: asyncio.Task[None] | None = None
+    try:
+        base = await asyncio.wait_for(ready(), 30)
+        drainer = asyncio.create_task(drain())
+        yield base
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if drainer is not None:
+            await drainer
+    assert process.returncode == 0, b"".join(log).decode()
+
+
+async def _until(what: str, check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
+    """Retry ``check`` until true; the server elects itself and syncs in the background."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_agent_services_survive_a_server_restart(tmp_path: Path) -> None:
+    key = generate_gossip_key()
+    definition = {"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "1h"}}
+    async with aiohttp.ClientSession() as session:
+
+        async def in_catalog(base: str) -> bool:
+            async with session.get(base + "/v1/health/node/s1") as response:
+                if response.status != 200:
+                    return False
+                checks = json.loads(await response.text())
+            return any(check["CheckID"] == "service:web-1" for check in checks)
+
+        async with _server(tmp_path, key) as base:
+            async with session.put(base + "/v1/agent/service/register", json=definition) as r:
+                assert r.status == 200, await r.text()
+            await _until("the service reaches the catalog", lambda: in_catalog(base))
+
+        assert (tmp_path / "local-agent" / "services.json").exists()
+
+        async with _server(tmp_path, key) as base:
+            async with session.get(base + "/v1/agent/services") as response:
+                services = json.loads(await response.text())
+            assert services["web-1"]["Port"] == 80
+            async with session.get(base + "/v1/agent/checks") as response:
+                assert "service:web-1" in json.loads(await response.text())
+            # the restored agent owns it again: removed behind its back, it comes back
+            gone = {"Node": "s1", "ServiceID": "web-1"}
+            async with session.put(base + "/v1/catalog/deregister", json=gone) as r:
+                assert r.status == 200, await r.text()
+            await _until("the agent re-registers its service", lambda: in_catalog(base))
