@@ -12,8 +12,9 @@ kinds of tasks run while the agent is started:
   writer), and at least every ``sync_interval``, it reads the catalog's view of
   this node, asks the state for a plan and writes it through
   ``Catalog.Register`` / ``Catalog.Deregister``. A failed sync is retried
-  after ``retry_interval``: that is how the catalog heals after a leader
-  change, when writes fail until the new leader is ready.
+  after ``retry_interval``, doubling up to ``sync_interval`` while failures
+  last: that is how the catalog heals after a leader change, when writes
+  fail until the new leader is ready.
 """
 
 from __future__ import annotations
@@ -235,31 +236,34 @@ class LocalAgent:
         )
 
     async def _sync_loop(self) -> None:
+        failures = 0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(), self._sync_interval)
             self._sync_wanted.clear()
             try:
                 plan = await self.sync_once()
-            except (ProtoError, OSError) as error:
-                logger.warning(
-                    "catalog sync failed node=%s error=%s; retrying in %.1fs",
-                    self.node_name,
-                    error,
-                    self._retry_interval,
-                )
-                await asyncio.sleep(self._retry_interval)
+            except Exception as error:
+                # Retry soon (a new leader is usually ready within seconds), then
+                # back off to the sync interval so a write the servers keep
+                # rejecting does not flood them or the log.
+                delay = min(self._retry_interval * 2**failures, self._sync_interval)
+                failures += 1
+                if isinstance(error, ProtoError | OSError):
+                    logger.warning(
+                        "catalog sync failed node=%s error=%s; retrying in %.1fs",
+                        self.node_name,
+                        error,
+                        delay,
+                    )
+                else:  # a bug must not silently end anti-entropy for good
+                    logger.exception(
+                        "catalog sync crashed node=%s; retrying in %.1fs", self.node_name, delay
+                    )
+                await asyncio.sleep(delay)
                 self._sync_wanted.set()
                 continue
-            except Exception:  # a bug must not silently end anti-entropy for good
-                logger.exception(
-                    "catalog sync crashed node=%s; retrying in %.1fs",
-                    self.node_name,
-                    self._retry_interval,
-                )
-                await asyncio.sleep(self._retry_interval)
-                self._sync_wanted.set()
-                continue
+            failures = 0
             if plan.empty and not self._sync_wanted.is_set():
                 self._in_sync.set()
             elif not plan.empty:
