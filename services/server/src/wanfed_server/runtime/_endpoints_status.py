@@ -11,10 +11,14 @@ from typing import Any, Protocol
 
 import msgspec
 
+from wanfed_fsm import DCSpecificRequest
+
 from ._endpoint import Endpoint, EndpointKind
 from ._messages import ClusterInfo, ServerInfo
 
 __all__ = ["StatusSource", "status_endpoints"]
+
+_DC_REQUEST: Any = DCSpecificRequest | None
 
 
 class StatusSource(Protocol):
@@ -30,11 +34,15 @@ class StatusSource(Protocol):
 
 
 def status_endpoints(source: StatusSource) -> list[Endpoint[Any, Any]]:
-    async def leader(_: msgspec.Raw) -> str:
+    async def leader(_: DCSpecificRequest | None) -> str:
         return source.leader_rpc_address() or ""
 
-    async def peers(_: msgspec.Raw) -> list[str]:
+    async def peers(_: DCSpecificRequest | None) -> list[str]:
         return source.peer_rpc_addresses()
+
+    def target(request: DCSpecificRequest | None) -> str:
+        """``?dc=``: the leader and peers of another datacenter are asked there."""
+        return "" if request is None else request.datacenter
 
     async def ping(_: msgspec.Raw) -> bool:
         return True
@@ -48,8 +56,8 @@ def status_endpoints(source: StatusSource) -> list[Endpoint[Any, Any]]:
 
     local = EndpointKind.LOCAL
     return [
-        Endpoint("Status.Leader", msgspec.Raw, str, local, leader),
-        Endpoint("Status.Peers", msgspec.Raw, list[str], local, peers),
+        Endpoint("Status.Leader", _DC_REQUEST, str, local, leader, target_datacenter=target),
+        Endpoint("Status.Peers", _DC_REQUEST, list[str], local, peers, target_datacenter=target),
         Endpoint("Status.Ping", msgspec.Raw, bool, local, ping),
         Endpoint("Status.Hello", ServerInfo, ClusterInfo, local, hello, servers_only=True),
         Endpoint("Raft.Join", ServerInfo, ClusterInfo, EndpointKind.WRITE, join, servers_only=True),
