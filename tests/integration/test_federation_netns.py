@@ -1,0 +1,189 @@
+"""Three datacenters in network namespaces, where only gateways can cross.
+
+Every server and gateway is its own process on its own host address; the
+router's firewall rejects every cross-datacenter packet except gateway to
+gateway and a secondary's server to a primary gateway. The secondaries know
+nothing of the primary but ``primary_gateways``.
+
+Phases (one bring-up, measured and printed as they go):
+1. dc2 and dc3 federate from ``primary_gateways`` alone: ``wanfed members -wan``
+   in dc3 lists all nine servers alive, and ``?dc=dc2`` asked in dc3 answers;
+2. the rule is enforced: a dc2 server cannot open dc1's RPC or gossip port,
+   while the same request through ``?dc=dc1`` succeeds;
+3. kill -9 of the primary's leader: cross-datacenter requests succeed again
+   within 5 s and no write acknowledged before the kill is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wanfed_topology import (
+    HTTP_PORT,
+    DatacenterSpec,
+    Host,
+    Supervisor,
+    Topology,
+    build,
+    start_federation,
+    teardown,
+    wanfed_executable,
+)
+
+pytestmark = pytest.mark.integration
+
+HTTP_GET = """
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+"""
+HTTP_PUT = """
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="PUT")
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+"""
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("connected")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def in_netns(host: Host, *argv: str) -> str:
+    result = subprocess.run(
+        ["ip", "netns", "exec", host.netns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+def get(host: Host, url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(in_netns(host, sys.executable, "-c", HTTP_GET, url))
+    return answer
+
+
+def put(host: Host, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(
+        in_netns(host, sys.executable, "-c", HTTP_PUT, url, json.dumps(body))
+    )
+    return answer
+
+
+def wait_for(what: str, timeout: float, probe: Any) -> float:
+    """Poll ``probe`` (a process in a namespace answers; nothing to wait on here)."""
+    started = time.monotonic()
+    last: object = None
+    while time.monotonic() - started < timeout:
+        last = probe()
+        if last is True:
+            took = time.monotonic() - started
+            print(f"{what}: {took:.1f} s")
+            return took
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last})")
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[tuple[Topology, Supervisor]]:
+    topology = Topology(
+        datacenters=[
+            DatacenterSpec(name="dc1", servers=3, gateways=2),
+            DatacenterSpec(name="dc2", servers=3, gateways=2),
+            DatacenterSpec(name="dc3", servers=3, gateways=2),
+        ],
+    )
+    build(topology)
+    supervisor = Supervisor(tmp_path / "logs")
+    try:
+        start_federation(topology, supervisor, tmp_path)
+        yield topology, supervisor
+    finally:
+        supervisor.stop_all()
+        for name, text in supervisor.logs():
+            print(f"--- {name} (last lines) ---\n{text[-1500:]}")
+        teardown(topology)
+
+
+def test_three_datacenters_through_gateways_only(
+    federation: tuple[Topology, Supervisor],
+) -> None:
+    topology, supervisor = federation
+    dc3 = topology.host("dc3", "s1")
+    dc2 = topology.host("dc2", "s1")
+    http3 = f"http://{dc3.lan_ip}:{HTTP_PORT}"
+    everyone = {f"s{i}.dc{d}" for i in (1, 2, 3) for d in (1, 2, 3)}
+
+    def nine_alive() -> object:
+        out = in_netns(
+            dc3, wanfed_executable(), "members", "-wan", "-http-addr", f"{dc3.lan_ip}:{HTTP_PORT}"
+        )
+        alive = {line.split()[0] for line in out.splitlines()[1:] if " alive " in line}
+        return alive == everyone or f"{len(alive & everyone)} of 9 alive"
+
+    # 1. federation from primary_gateways alone
+    wait_for("all nine servers alive in dc3's view of the WAN pool", 150, nine_alive)
+
+    def dc2_answers_dc3() -> object:
+        answer = get(dc3, f"{http3}/v1/catalog/services?dc=dc2")
+        return answer.get("status") == 200 or answer
+
+    wait_for("?dc=dc2 answered in dc3", 60, dc2_answers_dc3)
+
+    # 2. enforcement: direct server-to-server paths are rejected, ?dc= works
+    s1_dc1 = topology.host("dc1", "s1")
+    for port in (8300, 8302):
+        outcome = in_netns(dc2, sys.executable, "-c", CONNECT, s1_dc1.lan_ip, str(port))
+        assert outcome == "ConnectionRefusedError", (port, outcome)
+    http2 = f"http://{dc2.lan_ip}:{HTTP_PORT}"
+    assert get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1").get("status") == 200
+
+    # 3. kill -9 the primary's leader while writes are acknowledged
+    leader_answer = get(dc3, f"{http3}/v1/status/leader?dc=dc1")
+    leader_rpc = str(leader_answer.get("body", ""))
+    leaders = [h for h in topology.servers("dc1") if leader_rpc.split(":")[0] == h.lan_ip]
+    assert len(leaders) == 1, leader_answer
+    leader = leaders[0]
+    acknowledged = []
+    for n in range(20):
+        registration = {"Node": f"w{n}", "Address": "198.18.9.9", "Datacenter": "dc1"}
+        answer = put(dc2, f"{http2}/v1/catalog/register?dc=dc1", registration)
+        if answer.get("status") == 200:
+            acknowledged.append(f"w{n}")
+    assert len(acknowledged) == 20
+    process = supervisor.processes[f"dc1-{leader.name}"]
+    os.kill(process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def cross_dc_again() -> object:
+        answer = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1")
+        return answer.get("status") == 200 or answer
+
+    wait_for("cross-DC reads after kill -9 of the primary's leader", 30, cross_dc_again)
+    recovered = time.monotonic() - killed_at
+    print(f"primary leader killed; cross-DC requests succeed again after {recovered:.1f} s")
+    assert recovered < 5.0
+    nodes = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1&consistent")
+    names = {node["Node"] for node in nodes["body"]}
+    assert set(acknowledged) <= names, sorted(set(acknowledged) - names)
