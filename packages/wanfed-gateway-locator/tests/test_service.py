@@ -66,8 +66,9 @@ async def test_refresh_waits_for_initialisation_then_follows_writes() -> None:
         await asyncio.sleep(0.01)  # let several not-initialised rounds pass
         assert source.reads == []
         assert not locator.status(0.0).populated
+        before = service.refreshes
         source.initialized = True
-        await asyncio.wait_for(service.wait_updated(), 10)
+        await asyncio.wait_for(service.wait_refreshed(before), 10)
         assert locator.populated
         assert source.reads[0] == 0
         await source.write([primary_state("198.18.1.20:8443")])

@@ -360,6 +360,16 @@ async def test_a_departed_datacenter_is_pruned(federation: dict[str, Datacenter]
     server3 = dc3.require_server()
     await server3.stop()  # leaves the WAN pool gracefully
     dc3.server = None
+    seen_left: set[str] = set()
+
+    def left_everywhere() -> bool:
+        for dc in ("dc1", "dc2"):
+            statuses = {m.name: m.status for m in federation[dc].require_server().members(wan=True)}
+            if statuses.get("s1.dc3") == 3:
+                seen_left.add(dc)
+        return seen_left == {"dc1", "dc2"}
+
+    await eventually(left_everywhere, 10, "everyone sees s1.dc3 left (status 3), not failed")
     await eventually(
         lambda: "dc3" not in federation_states(dc1.require_server()),
         30,
@@ -370,3 +380,28 @@ async def test_a_departed_datacenter_is_pruned(federation: dict[str, Datacenter]
         30,
         "the deletion replicated to dc2",
     )
+
+
+async def test_a_server_that_vanishes_is_seen_failed_everywhere(
+    federation: dict[str, Datacenter],
+) -> None:
+    await converged(federation)
+    servers = [dc.require_server() for dc in federation.values()]
+    everyone = {"s1.dc1", "s1.dc2", "s1.dc3"}
+    await eventually(lambda: all(wan_alive(s) == everyone for s in servers), 30, "WAN pool of 3")
+    dc3 = federation["dc3"]
+    await dc3.require_server().stop(leave=False)  # as if killed: no goodbye
+    dc3.server = None
+
+    seen_failed: set[str] = set()
+
+    def failed_everywhere() -> bool:
+        # Failed members are reaped after a while; what matters is that each DC saw it fail.
+        for dc in ("dc1", "dc2"):
+            statuses = {m.name: m.status for m in federation[dc].require_server().members(wan=True)}
+            assert statuses.get("s1.dc3") != 3, "a vanished server must not look like it left"
+            if statuses.get("s1.dc3") == 4:
+                seen_failed.add(dc)
+        return seen_failed == {"dc1", "dc2"}
+
+    await eventually(failed_everywhere, 30, "s1.dc3 failed (status 4) in dc1 and dc2")

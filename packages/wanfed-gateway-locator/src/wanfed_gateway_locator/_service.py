@@ -68,7 +68,9 @@ class LocatorService:
         self._policy = policy or RetryPolicy()
         self._index = 0
         self._task: asyncio.Task[None] | None = None
-        self._updated = asyncio.Event()
+        self.refreshes = 0
+        """Completed refreshes; pass a value read earlier to :meth:`wait_refreshed`."""
+        self._refreshed = asyncio.Condition()
         self.primary_gateways_ready = asyncio.Event()
         """Set the first time replication names a primary gateway; stops discovery."""
 
@@ -98,12 +100,19 @@ class LocatorService:
         self._index = index
         if self.locator.primary_gateways_ready:
             self.primary_gateways_ready.set()
-        self._updated.set()
+        async with self._refreshed:
+            self.refreshes += 1
+            self._refreshed.notify_all()
 
-    async def wait_updated(self) -> None:
-        """Wait for the next completed refresh (for callers that need fresh lists)."""
-        self._updated.clear()
-        await self._updated.wait()
+    async def wait_refreshed(self, since: int) -> int:
+        """Wait until a refresh completed after the count ``since``; return the new count.
+
+        Read :attr:`refreshes` before the event you care about, then wait: a
+        refresh finishing in between is not missed.
+        """
+        async with self._refreshed:
+            await self._refreshed.wait_for(lambda: self.refreshes > since)
+            return self.refreshes
 
     # --- inputs from other routines -------------------------------------------
 

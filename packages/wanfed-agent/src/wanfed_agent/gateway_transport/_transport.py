@@ -142,7 +142,14 @@ class GatewayTransport:
         connection = await self._dial(node, dc, Alpn.WAN_GOSSIP_STREAM, self._stream_context)
         return connection.open_streams()
 
-    async def close(self) -> None:
+    async def close(self, flush_within: float = 2.0) -> None:
+        """Stop; packets already handed over get ``flush_within`` seconds to leave.
+
+        A graceful leave is announced in the last packets sent: cancelling them
+        would make the other datacenters see a failure instead of a departure.
+        """
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=flush_within)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -399,7 +399,12 @@ class Server:
         """Until consensus runs (at once in dev; after cluster formation otherwise)."""
         await self._ready.wait()
 
-    async def stop(self) -> None:
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop everything; ``leave=False`` vanishes from the WAN pool without a word.
+
+        A graceful stop announces the departure, so the other datacenters
+        see this server ``left`` rather than ``failed`` (and stop probing it).
+        """
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -411,7 +416,7 @@ class Server:
         if self._federation is not None:
             await self._federation.stop()
         if self._wan is not None:
-            await self._wan.stop(leave=True)
+            await self._wan.stop(leave=leave)
         if self._port is not None:
             await self._port.close()
         if self._pool is not None:
