@@ -369,7 +369,7 @@ async def test_a_departed_datacenter_is_pruned(federation: dict[str, Datacenter]
                 seen_left.add(dc)
         return seen_left == {"dc1", "dc2"}
 
-    await eventually(left_everywhere, 10, "everyone sees s1.dc3 left (status 3), not failed")
+    await eventually(left_everywhere, 30, "everyone sees s1.dc3 left (status 3), not failed")
     await eventually(
         lambda: "dc3" not in federation_states(dc1.require_server()),
         30,

@@ -142,7 +142,7 @@ class GatewayTransport:
         connection = await self._dial(node, dc, Alpn.WAN_GOSSIP_STREAM, self._stream_context)
         return connection.open_streams()
 
-    async def close(self, flush_within: float = 2.0) -> None:
+    async def close(self, flush_within: float = 5.0) -> None:
         """Stop; packets already handed over get ``flush_within`` seconds to leave.
 
         A graceful leave is announced in the last packets sent: cancelling them
