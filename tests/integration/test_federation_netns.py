@@ -11,7 +11,10 @@ Phases (one bring-up, measured and printed as they go):
 2. the rule is enforced: a dc2 server cannot open dc1's RPC or gossip port,
    while the same request through ``?dc=dc1`` succeeds;
 3. kill -9 of the primary's leader: cross-datacenter requests succeed again
-   within 5 s and no write acknowledged before the kill is lost.
+   within 5 s and no write acknowledged before the kill is lost;
+4. kill -9 of every dc2 server, then restart: the federation states are
+   intact and the path to the primary is the local gateways from the first
+   choice on (#9342), and dc2 answers ``?dc=dc1`` again.
 """
 
 from __future__ import annotations
@@ -187,3 +190,31 @@ def test_three_datacenters_through_gateways_only(
     nodes = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1&consistent")
     names = {node["Node"] for node in nodes["body"]}
     assert set(acknowledged) <= names, sorted(set(acknowledged) - names)
+
+    # 4. kill -9 every dc2 server and restart them from their data directories
+    dc2_servers = [f"dc2-{h.name}" for h in topology.servers("dc2")]
+    for name in dc2_servers:
+        os.kill(supervisor.processes[name].pid, signal.SIGKILL)
+    for name in dc2_servers:
+        supervisor.processes[name].popen.wait(10)
+    marks = {name: len(supervisor.processes[name].log_text()) for name in dc2_servers}
+    restarted_at = time.monotonic()
+    for name in dc2_servers:
+        supervisor.restart(name)
+
+    def dc2_back() -> object:
+        answer = get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1")
+        return answer.get("status") == 200 or answer
+
+    wait_for("dc2 restarted from kill -9 answers ?dc=dc1", 60, dc2_back)
+    print(f"dc2 servers restarted; cross-DC answers after {time.monotonic() - restarted_at:.1f} s")
+    states = get(dc2, f"{http2}/v1/internal/federation-states?stale")
+    assert {s["Datacenter"] for s in states["body"]} == {"dc1", "dc2", "dc3"}
+    for name in dc2_servers:
+        since_restart = supervisor.processes[name].log_text()[marks[name] :]
+        choices = [
+            line.rsplit(" ", 1)[-1]
+            for line in since_restart.splitlines()
+            if "path to the primary datacenter is now" in line
+        ]
+        assert choices[:1] == ["local-gateways"], (name, choices)

@@ -23,11 +23,19 @@ log = logging.getLogger("wanfed.topology")
 
 
 class Process:
-    def __init__(self, name: str, host: Host, popen: subprocess.Popen[bytes], log_path: Path):
+    def __init__(
+        self,
+        name: str,
+        host: Host,
+        popen: subprocess.Popen[bytes],
+        log_path: Path,
+        argv: Sequence[str],
+    ) -> None:
         self.name = name
         self.host = host
         self.popen = popen
         self.log_path = log_path
+        self.argv = list(argv)
 
     @property
     def pid(self) -> int:
@@ -105,10 +113,17 @@ class Supervisor:
             )
         finally:
             handle.close()
-        process = Process(name, host, popen, log_path)
+        process = Process(name, host, popen, log_path, argv)
         self.processes[name] = process
         log.info("started %s in %s (pid %d)", name, host.netns, popen.pid)
         return process
+
+    def restart(self, name: str) -> Process:
+        """Start ``name`` again with the argv it was first started with (same log file)."""
+        old = self.processes[name]
+        if old.alive():
+            raise RuntimeError(f"{name} is still running")
+        return self.start(name, old.host, old.argv)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         for process in self.processes.values():
