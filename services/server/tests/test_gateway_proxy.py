@@ -170,10 +170,10 @@ async def test_any_server_name_reaches_some_server(
     assert gateway.stats().routes["local-any"].connections == 4
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl binary not installed")
 async def test_openssl_s_client_completes_mtls(
     pki: Pki, tls_servers: StartServer, start_gateway: StartGateway
 ) -> None:
+    assert shutil.which("openssl"), "this test needs the openssl binary (apt-get install openssl)"
     s1 = await tls_servers("s1")
     gateway = await start_gateway(routes(servers={"s1": s1.port}))
     client = pki.leaves["client"]
