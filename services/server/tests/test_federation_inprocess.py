@@ -21,6 +21,7 @@ from wanfed_agent.config import load_config
 from wanfed_agent.tls import PemPair, create_ca, create_server_cert
 from wanfed_fsm import (
     DCSpecificRequest,
+    IndexedNodes,
     IndexedServices,
     Node,
     ReadTxn,
@@ -234,6 +235,14 @@ async def test_secondaries_bootstrap_from_primary_gateways_alone(
     route = next(r for r in status.routes if r.datacenter == "dc1")
     assert route.path == "local-gateways"
     assert route.candidates[0].address == dc2.gateway_address
+    # ...and the bytes say so: dc2's gateway forwards to dc1's, which hands them to s1.
+    dc1 = federation["dc1"]
+    assert dc1.gateway is not None
+    await dc2.require_server().rpc(
+        "Catalog.ListNodes", DCSpecificRequest(datacenter="dc1"), IndexedNodes
+    )
+    assert dc2.gateway.stats().routes["remote:dc1"].bytes_to_upstream > 0
+    assert dc1.gateway.stats().routes["local-server:s1"].bytes_to_upstream > 0
 
 
 async def test_unknown_datacenter_is_no_path(federation: dict[str, Datacenter]) -> None:
