@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from wanfed_agent.config import load_config
+from wanfed_agent.config import AgentConfig, load_config
 from wanfed_agent.tls import PemPair, create_ca, create_server_cert
 from wanfed_fsm import (
     DCSpecificRequest,
@@ -50,8 +51,11 @@ FAST = ServerOptions(
         locator_burst=10,
         leader_loop_backoff_cap=0.5,
         locator_wait=1.0,
-        prune_interval=0.5,
+        prune_interval=3600.0,
     ),
+)
+PRUNE_FAST = msgspec.structs.replace(
+    FAST, federation=msgspec.structs.replace(FAST.federation, prune_interval=0.5)
 )
 
 
@@ -60,6 +64,7 @@ class Datacenter:
     name: str
     index: int
     server: Server | None = None
+    config: AgentConfig | None = None
     gateway: MeshGateway | None = None
     feeder: asyncio.Task[None] | None = None
     extra: list[asyncio.Task[None]] = field(default_factory=list)
@@ -153,7 +158,12 @@ async def eventually(condition: Callable[[], bool], within: float, what: str) ->
 
 
 @pytest.fixture
-async def federation(tmp_path: Path) -> AsyncIterator[dict[str, Datacenter]]:
+async def federation(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[dict[str, Datacenter]]:
+    # Pruning runs hourly; only the pruning test shortens it, so that a DC
+    # stopped on purpose elsewhere is not forgotten mid-test.
+    options = PRUNE_FAST if request.node.get_closest_marker("fast_pruning") else FAST
     ca = create_ca()
     dcs = {name: Datacenter(name, i) for i, name in enumerate(DCS, start=1)}
     for dc in dcs.values():
@@ -176,8 +186,12 @@ async def federation(tmp_path: Path) -> AsyncIterator[dict[str, Datacenter]]:
                 "retry_interval_wan": "1s",
             }
             if dc.name != "dc1":
-                overrides["primary_gateways"] = [dcs["dc1"].gateway_address]
-            dc.server = Server(load_config(overrides=overrides), options=FAST)
+                # Discovery through a file: the operator's source of truth (#7339).
+                listing = tmp_path / "primary-gateways.txt"
+                listing.write_text(dcs["dc1"].gateway_address + "\n")
+                overrides["primary_gateways"] = [f"provider=file path={listing}"]
+            dc.config = load_config(overrides=overrides)
+            dc.server = Server(dc.config, options=options)
             await dc.server.start()
         for dc in dcs.values():
             await dc.require_server().wait_ready()
@@ -363,22 +377,13 @@ async def test_a_replaced_secondary_gateway_is_learnt_by_the_primary_gateway(
     assert "mesh-gateway" in reply.services
 
 
+@pytest.mark.fast_pruning
 async def test_a_departed_datacenter_is_pruned(federation: dict[str, Datacenter]) -> None:
     await converged(federation)
     dc1, dc3 = federation["dc1"], federation["dc3"]
     server3 = dc3.require_server()
     await server3.stop()  # leaves the WAN pool gracefully
     dc3.server = None
-    seen_left: set[str] = set()
-
-    def left_everywhere() -> bool:
-        for dc in ("dc1", "dc2"):
-            statuses = {m.name: m.status for m in federation[dc].require_server().members(wan=True)}
-            if statuses.get("s1.dc3") == 3:
-                seen_left.add(dc)
-        return seen_left == {"dc1", "dc2"}
-
-    await eventually(left_everywhere, 30, "everyone sees s1.dc3 left (status 3), not failed")
     await eventually(
         lambda: "dc3" not in federation_states(dc1.require_server()),
         30,
@@ -414,3 +419,25 @@ async def test_a_server_that_vanishes_is_seen_failed_everywhere(
         return seen_failed == {"dc1", "dc2"}
 
     await eventually(failed_everywhere, 30, "s1.dc3 failed (status 4) in dc1 and dc2")
+
+
+async def test_a_stopped_server_is_seen_left_not_failed(
+    federation: dict[str, Datacenter],
+) -> None:
+    await converged(federation)
+    servers = [dc.require_server() for dc in federation.values()]
+    everyone = {"s1.dc1", "s1.dc2", "s1.dc3"}
+    await eventually(lambda: all(wan_alive(s) == everyone for s in servers), 30, "WAN pool of 3")
+    dc3 = federation["dc3"]
+    await dc3.require_server().stop()  # graceful: announces its departure
+    dc3.server = None
+    seen_left: set[str] = set()
+
+    def left_everywhere() -> bool:
+        for dc in ("dc1", "dc2"):
+            statuses = {m.name: m.status for m in federation[dc].require_server().members(wan=True)}
+            if statuses.get("s1.dc3") == 3:
+                seen_left.add(dc)
+        return seen_left == {"dc1", "dc2"}
+
+    await eventually(left_everywhere, 30, "everyone sees s1.dc3 left (status 3), not failed")

@@ -124,8 +124,19 @@ class _PrimaryClient:
         self._primary = primary
         self._wait = wait
 
+    def _was_federated(self) -> bool:
+        with self._host.store.read() as txn:
+            return bool(txn.federation_states()[1])
+
     async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
-        if not await self._host.wait_for_datacenter(self._primary, self._wait):
+        if (
+            not await self._host.wait_for_datacenter(self._primary, self._wait)
+            and not self._was_federated()
+        ):
+            # A fresh secondary: nothing to report about any path yet. With stored
+            # states (a restart) an unreachable primary is a broken path: the
+            # failed rounds below are what sends the leader to the primary's
+            # gateways directly, e.g. after every primary gateway was replaced.
             raise ReplicationNotReady(
                 f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
             )
