@@ -7,11 +7,10 @@ that into the same shape a JSON file has, so one schema checks both.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
-
-import hcl2
 
 from ._errors import ConfigError
 
@@ -20,12 +19,19 @@ __all__ = ["CONFIG_SUFFIXES", "config_dir_files", "parse_hcl", "read_config_file
 CONFIG_SUFFIXES = (".json", ".hcl")
 
 _BLOCK_MARKER = "__is_block__"
-_HCL_OPTIONS = hcl2.SerializationOptions(
-    with_comments=False,
-    explicit_blocks=True,
-    strip_string_quotes=True,
-    preserve_heredocs=False,
-)
+
+
+@functools.cache
+def _hcl_options() -> Any:
+    """The HCL parser is imported on first use: it costs ~0.1 s at every start otherwise."""
+    import hcl2
+
+    return hcl2.SerializationOptions(
+        with_comments=False,
+        explicit_blocks=True,
+        strip_string_quotes=True,
+        preserve_heredocs=False,
+    )
 
 
 def config_dir_files(directory: Path) -> list[Path]:
@@ -69,7 +75,9 @@ def _parse_json(text: str, source: str) -> dict[str, Any]:
 def parse_hcl(text: str, source: str) -> dict[str, Any]:
     """HCL text (a file's or a ``-hcl`` fragment's) as nested dicts."""
     try:
-        data = hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+        import hcl2
+
+        data = hcl2.loads(text, serialization_options=_hcl_options())
     except Exception as error:  # the parser raises several unrelated lark types
         detail = str(error).strip()
         first_line = detail.splitlines()[0] if detail else type(error).__name__

@@ -25,11 +25,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Final, Protocol
 
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
-
 from wanfed_fsm import format_host_port
 
 __all__ = [
@@ -122,6 +117,13 @@ class DnsProvider:
     """A/AAAA or SRV records of one name."""
 
     async def addresses(self, args: Mapping[str, str]) -> list[str]:
+        # dnspython is imported here, by the one provider that needs it: every
+        # agent start would otherwise pay for it.
+        import dns.asyncresolver
+        import dns.exception
+        import dns.rdatatype
+        import dns.resolver
+
         name = args.get("name", "")
         if not name:
             raise DiscoveryError("provider=dns needs name=<dns name>")
