@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +28,7 @@ from wanfed_server.http import start_http_api
 from wanfed_server.runtime import Server
 
 from ._base import CommandError, CommandParser, Subparsers, add_flag
+from ._process import configure_logging, run_main, stop_on_signals
 
 __all__ = [
     "COMPANIONS",
@@ -146,48 +145,22 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_run)
 
 
-class _KeyValueFormatter(logging.Formatter):
-    """``time level logger: message key=value...`` with the ``extra=`` fields appended."""
-
-    _STANDARD = frozenset(vars(logging.makeLogRecord({})))
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extra = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
-        extra.pop("message", None)
-        extra.pop("asctime", None)
-        if extra:
-            text += " " + " ".join(f"{k}={v}" for k, v in sorted(extra.items()))
-        return text
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-
-
 def _run(args: argparse.Namespace) -> int:
     config = agent_config_from_args(args)
     if not config.server:
         raise CommandError("wanfed agent: only server agents are supported; pass -server or -dev")
-    _configure_logging(config.log_level)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(run_agent(config))
-    return uvloop.run(run_agent(config))
+    configure_logging(config.log_level)
+    return run_main(run_agent(config))
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
     """Run the server and its companions until SIGINT/SIGTERM (or ``stop`` is set)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(stop):
+        return await _serve(config, stop)
+
+
+async def _serve(config: AgentConfig, stop: asyncio.Event) -> int:
     server = Server(config)
     started: list[Closeable] = []
     try:
@@ -216,7 +189,4 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
             with contextlib.suppress(Exception):
                 await handle.close()
         await server.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     return 0

@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import signal
 from typing import Final
 
 from wanfed_agent.config import parse_duration, parse_host_port
@@ -23,7 +22,7 @@ from wanfed_server.gateway import GatewayConfig, GatewayProcess, GatewaySettings
 
 from ._base import CommandError, Subparsers, add_flag
 from ._http_api import DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV, http_base_url
-from .agent import _configure_logging
+from ._process import configure_logging, run_main, stop_on_signals
 
 __all__ = ["DEFAULT_GATEWAY_PORT", "register", "run_gateway", "settings_from_args"]
 
@@ -175,21 +174,18 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    _configure_logging(args.log_level)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(run_gateway(settings))
-    return uvloop.run(run_gateway(settings))
+    configure_logging(args.log_level)
+    return run_main(run_gateway(settings))
 
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None) -> int:
     """Run the gateway until SIGINT/SIGTERM (or ``stop``), then deregister and close."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(stop):
+        return await _serve(settings, stop)
+
+
+async def _serve(settings: GatewaySettings, stop: asyncio.Event) -> int:
     process = GatewayProcess(settings)
     try:
         # start() waits for a reachable server; a signal meanwhile must still stop us
@@ -218,7 +214,4 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         log.info("shutdown requested; deregistering and closing the gateway")
     finally:
         await process.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     return 0

@@ -1,0 +1,69 @@
+"""What every long-running ``wanfed`` command shares: logging, the event loop, signals.
+
+``wanfed agent`` and ``wanfed gateway`` both run until SIGINT or SIGTERM, log
+``time level logger: message key=value...`` lines to stderr, and prefer uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+__all__ = ["KeyValueFormatter", "configure_logging", "run_main", "stop_on_signals"]
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``time level logger: message key=value...`` with the ``extra=`` fields appended."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
+        extra.pop("message", None)
+        extra.pop("asctime", None)
+        if extra:
+            text += " " + " ".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        return text
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def run_main(main: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine on uvloop (asyncio where uvloop is not installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM while the block runs.
+
+    Signal handlers can only be installed from the main thread (and not on
+    every platform); tests run these commands' coroutines elsewhere and stop
+    them through ``stop`` directly, so a refusal to install is not an error.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
