@@ -4,10 +4,16 @@ in-memory RPC dispatcher for the HTTP API and local agent."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
+import json
+import os
+import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
@@ -503,3 +509,97 @@ def free_tcp_port() -> int:
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     return free_tcp_port
+
+
+# --- a 3-server datacenter of real ``wanfed agent`` processes -------------------------
+
+AGENT_NODES = ("s1", "s2", "s3")
+
+
+@dataclass
+class AgentProcess:
+    """One ``wanfed agent`` subprocess of the 3-server datacenter fixture."""
+
+    node: str
+    config_file: Path
+    rpc_port: int
+    http_port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    @property
+    def base(self) -> str:
+        """The agent's HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wanfed_server.cli", "agent", "-config-file",
+                 str(self.config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, AgentProcess]]:
+    """Three servers from config files, mTLS on, ``bootstrap_expect = 3``; all started."""
+    rpc_ports = {node: free_tcp_port() for node in AGENT_NODES}
+    key = base64.b64encode(os.urandom(32)).decode()
+    started: dict[str, AgentProcess] = {}
+    for node in AGENT_NODES:
+        files = runtime_pki.certs[node]
+        http_port = free_tcp_port()
+        config = {
+            "node_name": node,
+            "datacenter": "dc1",
+            "server": True,
+            "bootstrap_expect": 3,
+            "data_dir": str(tmp_path / node),
+            "bind_addr": "127.0.0.1",
+            "ports": {
+                "server": rpc_ports[node],
+                "raft": free_tcp_port(),
+                "http": http_port,
+                "serf_wan": free_tcp_port(),
+            },
+            "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
+            "encrypt": key,
+            "tls": {
+                "defaults": {
+                    "ca_file": str(runtime_pki.ca),
+                    "cert_file": str(files.cert),
+                    "key_file": str(files.key),
+                    "verify_incoming": True,
+                    "verify_outgoing": True,
+                },
+                "internal_rpc": {"verify_server_hostname": True},
+            },
+        }
+        config_file = tmp_path / f"{node}.json"
+        config_file.write_text(json.dumps(config))
+        started[node] = AgentProcess(
+            node, config_file, rpc_ports[node], http_port, tmp_path / f"{node}.log"
+        )
+    for agent in started.values():
+        agent.start()
+    try:
+        yield started
+    finally:
+        for agent in started.values():
+            agent.stop()

@@ -8,115 +8,21 @@ rejoins and catches up.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
-
-import pytest
 
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_proto import Alpn, ProtoError, RpcClient, client_context, dial_alpn
 
 if TYPE_CHECKING:
-    from .conftest import RuntimePki  # type: ignore[import-not-found]
+    from .conftest import AgentProcess, RuntimePki  # type: ignore[import-not-found]
 
-from .conftest import free_tcp_port
 
 T = TypeVar("T")
 
 NODES = ("s1", "s2", "s3")
 FAILOVER_BUDGET = 2.0
-
-
-@dataclass
-class Agent:
-    node: str
-    config_file: Path
-    rpc_port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = field(default=None)
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "import sys; from wanfed_server.cli import main; sys.exit(main())",
-                    "agent",
-                    "-config-file",
-                    str(self.config_file),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, Agent]]:
-    rpc_ports = {node: free_tcp_port() for node in NODES}
-    key = base64.b64encode(os.urandom(32)).decode()
-    agents: dict[str, Agent] = {}
-    for node in NODES:
-        files = runtime_pki.certs[node]
-        config = {
-            "node_name": node,
-            "datacenter": "dc1",
-            "server": True,
-            "bootstrap_expect": 3,
-            "data_dir": str(tmp_path / node),
-            "bind_addr": "127.0.0.1",
-            "ports": {
-                "server": rpc_ports[node],
-                "raft": free_tcp_port(),
-                "http": free_tcp_port(),
-                "serf_wan": free_tcp_port(),
-            },
-            "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
-            "encrypt": key,
-            "tls": {
-                "defaults": {
-                    "ca_file": str(runtime_pki.ca),
-                    "cert_file": str(files.cert),
-                    "key_file": str(files.key),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                },
-                "internal_rpc": {"verify_server_hostname": True},
-            },
-        }
-        config_file = tmp_path / f"{node}.json"
-        config_file.write_text(json.dumps(config))
-        agents[node] = Agent(node, config_file, rpc_ports[node], tmp_path / f"{node}.log")
-    for agent in agents.values():
-        agent.start()
-    try:
-        yield agents
-    finally:
-        for agent in agents.values():
-            agent.stop()
 
 
 class Clients:
@@ -158,13 +64,13 @@ async def _until(deadline: float, attempt: Callable[[], Awaitable[T | None]]) ->
 
 
 async def test_kill_the_leader_writes_resume_within_two_seconds_and_it_rejoins(
-    agents: dict[str, Agent], runtime_pki: RuntimePki
+    agents: dict[str, AgentProcess], runtime_pki: RuntimePki
 ) -> None:
     clients = Clients(runtime_pki)
     try:
         port_of = {f"127.0.0.1:{a.rpc_port}": a for a in agents.values()}
 
-        async def leader() -> Agent | None:
+        async def leader() -> AgentProcess | None:
             answer = await clients.call(agents["s1"].rpc_port, "Status.Leader", None, str, 2)
             return port_of.get(answer)
 
