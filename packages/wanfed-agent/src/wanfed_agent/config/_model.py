@@ -109,6 +109,9 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     retry_max_wan: int = 0
     primary_gateways: tuple[str, ...] = ()
     primary_gateways_interval: float = 30.0
+    federation_state_prune_interval: float = 3600.0
+    """How often the primary's leader deletes the federation states of datacenters
+    that left the WAN pool (a wanfed extension; Consul hard-codes one hour)."""
     connect: Connect = msgspec.field(default_factory=Connect)
     domain: str = "consul"
     data_dir: str | None = None

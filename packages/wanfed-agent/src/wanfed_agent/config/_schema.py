@@ -65,6 +65,7 @@ SCHEMA: Block = {
     "retry_max_wan": Key(parse_non_negative_int),
     "primary_gateways": Key(parse_primary_gateway, is_list=True),
     "primary_gateways_interval": Key(parse_positive_duration),
+    "federation_state_prune_interval": Key(parse_positive_duration),
     "connect": {
         "enabled": Key(parse_bool),
         "enable_mesh_gateway_wan_federation": Key(parse_bool),

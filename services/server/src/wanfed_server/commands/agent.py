@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, FlagKind, flags_to_overrides, load_config
 from wanfed_fsm import FsmError
 from wanfed_proto import ProtoError
 from wanfed_server.http import start_http_api
-from wanfed_server.runtime import Server
+from wanfed_server.runtime import Server, ServerOptions
 
 from ._base import CommandError, CommandParser, Subparsers, add_flag
 from ._process import configure_logging, run_main, stop_on_signals
@@ -160,8 +162,17 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
         return await _serve(config, stop)
 
 
+def server_options(config: AgentConfig) -> ServerOptions:
+    """The timings an operator may set in the agent config; the rest keep their defaults."""
+    defaults = ServerOptions()
+    federation = msgspec.structs.replace(
+        defaults.federation, prune_interval=config.federation_state_prune_interval
+    )
+    return msgspec.structs.replace(defaults, federation=federation)
+
+
 async def _serve(config: AgentConfig, stop: asyncio.Event) -> int:
-    server = Server(config)
+    server = Server(config, options=server_options(config))
     started: list[Closeable] = []
     try:
         try:
