@@ -22,6 +22,12 @@ from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import SERF_CHECK_ID, SERVER_SERVICE, LeaderRoutines, server_registration
 from ._messages import ClusterInfo, IndexedHealthChecks, NodeSpecificRequest, ServerInfo
 from ._pool import AlpnDialer, DialError, PlainDialer, RpcDialer, RpcPool
+from ._reaper import (
+    DEREGISTER_CRITICAL_MINIMUM,
+    CriticalServiceReaper,
+    Reap,
+    deregister_critical_after,
+)
 from ._router import (
     NO_PATH_TO_DATACENTER,
     NO_SERVER_REACHABLE,
@@ -33,6 +39,7 @@ from ._server import Server, ServerOptions
 
 __all__ = [
     "CLUSTER_FILE",
+    "DEREGISTER_CRITICAL_MINIMUM",
     "HELLO_TIMEOUT",
     "MISSING_FEDERATION_STATE_DATACENTER",
     "NO_CLUSTER_LEADER",
@@ -45,6 +52,7 @@ __all__ = [
     "CheckSchedule",
     "ClusterFile",
     "ClusterInfo",
+    "CriticalServiceReaper",
     "DialError",
     "Dispatcher",
     "Endpoint",
@@ -56,6 +64,7 @@ __all__ = [
     "NodeSpecificRequest",
     "PlainDialer",
     "ProbeTcp",
+    "Reap",
     "RemoteServer",
     "Router",
     "RpcDialer",
@@ -66,6 +75,7 @@ __all__ = [
     "ServerOptions",
     "StaticRouter",
     "StatusChange",
+    "deregister_critical_after",
     "hello_round",
     "server_registration",
 ]

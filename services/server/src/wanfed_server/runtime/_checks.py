@@ -18,6 +18,10 @@ TCP: the first probe runs as soon as a check is seen, then every
 critical within one interval. TTL: the clock restarts whenever the check's
 record changes (a status update or re-registration); when ``TTL`` passes
 without one, the check turns critical with output ``TTL expired``.
+
+The same follower feeds :class:`~._reaper.CriticalServiceReaper`: a service
+whose check stayed critical past its ``DeregisterCriticalServiceAfter`` is
+deregistered through Raft.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from wanfed_fsm import (
     CheckStatusUpdate,
     Consensus,
     ConsensusError,
+    Deregister,
+    DeregisterRequest,
     HealthCheck,
     HealthStatus,
     QueryOptions,
@@ -41,6 +47,8 @@ from wanfed_fsm import (
     StateStore,
     blocking_query,
 )
+
+from ._reaper import DEREGISTER_CRITICAL_MINIMUM, CriticalServiceReaper, Reap
 
 __all__ = ["CheckRunner", "CheckSchedule", "Expire", "ProbeTcp", "StatusChange"]
 
@@ -195,13 +203,17 @@ class CheckRunner:
         *,
         clock: Callable[[], float] | None = None,
         has_agent: Callable[[str], bool] = lambda node: False,
+        deregister_minimum: float = DEREGISTER_CRITICAL_MINIMUM,
     ) -> None:
-        """``has_agent(node)`` says a node's checks are run by its own agent (the
-        servers' nodes): the leader runs only catalog-only nodes' checks."""
+        """``has_agent(node)`` says a node's checks are run (and its services
+        reaped) by its own agent (the servers' nodes): the leader handles only
+        catalog-only nodes. ``deregister_minimum`` is the shortest
+        ``DeregisterCriticalServiceAfter`` honoured; only tests lower it."""
         self._consensus = consensus
         self._store = store
         self._has_agent = has_agent
         self._schedule = CheckSchedule()
+        self._reaper = CriticalServiceReaper(minimum=deregister_minimum)
         self._clock = clock
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -220,7 +232,10 @@ class CheckRunner:
                         change = self._schedule.expired(action.key)
                         if change is not None:
                             self._spawn(self._write(change))
-                deadline = self._schedule.next_deadline()
+                for reap in self._reaper.due(self._now()):
+                    self._spawn(self._reap(reap))
+                deadlines = [self._schedule.next_deadline(), self._reaper.next_deadline()]
+                deadline = min((d for d in deadlines if d is not None), default=None)
                 self._wake.clear()
                 timeout = None if deadline is None else max(deadline - self._now(), 0.0)
                 with contextlib.suppress(TimeoutError):
@@ -245,9 +260,10 @@ class CheckRunner:
                 _all_checks,
             )
             index = meta.index if meta.index >= index else 0
-            self._schedule.sync(
-                (check for check in checks if not self._has_agent(check.node)), self._now()
-            )
+            ours = [check for check in checks if not self._has_agent(check.node)]
+            now = self._now()
+            self._schedule.sync(ours, now)
+            self._reaper.sync(ours, now)
             self._wake.set()
 
     async def _probe(self, action: ProbeTcp) -> None:
@@ -279,6 +295,35 @@ class CheckRunner:
             change.key[1],
             change.status,
             change.output,
+        )
+
+    async def _reap(self, action: Reap) -> None:
+        try:
+            await self._consensus.apply(
+                Deregister(
+                    request=DeregisterRequest(node=action.node, service_id=action.service_id)
+                )
+            )
+        except ConsensusError as exc:
+            self._reaper.failed(action, self._now())
+            self._wake.set()
+            logger.warning(
+                "reaping critical service failed node=%s service=%s error=%s; retrying",
+                action.node,
+                action.service_id,
+                exc,
+            )
+            return
+        logger.info(
+            "critical service deregistered node=%s service=%s check=%s critical_for=%.1fs "
+            "limit=%.1fs declared=%s raised_to_minimum=%s",
+            action.node,
+            action.service_id,
+            action.check_id,
+            action.critical_for,
+            action.limit,
+            action.declared,
+            action.raised_to_minimum,
         )
 
 

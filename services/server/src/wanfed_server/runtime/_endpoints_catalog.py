@@ -26,6 +26,7 @@ from wanfed_fsm import (
 
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
 from ._messages import IndexedHealthChecks, NodeSpecificRequest
+from ._reaper import deregister_critical_after
 
 __all__ = ["catalog_endpoints"]
 
@@ -36,6 +37,8 @@ def _dc(request: Any) -> str:
 
 def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
     async def register(request: RegisterRequest) -> bool:
+        for check in request.checks:
+            deregister_critical_after(check)  # refuse text the leader could never act on
         if not request.node.datacenter:
             node = msgspec.structs.replace(request.node, datacenter=context.datacenter)
             request = msgspec.structs.replace(request, node=node)

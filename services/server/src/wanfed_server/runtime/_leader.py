@@ -1,4 +1,5 @@
-"""Routines that run on the leader only: servers in the catalog, catalog checks.
+"""Routines that run on the leader only: servers in the catalog, catalog checks
+and reaping services whose check stayed critical too long.
 
 Every server of the datacenter appears in the catalog as a node with service
 ``consul`` (ID ``consul``, port = its RPC port, ``lan``/``wan`` tagged
@@ -39,6 +40,7 @@ from wanfed_proto import parse_address
 from ._checks import CheckRunner
 from ._cluster import ServerDirectory
 from ._messages import ServerInfo
+from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 
 __all__ = ["SERF_CHECK_ID", "SERVER_SERVICE", "LeaderRoutines", "server_registration"]
 
@@ -121,9 +123,13 @@ class LeaderRoutines:
         interval: float = 1.0,
         failure_timeout: float = 3.0,
         raft_members: Callable[[], Collection[str]] | None = None,
+        deregister_minimum: float = DEREGISTER_CRITICAL_MINIMUM,
     ) -> None:
         """``raft_members()`` lists the Raft addresses of the cluster's voters; a
-        server outside it is not a live member, however well it answers."""
+        server outside it is not a live member, however well it answers.
+        ``deregister_minimum`` is the shortest critical time before a service is
+        reaped (see :mod:`._reaper`)."""
+        self._deregister_minimum = deregister_minimum
         self._raft_members = raft_members
         self._consensus = consensus
         self._directory = directory
@@ -140,13 +146,19 @@ class LeaderRoutines:
         if leader and not self._tasks:
             loop = asyncio.get_running_loop()
             runner = CheckRunner(
-                self._consensus, self._consensus.store, has_agent=self._directory.is_server
+                self._consensus,
+                self._consensus.store,
+                has_agent=self._directory.is_server,
+                deregister_minimum=self._deregister_minimum,
             )
             self._tasks = [
                 loop.create_task(self._reconcile_loop(), name="leader-reconcile"),
                 loop.create_task(runner.run(), name="leader-checks"),
             ]
-            logger.info("leader routines started: server catalog reconcile, catalog checks")
+            logger.info(
+                "leader routines started: server catalog reconcile, catalog checks, "
+                "critical service reaping"
+            )
         elif not leader and self._tasks:
             self._cancel()
             logger.info("leadership lost; leader routines stopped")

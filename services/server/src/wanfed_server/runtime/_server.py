@@ -92,6 +92,7 @@ from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
+from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
 from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
 from ._wanfed import FederationOptions, WanFederation
@@ -120,6 +121,16 @@ class ServerOptions(msgspec.Struct, frozen=True, kw_only=True):
     wan_join_interval: float = 0.0
     """Flood and placeholder join retry; 0 means ``retry_interval_wan``."""
     federation: FederationOptions = msgspec.field(default_factory=FederationOptions)
+    deregister_critical_minimum: float = DEREGISTER_CRITICAL_MINIMUM
+    """The shortest ``DeregisterCriticalServiceAfter`` the leader honours (Consul's
+    agent: 1 minute); shorter limits are raised to it. Only tests lower it."""
+
+    def __post_init__(self) -> None:
+        if not self.deregister_critical_minimum > 0:
+            raise ValueError(
+                "deregister_critical_minimum must be greater than zero seconds, got "
+                f"{self.deregister_critical_minimum!r}"
+            )
 
 
 def _advertise_host(config: AgentConfig) -> str:
@@ -582,6 +593,7 @@ class Server:
             interval=self._options.reconcile_interval,
             failure_timeout=self._options.failure_timeout,
             raft_members=lambda: self._raft_members,
+            deregister_minimum=self._options.deregister_critical_minimum,
         )
         self._leader_routines = routines
         unsubscribe = consensus.on_leadership_change(routines.on_leadership)
