@@ -1,12 +1,151 @@
-"""Fixtures for topologies in network namespaces (root only; `nox -s integration`)."""
+"""Fixtures for topologies in network namespaces (root only; `nox -s integration`).
+
+Two guarantees hold for the whole session:
+
+* it starts clean: leftovers of earlier runs that died (killed, crashed) are
+  removed first, never those of a run that is still alive;
+* it ends clean: when it finishes, none of its namespaces and none of its
+  processes remain, or the session fails loudly saying which.
+
+Scenario tests record each scenario's result and measured recovery time with
+the ``scenarios`` fixture; the session ends with one table of them, printed
+also when a scenario fails.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from wanfed_topology import DatacenterSpec, Supervisor, Topology, build, teardown
+from wanfed_topology import (
+    DatacenterSpec,
+    Supervisor,
+    Topology,
+    build,
+    default_prefix,
+    leftovers,
+    reap_stale,
+    teardown,
+)
+
+SCENARIO_PROPERTY = "wanfed-scenario"
+
+
+class Scenario:
+    """One scenario of a test: its result and the recovery time it measured."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.result = "not reached"
+        self.recovery: float | None = None
+        self.started = time.monotonic()
+
+    def recovered(self, seconds: float) -> float:
+        """Record the recovery time (the first one counts: it is what the issue asks)."""
+        if self.recovery is None:
+            self.recovery = seconds
+        print(f"[{self.name}] recovered in {seconds:.1f} s")
+        return seconds
+
+    def as_row(self) -> tuple[str, str, str]:
+        recovery = "-" if self.recovery is None else f"{self.recovery:.1f} s"
+        return self.name, self.result, recovery
+
+
+class Scenarios:
+    """The scenarios of one test, in order; rows reach the summary even if one fails."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+        self._all: list[Scenario] = []
+
+    def plan(self, *names: str) -> None:
+        """Name them all up front, so one that is never reached still shows in the table."""
+        self._all = [Scenario(name) for name in names]
+
+    def run(self, name: str) -> _Running:
+        scenario = next((s for s in self._all if s.name == name), None)
+        if scenario is None:
+            scenario = Scenario(name)
+            self._all.append(scenario)
+        return _Running(scenario)
+
+    def publish(self) -> None:
+        for scenario in self._all:
+            self._item.user_properties.append((SCENARIO_PROPERTY, scenario.as_row()))
+
+
+class _Running:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    def __enter__(self) -> Scenario:
+        self.scenario.started = time.monotonic()
+        self.scenario.result = "running"
+        return self.scenario
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        took = time.monotonic() - self.scenario.started
+        if kind is None:
+            self.scenario.result = f"passed ({took:.0f} s)"
+        else:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            self.scenario.result = f"FAILED: {kind.__name__} {first_line}"[:100]
+
+
+@pytest.fixture
+def scenarios(request: pytest.FixtureRequest) -> Iterator[Scenarios]:
+    recorder = Scenarios(request.node)
+    try:
+        yield recorder
+    finally:
+        recorder.publish()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    rows: list[tuple[str, str, str]] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "teardown":
+                continue
+            for key, value in getattr(report, "user_properties", ()):
+                if key == SCENARIO_PROPERTY:
+                    rows.append(tuple(value))
+    if not rows:
+        return
+    widths = [
+        max(len(row[i]) for row in [("scenario", "result", "recovery"), *rows]) for i in range(3)
+    ]
+    terminalreporter.section("federation scenarios")
+    for row in [("scenario", "result", "recovery"), *rows]:
+        terminalreporter.write_line(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_session() -> Iterator[None]:
+    """Start after removing dead runs' leftovers; end with none of this run's."""
+    removed = reap_stale()
+    if removed:
+        print(f"removed {len(removed)} namespaces left by dead runs: {' '.join(removed)}")
+    yield
+    prefix = default_prefix()
+    deadline = time.monotonic() + 10
+    left = leftovers(prefix)
+    while left and time.monotonic() < deadline:  # a killed process takes a moment to go
+        time.sleep(0.2)
+        left = leftovers(prefix)
+    if left:
+        raise AssertionError(
+            f"this run left namespaces {left.namespaces} and processes {left.pids} behind"
+        )
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ._plan import Topology
-from ._processes import Supervisor
+from ._plan import Host, Topology
+from ._processes import Process, Supervisor
 
 __all__ = [
     "GATEWAY_PORT",
@@ -23,8 +23,10 @@ __all__ = [
     "make_certificates",
     "server_config",
     "start_federation",
+    "start_gateway",
     "wanfed_executable",
     "write_config",
+    "write_primary_gateways",
 ]
 
 HTTP_PORT = 8500
@@ -118,15 +120,64 @@ def gateway_argv(
     return argv
 
 
-def start_federation(topology: Topology, supervisor: Supervisor, workdir: Path) -> None:
-    """Certificates, configs, then every server and gateway of ``topology`` in its namespace."""
+def write_primary_gateways(path: Path, topology: Topology) -> Path:
+    """The primary's gateway WAN addresses, one a line: what ``provider=file`` reads.
+
+    Written to a temporary name and renamed, so a reader never sees half a list.
+    """
+    lines = [f"{g.wan_ip}:{GATEWAY_PORT}" for g in topology.gateways(topology.primary_datacenter)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".new")
+    partial.write_text("# primary datacenter's mesh gateways (WAN)\n" + "\n".join(lines) + "\n")
+    partial.replace(path)
+    return path
+
+
+def start_gateway(topology: Topology, supervisor: Supervisor, host: Host) -> Process:
+    """One ``wanfed gateway`` in ``host``'s namespace, pointed at its datacenter's servers."""
+    if host.wan_ip is None:
+        raise ValueError(f"{host.datacenter}/{host.name} is not a gateway")
+    servers = topology.servers(host.datacenter)
+    return supervisor.start(
+        f"{host.datacenter}-{host.name}",
+        host,
+        gateway_argv(
+            node=f"{host.datacenter}-{host.name}",
+            lan=f"{host.lan_ip}:{GATEWAY_PORT}",
+            wan=f"{host.wan_ip}:{GATEWAY_PORT}",
+            http_addrs=[f"{s.lan_ip}:{HTTP_PORT}" for s in servers],
+            bind=f"0.0.0.0:{GATEWAY_PORT}",
+        ),
+    )
+
+
+def start_federation(
+    topology: Topology,
+    supervisor: Supervisor,
+    workdir: Path,
+    *,
+    primary_gateways_file: Path | None = None,
+    extra_config: Mapping[str, object] | None = None,
+) -> None:
+    """Certificates, configs, then every server and gateway of ``topology`` in its namespace.
+
+    Secondaries find the primary through ``primary_gateways``: literal
+    addresses, or with ``primary_gateways_file`` a ``provider=file`` entry
+    naming that file (written here; rewrite it with
+    :func:`write_primary_gateways` when the primary's gateways change).
+    ``extra_config`` is merged into every server's config.
+    """
     primary = topology.primary_datacenter
     tls_dir = workdir / "tls"
     make_certificates(
         tls_dir,
         {dc.name: [h.name for h in topology.servers(dc.name)] for dc in topology.datacenters},
     )
-    primary_gateways = [f"{g.wan_ip}:{GATEWAY_PORT}" for g in topology.gateways(primary)]
+    if primary_gateways_file is not None:
+        write_primary_gateways(primary_gateways_file, topology)
+        primary_gateways = [f"provider=file path={primary_gateways_file}"]
+    else:
+        primary_gateways = [f"{g.wan_ip}:{GATEWAY_PORT}" for g in topology.gateways(primary)]
     for dc in topology.datacenters:
         servers = topology.servers(dc.name)
         for index, host in enumerate(servers):
@@ -142,6 +193,7 @@ def start_federation(topology: Topology, supervisor: Supervisor, workdir: Path) 
                 bootstrap_expect=len(servers),
                 primary_gateways=primary_gateways if dc.name != primary else (),
             )
+            config.update(extra_config or {})
             path = write_config(workdir / "config" / f"{dc.name}-{host.name}.json", config)
             supervisor.start(
                 f"{dc.name}-{host.name}",
@@ -149,15 +201,4 @@ def start_federation(topology: Topology, supervisor: Supervisor, workdir: Path) 
                 [wanfed_executable(), "agent", "-config-file", str(path)],
             )
         for host in topology.gateways(dc.name):
-            assert host.wan_ip is not None
-            supervisor.start(
-                f"{dc.name}-{host.name}",
-                host,
-                gateway_argv(
-                    node=f"{dc.name}-{host.name}",
-                    lan=f"{host.lan_ip}:{GATEWAY_PORT}",
-                    wan=f"{host.wan_ip}:{GATEWAY_PORT}",
-                    http_addrs=[f"{s.lan_ip}:{HTTP_PORT}" for s in servers],
-                    bind=f"0.0.0.0:{GATEWAY_PORT}",
-                ),
-            )
+            start_gateway(topology, supervisor, host)

@@ -13,6 +13,17 @@ hosts of one datacenter meet on their LAN bridge. Everything else — a server
 reaching another datacenter's server or gateway LAN, a gateway reaching a
 remote LAN — is rejected (TCP reset, ICMP admin-prohibited), so a violation
 fails fast instead of hanging on a timeout.
+
+A test may change a built topology: replace a datacenter's gateways by new
+hosts, remove a datacenter, or cut a datacenter's gateways off the WAN (an
+nftables table in each of those gateways: frames between gateways are bridged,
+never routed, so the router's ``inet`` forward chain does not see them, and
+this kernel has no ``reject`` for the ``bridge`` family).
+
+Ownership: a topology whose prefix came from :func:`default_prefix` carries
+the id of the process that built it. A run killed before its teardown leaves
+namespaces and processes behind; :func:`reap_stale` (called by :func:`build`)
+removes those of dead owners only, never those of a live run.
 """
 
 from __future__ import annotations
@@ -24,11 +35,35 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
 
-from ._plan import WAN_GATEWAY, Host, Topology
+import msgspec
 
-__all__ = ["NetnsError", "build", "check_prerequisites", "nft_ruleset", "teardown"]
+from ._plan import OWNED_PREFIX, WAN_GATEWAY, Host, Topology, owner_pid
+
+__all__ = [
+    "PREFIX_ENV",
+    "Leftovers",
+    "NetnsError",
+    "add_hosts",
+    "build",
+    "check_prerequisites",
+    "cut_wan",
+    "heal_wan",
+    "leftovers",
+    "nft_ruleset",
+    "reap_stale",
+    "remove_datacenter",
+    "remove_hosts",
+    "replace_gateways",
+    "teardown",
+]
+
+PREFIX_ENV: Final = "WANFED_TOPOLOGY_PREFIX"
+"""Set in the environment of every process started in a topology's namespaces,
+so its processes can be found even if one left its namespace or was re-parented."""
 
 log = logging.getLogger("wanfed.topology")
 
@@ -73,7 +108,7 @@ def nft_ruleset(topology: Topology) -> str:
     if primary_wan:
         targets = ", ".join(primary_wan)
         for dc in topology.datacenters:
-            if dc.name != primary:
+            if dc.name != primary and dc.name not in topology.removed:
                 lan = topology.lan_network(dc.name)
                 lines.append(f"    ip saddr {lan} ip daddr {{ {targets} }} accept")
     lines += [
@@ -100,9 +135,40 @@ def _veth(router: str, router_end: str, host: Host, host_end: str, bridge: str) 
     _run(["ip", "-n", router, "link", "set", router_end, "master", bridge, "up"])
 
 
+def _bridge(router: str, name: str, address: str) -> None:
+    _run(["ip", "-n", router, "link", "add", name, "type", "bridge"])
+    _run(["ip", "-n", router, "addr", "add", address, "dev", name])
+    _run(["ip", "-n", router, "link", "set", name, "up"])
+
+
+def _add_host(router: str, host: Host) -> None:
+    _add_netns(host.netns)
+    tag = f"{host.dc_index}{host.name}"
+    _veth(router, f"v{tag}", host, "eth0", f"br{host.dc_index}")
+    _run(["ip", "-n", host.netns, "addr", "add", f"{host.lan_ip}/24", "dev", "eth0"])
+    _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
+    if host.wan_ip is not None:
+        _veth(router, _wan_port(host), host, "eth1", "brw")
+        _run(["ip", "-n", host.netns, "addr", "add", f"{host.wan_ip}/24", "dev", "eth1"])
+        _run(["ip", "-n", host.netns, "link", "set", "eth1", "up"])
+        _run(["ip", "-n", host.netns, "route", "add", "default", "via", WAN_GATEWAY])
+    else:
+        _run(["ip", "-n", host.netns, "route", "add", "default", "via", host.router_lan_ip])
+
+
+def _wan_port(host: Host) -> str:
+    """The router-side end of a gateway's WAN veth: its port on the WAN bridge."""
+    return f"w{host.dc_index}{host.name}"
+
+
 def build(topology: Topology) -> None:
-    """Create everything; on any failure, remove what was created and re-raise."""
+    """Create everything; on any failure, remove what was created and re-raise.
+
+    First removes the leftovers of dead runs (:func:`reap_stale`), so a run
+    that follows a killed one starts clean.
+    """
     check_prerequisites()
+    reap_stale()
     router = topology.router_netns
     started = time.monotonic()
     try:
@@ -116,34 +182,111 @@ def build(topology: Topology) -> None:
             check=False,
         )  # fmt: skip
         for d, _dc in enumerate(topology.datacenters, start=1):
-            _run(["ip", "-n", router, "link", "add", f"br{d}", "type", "bridge"])
-            _run(["ip", "-n", router, "addr", "add", f"198.18.{d}.1/24", "dev", f"br{d}"])
-            _run(["ip", "-n", router, "link", "set", f"br{d}", "up"])
-        _run(["ip", "-n", router, "link", "add", "brw", "type", "bridge"])
-        _run(["ip", "-n", router, "addr", "add", f"{WAN_GATEWAY}/24", "dev", "brw"])
-        _run(["ip", "-n", router, "link", "set", "brw", "up"])
+            _bridge(router, f"br{d}", f"198.18.{d}.1/24")
+        _bridge(router, "brw", f"{WAN_GATEWAY}/24")
         for host in topology.hosts():
-            _add_netns(host.netns)
-            tag = f"{host.dc_index}{host.name}"
-            _veth(router, f"v{tag}", host, "eth0", f"br{host.dc_index}")
-            _run(["ip", "-n", host.netns, "addr", "add", f"{host.lan_ip}/24", "dev", "eth0"])
-            _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
-            if host.wan_ip is not None:
-                _veth(router, f"w{tag}", host, "eth1", "brw")
-                _run(["ip", "-n", host.netns, "addr", "add", f"{host.wan_ip}/24", "dev", "eth1"])
-                _run(["ip", "-n", host.netns, "link", "set", "eth1", "up"])
-                _run(["ip", "-n", host.netns, "route", "add", "default", "via", WAN_GATEWAY])
-            else:
-                _run(["ip", "-n", host.netns, "route", "add", "default", "via", host.router_lan_ip])
+            _add_host(router, host)
         _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin=nft_ruleset(topology))
     except BaseException:
         teardown(topology)
         raise
     log.info(
-        "topology up: %d namespaces in %.2f s",
+        "topology up: prefix=%s namespaces=%d seconds=%.2f",
+        topology.prefix,
         len(topology.hosts()) + 1,
         time.monotonic() - started,
     )
+
+
+def apply_firewall(topology: Topology) -> None:
+    """Replace the router's forward rules with ``topology``'s, in one transaction."""
+    ruleset = "table inet wanfed\ndelete table inet wanfed\n" + nft_ruleset(topology)
+    _run(["ip", "netns", "exec", topology.router_netns, "nft", "-f", "-"], stdin=ruleset)
+
+
+def add_hosts(topology: Topology, hosts: Iterable[Host]) -> None:
+    """Create ``hosts`` (of ``topology``, which is already built) and wire them in."""
+    for host in hosts:
+        _add_host(topology.router_netns, host)
+
+
+def remove_hosts(hosts: Iterable[Host]) -> None:
+    """Kill whatever runs in ``hosts`` and delete their namespaces (and so their links)."""
+    existing = _netns_names()
+    for host in hosts:
+        if host.netns in existing:
+            _delete_netns(host.netns)
+
+
+def replace_gateways(topology: Topology, datacenter: str) -> Topology:
+    """Remove ``datacenter``'s gateways and create as many new ones (new names and
+    addresses, see :meth:`Topology.replace_gateways`); returns the new topology.
+
+    The firewall follows: a secondary's servers may reach the new primary
+    gateways, and no longer the old addresses.
+    """
+    replaced = topology.replace_gateways(datacenter)
+    remove_hosts(topology.gateways(datacenter))
+    add_hosts(replaced, replaced.gateways(datacenter))
+    apply_firewall(replaced)
+    log.info(
+        "gateways replaced: datacenter=%s old=%s new=%s",
+        datacenter,
+        ",".join(h.name for h in topology.gateways(datacenter)),
+        ",".join(h.name for h in replaced.gateways(datacenter)),
+    )
+    return replaced
+
+
+def remove_datacenter(topology: Topology, datacenter: str) -> Topology:
+    """Kill and delete every host of ``datacenter``; returns the topology without it."""
+    smaller = topology.without(datacenter)
+    remove_hosts(h for h in topology.hosts() if h.datacenter == datacenter)
+    apply_firewall(smaller)
+    log.info("datacenter removed: datacenter=%s", datacenter)
+    return smaller
+
+
+_CUT_TABLE: Final = "wanfed-wan-cut"
+_CUT_RULESET: Final = f"""table inet {_CUT_TABLE} {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "eth1" meta l4proto tcp reject with tcp reset
+    iifname "eth1" reject with icmpx type admin-prohibited
+  }}
+  chain output {{
+    type filter hook output priority filter; policy accept;
+    oifname "eth1" tcp flags & rst == rst accept comment "the input chain's refusals"
+    oifname "eth1" icmp type destination-unreachable accept
+    oifname "eth1" meta l4proto tcp reject with tcp reset
+    oifname "eth1" reject with icmpx type admin-prohibited
+  }}
+}}
+"""
+
+
+def cut_wan(topology: Topology, datacenter: str) -> None:
+    """Cut ``datacenter``'s gateways off the WAN: a rule in each gateway refuses every
+    packet in or out of its WAN link (TCP with a reset, so open connections fail at once).
+
+    The rule sits in the gateways themselves because gateway-to-gateway frames
+    are bridged in the router, where this kernel cannot reject them. A
+    secondary's servers still reach the primary's gateways through the router:
+    that is the fallback path.
+    """
+    gateways = topology.gateways(datacenter)
+    if not gateways:
+        raise NetnsError(f"{datacenter} has no gateways to cut off the WAN")
+    for host in gateways:
+        _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=_CUT_RULESET)
+    log.info("wan cut: datacenter=%s gateways=%d", datacenter, len(gateways))
+
+
+def heal_wan(topology: Topology, datacenter: str) -> None:
+    """Undo :func:`cut_wan`."""
+    for host in topology.gateways(datacenter):
+        _run(["ip", "netns", "exec", host.netns, "nft", "delete", "table", "inet", _CUT_TABLE])
+    log.info("wan healed: datacenter=%s", datacenter)
 
 
 def _netns_pids(name: str) -> list[int]:
@@ -151,14 +294,111 @@ def _netns_pids(name: str) -> list[int]:
     return [int(pid) for pid in out.split() if pid.isdigit()]
 
 
-def teardown(topology: Topology) -> None:
-    """Kill whatever still runs inside, then delete every namespace of the topology."""
-    existing = set(_run(["ip", "netns", "list"], check=False).split())
-    names = [h.netns for h in topology.hosts()] + [topology.router_netns]
-    for name in names:
-        if name not in existing:
+def _netns_names() -> set[str]:
+    # ``ip netns list`` prints "name (id: N)" for namespaces with an id.
+    if shutil.which("ip") is None:  # no iproute2: nothing can have been built here
+        return set()
+    out = _run(["ip", "netns", "list"], check=False)
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _kill(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _delete_netns(name: str) -> None:
+    # A namespace that still holds processes only loses its name: kill them first.
+    _kill(_netns_pids(name))
+    _run(["ip", "netns", "del", name], check=False)
+
+
+def _tagged_processes(prefix: str) -> list[int]:
+    """Live processes started by a Supervisor for the topology ``prefix``."""
+    wanted = f"{PREFIX_ENV}={prefix}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-        for pid in _netns_pids(name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _run(["ip", "netns", "del", name], check=False)
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _prefix_of(netns: str) -> str:
+    return netns.split("-", 1)[0]
+
+
+def teardown(topology: Topology) -> None:
+    """Kill whatever still runs inside, then delete every namespace of the topology.
+
+    Every namespace named with the topology's prefix goes, including hosts a
+    test replaced or removed on the way; so do processes tagged with it.
+    """
+    for name in _netns_names():
+        if _prefix_of(name) == topology.prefix and name != topology.router_netns:
+            _delete_netns(name)
+    if topology.router_netns in _netns_names():
+        _delete_netns(topology.router_netns)
+    _kill(_tagged_processes(topology.prefix))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale() -> list[str]:
+    """Remove namespaces and processes of topologies whose owner process is dead.
+
+    Only prefixes made by :func:`default_prefix` (``wf<pid>``) are considered;
+    a live owner's topology is never touched. Returns the namespaces removed.
+    """
+    names = _netns_names()
+    prefixes = {_prefix_of(name) for name in names if OWNED_PREFIX.match(_prefix_of(name))}
+    dead = {p for p in prefixes if (pid := owner_pid(p)) is not None and not _alive(pid)}
+    removed = sorted(name for name in names if _prefix_of(name) in dead)
+    for name in removed:
+        if not name.endswith("-rt"):
+            _delete_netns(name)
+    for name in removed:
+        if name.endswith("-rt"):
+            _delete_netns(name)
+    for prefix in dead:
+        _kill(_tagged_processes(prefix))
+    if removed:
+        log.warning(
+            "removed leftovers of dead runs: prefixes=%s namespaces=%d; building goes on",
+            ",".join(sorted(dead)),
+            len(removed),
+        )
+    return removed
+
+
+class Leftovers(msgspec.Struct, frozen=True, kw_only=True):
+    """What a topology prefix still holds after it should have been torn down."""
+
+    namespaces: list[str]
+    pids: list[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.namespaces or self.pids)
+
+
+def leftovers(prefix: str) -> Leftovers:
+    """Namespaces named with ``prefix`` and live processes tagged with it."""
+    namespaces = sorted(name for name in _netns_names() if _prefix_of(name) == prefix)
+    pids = set(_tagged_processes(prefix))
+    for name in namespaces:
+        pids.update(_netns_pids(name))
+    return Leftovers(namespaces=namespaces, pids=sorted(pids))

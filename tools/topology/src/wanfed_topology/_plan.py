@@ -27,26 +27,43 @@ __all__ = [
 
 WAN_NETWORK: Final = "198.19.0.0/24"
 WAN_GATEWAY: Final = "198.19.0.1"
-_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+OWNED_PREFIX: Final = re.compile(r"^wf(?P<pid>[0-9]+)$")
+"""Prefixes made by :func:`default_prefix`: ``wf`` and the id of the owning process."""
 
 
 def default_prefix() -> str:
-    """Unique per pytest-xdist worker, so parallel runs never share a namespace name."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    digits = "".join(ch for ch in worker if ch.isdigit())
-    return f"wf{digits or os.getpid() % 1000}"
+    """``wf<pid>``: unique among live processes (so parallel runs and xdist workers never
+    share a namespace name), and it names its owner, so a later run can tell the
+    leftovers of a dead run from the namespaces of a live one."""
+    return f"wf{os.getpid()}"
+
+
+def owner_pid(prefix: str) -> int | None:
+    """The process that owns ``prefix`` (made by :func:`default_prefix`), else ``None``."""
+    match = OWNED_PREFIX.match(prefix)
+    return int(match["pid"]) if match else None
 
 
 class DatacenterSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     servers: int = 1
     gateways: int = 1
+    first_gateway: int = 1
+    """Gateways are ``gw<first_gateway>``, ``gw<first_gateway + 1>``...; a replacement
+    set starts after the old one, so it gets new names and new addresses."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9_-]+", self.name):
             raise ValueError(f"datacenter name {self.name!r} must match [a-z0-9_-]+")
         if not 1 <= self.servers <= 9 or not 0 <= self.gateways <= 9:
             raise ValueError("a datacenter has 1-9 servers and 0-9 gateways")
+        if self.first_gateway < 1 or self.first_gateway + self.gateways - 1 > 9:
+            raise ValueError(
+                f"gateway numbers of {self.name} run from 1 to 9 (the address plan has "
+                f"room for nine), got gw{self.first_gateway}..."
+                f"gw{self.first_gateway + self.gateways - 1}"
+            )
 
 
 class Host(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +89,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     datacenters: list[DatacenterSpec]
     primary: str = ""
     prefix: str = msgspec.field(default_factory=default_prefix)
+    removed: list[str] = msgspec.field(default_factory=list)
+    """Datacenters taken away after the build: no hosts, no firewall rule; the
+    others keep their numbers (and so their addresses)."""
 
     def __post_init__(self) -> None:
         if not self.datacenters or len(self.datacenters) > 9:
@@ -82,7 +102,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         if self.primary and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not one of {names}")
         if not _PREFIX.match(self.prefix):
-            raise ValueError(f"prefix {self.prefix!r} must be 1-6 lowercase letters/digits")
+            raise ValueError(f"prefix {self.prefix!r} must be 1-12 lowercase letters/digits")
+        if unknown := set(self.removed) - set(names):
+            raise ValueError(f"removed datacenters {sorted(unknown)} are not among {names}")
 
     @property
     def primary_datacenter(self) -> str:
@@ -95,6 +117,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     def hosts(self) -> list[Host]:
         hosts: list[Host] = []
         for d, dc in enumerate(self.datacenters, start=1):
+            if dc.name in self.removed:
+                continue
             for i in range(1, dc.servers + 1):
                 hosts.append(
                     Host(
@@ -106,7 +130,7 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
                         lan_ip=f"198.18.{d}.{10 + i}",
                     )
                 )
-            for j in range(1, dc.gateways + 1):
+            for j in range(dc.first_gateway, dc.first_gateway + dc.gateways):
                 hosts.append(
                     Host(
                         role="gateway",
@@ -119,6 +143,31 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
                     )
                 )
         return hosts
+
+    def replace_gateways(self, datacenter: str) -> Topology:
+        """The same topology with ``datacenter``'s gateways replaced by as many new ones.
+
+        The new gateways are numbered after the old ones, so every name,
+        namespace and address (LAN and WAN) is new: what an operator sees when
+        the old gateway machines are gone for good.
+        """
+        if datacenter not in [dc.name for dc in self.datacenters]:
+            raise KeyError(f"no datacenter {datacenter}")
+        specs = [
+            msgspec.structs.replace(dc, first_gateway=dc.first_gateway + dc.gateways)
+            if dc.name == datacenter
+            else dc
+            for dc in self.datacenters
+        ]
+        return msgspec.structs.replace(self, datacenters=specs)
+
+    def without(self, datacenter: str) -> Topology:
+        """The same topology after ``datacenter`` is removed entirely (not the primary)."""
+        if datacenter == self.primary_datacenter:
+            raise ValueError(f"{datacenter} is the primary datacenter; it cannot be removed")
+        if datacenter not in [dc.name for dc in self.datacenters]:
+            raise KeyError(f"no datacenter {datacenter}")
+        return msgspec.structs.replace(self, removed=[*self.removed, datacenter])
 
     def servers(self, datacenter: str | None = None) -> list[Host]:
         return [

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ._netns import PREFIX_ENV
 from ._plan import Host
 
 __all__ = ["Process", "Supervisor"]
@@ -107,7 +108,8 @@ class Supervisor:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                # The tag lets a later run find this process if ours dies first.
+                env={**os.environ, **(env or {}), PREFIX_ENV: host.netns.split("-", 1)[0]},
                 cwd=cwd,
                 start_new_session=True,
             )

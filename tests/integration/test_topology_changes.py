@@ -1,0 +1,194 @@
+"""Changing a built topology: cut a datacenter's gateways off the WAN, replace the
+primary's gateways, remove a datacenter; and cleaning up after a dead run.
+
+The federation scenarios build on these, so each is checked here on its own
+with plain TCP listeners: the firewall must say exactly what the scenario
+needs, and fail fast (reset) where it refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from wanfed_topology import (
+    PREFIX_ENV,
+    DatacenterSpec,
+    Host,
+    Supervisor,
+    Topology,
+    build,
+    cut_wan,
+    heal_wan,
+    leftovers,
+    reap_stale,
+    remove_datacenter,
+    replace_gateways,
+    teardown,
+)
+
+pytestmark = pytest.mark.integration
+
+PORT = 7000
+LISTENER = f"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {PORT})); s.listen()
+print("listening", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"ok"); c.close()
+"""
+DIAL = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print(c.recv(2).decode())
+except OSError as exc:
+    print(type(exc).__name__, exc.errno)
+"""
+REFUSED = "ConnectionRefusedError 111"
+
+
+def dial(source: Host, address: str | None) -> str:
+    assert address is not None
+    result = subprocess.run(
+        ["ip", "netns", "exec", source.netns, sys.executable, "-c", DIAL, address, str(PORT)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def listen(supervisor: Supervisor, hosts: list[Host]) -> None:
+    started = [
+        supervisor.start(f"listen-{h.netns}", h, [sys.executable, "-c", LISTENER]) for h in hosts
+    ]
+    for process in started:
+        process.wait_for_output("listening")
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def test_cut_wan_isolates_gateways_but_keeps_the_fallback_path(tmp_path: Path) -> None:
+    topology = Topology(
+        datacenters=[
+            DatacenterSpec(name="dc1"),
+            DatacenterSpec(name="dc2", gateways=2),
+            DatacenterSpec(name="dc3"),
+        ]
+    )
+    build(topology)
+    supervisor = Supervisor(tmp_path / "logs")
+    try:
+        listen(supervisor, topology.hosts())
+        gw1, gw3 = topology.host("dc1", "gw1"), topology.host("dc3", "gw1")
+        s2 = topology.host("dc2", "s1")
+        dc2_gateways = topology.gateways("dc2")
+        assert all(dial(g, gw1.wan_ip) == "ok" for g in dc2_gateways)
+        cut_wan(topology, "dc2")
+        started = time.monotonic()
+        cut = {
+            "dc2 gateways -> dc1 gateway WAN": {dial(g, gw1.wan_ip) for g in dc2_gateways},
+            "dc2 gateways -> dc3 gateway WAN": {dial(g, gw3.wan_ip) for g in dc2_gateways},
+            "dc1 gateway -> dc2 gateways WAN": {dial(gw1, g.wan_ip) for g in dc2_gateways},
+        }
+        assert all(answers == {REFUSED} for answers in cut.values()), cut
+        assert time.monotonic() - started < 5, "a cut gateway must be refused at once"
+        # Untouched: the fallback path, gateway to gateway elsewhere, the LAN.
+        assert dial(s2, gw1.wan_ip) == "ok"
+        assert dial(gw3, gw1.wan_ip) == "ok"
+        assert dial(dc2_gateways[0], s2.lan_ip) == "ok"
+        heal_wan(topology, "dc2")
+        assert all(dial(g, gw1.wan_ip) == "ok" for g in dc2_gateways)
+        assert dial(gw1, dc2_gateways[1].wan_ip) == "ok"
+    finally:
+        supervisor.stop_all()
+        teardown(topology)
+
+
+def test_replace_primary_gateways_and_remove_a_datacenter(tmp_path: Path) -> None:
+    topology = Topology(
+        datacenters=[
+            DatacenterSpec(name="dc1", gateways=2),
+            DatacenterSpec(name="dc2"),
+            DatacenterSpec(name="dc3"),
+        ]
+    )
+    build(topology)
+    supervisor = Supervisor(tmp_path / "logs")
+    try:
+        old = topology.gateways("dc1")
+        topology = replace_gateways(topology, "dc1")
+        new = topology.gateways("dc1")
+        assert [h.name for h in new] == ["gw3", "gw4"]
+        assert [h.wan_ip for h in new] == ["198.19.0.13", "198.19.0.14"]
+        assert [h.lan_ip for h in new] == ["198.18.1.23", "198.18.1.24"]
+        names = netns_names()
+        assert not {h.netns for h in old} & names
+        assert {h.netns for h in new} <= names
+        listen(supervisor, [*new, topology.host("dc1", "s1"), topology.host("dc2", "gw1")])
+        s2 = topology.host("dc2", "s1")
+        # The bootstrap path follows the new addresses; the old ones are refused.
+        assert [dial(s2, h.wan_ip) for h in new] == ["ok", "ok"]
+        assert dial(s2, old[0].wan_ip) == REFUSED
+        assert dial(topology.host("dc2", "gw1"), new[0].wan_ip) == "ok"
+        assert dial(new[1], topology.host("dc1", "s1").lan_ip) == "ok"
+
+        dc3 = [h.netns for h in topology.hosts() if h.datacenter == "dc3"]
+        topology = remove_datacenter(topology, "dc3")
+        assert not set(dc3) & netns_names()
+        assert [h.datacenter for h in topology.hosts()].count("dc3") == 0
+        assert (
+            "198.18.3.0/24"
+            not in subprocess.run(
+                ["ip", "netns", "exec", topology.router_netns, "nft", "list", "ruleset"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    finally:
+        supervisor.stop_all()
+        teardown(topology)
+    assert not leftovers(topology.prefix)
+
+
+def test_leftovers_of_a_dead_run_are_reaped_and_a_live_run_is_not(tmp_path: Path) -> None:
+    # A prefix whose owner has exited: what a run killed with SIGKILL leaves.
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead_owner = int(finished.stdout)
+    stale = Topology(datacenters=[DatacenterSpec(name="dc1")], prefix=f"wf{dead_owner}")
+    live = Topology(datacenters=[DatacenterSpec(name="dc1")])  # owned by this process
+    build(stale)
+    supervisor = Supervisor(tmp_path / "logs")
+    try:
+        host = stale.host("dc1", "s1")
+        orphan = supervisor.start("orphan", host, ["sleep", "300"])
+        build(live)  # build reaps first: the stale topology goes, with its process
+        assert not {h.netns for h in stale.hosts()} & netns_names()
+        orphan.popen.wait(10)
+        assert not leftovers(stale.prefix)
+        # A live owner's namespaces survive a reap, and so do its tagged processes.
+        survivor = supervisor.start("survivor", live.host("dc1", "s1"), ["sleep", "300"])
+        assert reap_stale() == []
+        assert {h.netns for h in live.hosts()} <= netns_names()
+        assert survivor.alive()
+        assert survivor.pid in leftovers(live.prefix).pids
+        environ = Path(f"/proc/{survivor.pid}/environ").read_bytes().split(b"\0")
+        assert f"{PREFIX_ENV}={live.prefix}".encode() in environ
+    finally:
+        supervisor.stop_all()
+        teardown(stale)
+        teardown(live)
+    assert not leftovers(live.prefix)
+    assert os.getpid() == int(live.prefix.removeprefix("wf"))
