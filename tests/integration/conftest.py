@@ -94,8 +94,8 @@ class _Running:
         if kind is None:
             self.scenario.result = f"passed ({took:.0f} s)"
         else:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            self.scenario.result = f"FAILED: {kind.__name__} {first_line}"[:100]
+            words = " ".join(str(error).split())
+            self.scenario.result = f"FAILED ({took:.0f} s): {kind.__name__} {words}"[:72]
 
 
 @pytest.fixture

@@ -130,8 +130,14 @@ def federation(tmp_path: Path) -> Iterator[tuple[Topology, Supervisor]]:
 
 
 def test_three_datacenters_through_gateways_only(
-    federation: tuple[Topology, Supervisor],
+    federation: tuple[Topology, Supervisor], scenarios: Any
 ) -> None:
+    scenarios.plan(
+        "1 federate from primary_gateways alone",
+        "2 only gateways cross",
+        "3 kill -9 the primary's leader",
+        "6 kill -9 dc2's servers, restart",
+    )
     topology, supervisor = federation
     dc3 = topology.host("dc3", "s1")
     dc2 = topology.host("dc2", "s1")
@@ -146,75 +152,79 @@ def test_three_datacenters_through_gateways_only(
         return alive == everyone or f"{len(alive & everyone)} of 9 alive"
 
     # 1. federation from primary_gateways alone
-    wait_for("all nine servers alive in dc3's view of the WAN pool", 150, nine_alive)
+    with scenarios.run("1 federate from primary_gateways alone") as scenario:
+        formed = wait_for("all nine servers alive in dc3's view of the WAN pool", 150, nine_alive)
 
-    def dc2_answers_dc3() -> object:
-        answer = get(dc3, f"{http3}/v1/catalog/services?dc=dc2")
-        return answer.get("status") == 200 or answer
+        def dc2_answers_dc3() -> object:
+            answer = get(dc3, f"{http3}/v1/catalog/services?dc=dc2")
+            return answer.get("status") == 200 or answer
 
-    wait_for("?dc=dc2 answered in dc3", 60, dc2_answers_dc3)
+        scenario.recovered(formed + wait_for("?dc=dc2 answered in dc3", 60, dc2_answers_dc3))
 
     # 2. enforcement: direct server-to-server paths are rejected, ?dc= works
-    s1_dc1 = topology.host("dc1", "s1")
-    for port in (8300, 8302):
-        outcome = in_netns(dc2, sys.executable, "-c", CONNECT, s1_dc1.lan_ip, str(port))
-        assert outcome == "ConnectionRefusedError", (port, outcome)
-    http2 = f"http://{dc2.lan_ip}:{HTTP_PORT}"
-    assert get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1").get("status") == 200
+    with scenarios.run("2 only gateways cross"):
+        s1_dc1 = topology.host("dc1", "s1")
+        for port in (8300, 8302):
+            outcome = in_netns(dc2, sys.executable, "-c", CONNECT, s1_dc1.lan_ip, str(port))
+            assert outcome == "ConnectionRefusedError", (port, outcome)
+        http2 = f"http://{dc2.lan_ip}:{HTTP_PORT}"
+        assert get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1").get("status") == 200
 
     # 3. kill -9 the primary's leader while writes are acknowledged
-    leader_answer = get(dc3, f"{http3}/v1/status/leader?dc=dc1")
-    leader_rpc = str(leader_answer.get("body", ""))
-    leaders = [h for h in topology.servers("dc1") if leader_rpc.split(":")[0] == h.lan_ip]
-    assert len(leaders) == 1, leader_answer
-    leader = leaders[0]
-    acknowledged = []
-    for n in range(20):
-        registration = {"Node": f"w{n}", "Address": "198.18.9.9", "Datacenter": "dc1"}
-        answer = put(dc2, f"{http2}/v1/catalog/register?dc=dc1", registration)
-        if answer.get("status") == 200:
-            acknowledged.append(f"w{n}")
-    assert len(acknowledged) == 20
-    process = supervisor.processes[f"dc1-{leader.name}"]
-    os.kill(process.pid, signal.SIGKILL)
-    killed_at = time.monotonic()
+    with scenarios.run("3 kill -9 the primary's leader") as scenario:
+        leader_answer = get(dc3, f"{http3}/v1/status/leader?dc=dc1")
+        leader_rpc = str(leader_answer.get("body", ""))
+        leaders = [h for h in topology.servers("dc1") if leader_rpc.split(":")[0] == h.lan_ip]
+        assert len(leaders) == 1, leader_answer
+        leader = leaders[0]
+        acknowledged = []
+        for n in range(20):
+            registration = {"Node": f"w{n}", "Address": "198.18.9.9", "Datacenter": "dc1"}
+            answer = put(dc2, f"{http2}/v1/catalog/register?dc=dc1", registration)
+            if answer.get("status") == 200:
+                acknowledged.append(f"w{n}")
+        assert len(acknowledged) == 20
+        process = supervisor.processes[f"dc1-{leader.name}"]
+        os.kill(process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
 
-    def cross_dc_again() -> object:
-        answer = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1")
-        return answer.get("status") == 200 or answer
+        def cross_dc_again() -> object:
+            answer = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1")
+            return answer.get("status") == 200 or answer
 
-    wait_for("cross-DC reads after kill -9 of the primary's leader", 30, cross_dc_again)
-    recovered = time.monotonic() - killed_at
-    print(f"primary leader killed; cross-DC requests succeed again after {recovered:.1f} s")
-    assert recovered < 5.0
-    nodes = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1&consistent")
-    names = {node["Node"] for node in nodes["body"]}
-    assert set(acknowledged) <= names, sorted(set(acknowledged) - names)
+        wait_for("cross-DC reads after kill -9 of the primary's leader", 30, cross_dc_again)
+        recovered = scenario.recovered(time.monotonic() - killed_at)
+        print(f"primary leader killed; cross-DC requests succeed again after {recovered:.1f} s")
+        assert recovered < 5.0
+        nodes = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1&consistent")
+        names = {node["Node"] for node in nodes["body"]}
+        assert set(acknowledged) <= names, sorted(set(acknowledged) - names)
 
     # 4. kill -9 every dc2 server and restart them from their data directories
-    dc2_servers = [f"dc2-{h.name}" for h in topology.servers("dc2")]
-    for name in dc2_servers:
-        os.kill(supervisor.processes[name].pid, signal.SIGKILL)
-    for name in dc2_servers:
-        supervisor.processes[name].popen.wait(10)
-    marks = {name: len(supervisor.processes[name].log_text()) for name in dc2_servers}
-    restarted_at = time.monotonic()
-    for name in dc2_servers:
-        supervisor.restart(name)
+    with scenarios.run("6 kill -9 dc2's servers, restart") as scenario:
+        dc2_servers = [f"dc2-{h.name}" for h in topology.servers("dc2")]
+        for name in dc2_servers:
+            os.kill(supervisor.processes[name].pid, signal.SIGKILL)
+        for name in dc2_servers:
+            supervisor.processes[name].popen.wait(10)
+        marks = {name: len(supervisor.processes[name].log_text()) for name in dc2_servers}
+        restarted_at = time.monotonic()
+        for name in dc2_servers:
+            supervisor.restart(name)
 
-    def dc2_back() -> object:
-        answer = get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1")
-        return answer.get("status") == 200 or answer
+        def dc2_back() -> object:
+            answer = get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1")
+            return answer.get("status") == 200 or answer
 
-    wait_for("dc2 restarted from kill -9 answers ?dc=dc1", 60, dc2_back)
-    print(f"dc2 servers restarted; cross-DC answers after {time.monotonic() - restarted_at:.1f} s")
-    states = get(dc2, f"{http2}/v1/internal/federation-states?stale")
-    assert {s["Datacenter"] for s in states["body"]} == {"dc1", "dc2", "dc3"}
-    for name in dc2_servers:
-        since_restart = supervisor.processes[name].log_text()[marks[name] :]
-        choices = [
-            line.rsplit(" ", 1)[-1]
-            for line in since_restart.splitlines()
-            if "path to the primary datacenter is now" in line
-        ]
-        assert choices[:1] == ["local-gateways"], (name, choices)
+        wait_for("dc2 restarted from kill -9 answers ?dc=dc1", 60, dc2_back)
+        scenario.recovered(time.monotonic() - restarted_at)
+        states = get(dc2, f"{http2}/v1/internal/federation-states?stale")
+        assert {s["Datacenter"] for s in states["body"]} == {"dc1", "dc2", "dc3"}
+        for name in dc2_servers:
+            since_restart = supervisor.processes[name].log_text()[marks[name] :]
+            choices = [
+                line.rsplit(" ", 1)[-1]
+                for line in since_restart.splitlines()
+                if "path to the primary datacenter is now" in line
+            ]
+            assert choices[:1] == ["local-gateways"], (name, choices)

@@ -43,6 +43,7 @@ from ._plan import (
     default_prefix,
     owner_pid,
 )
+from ._probe import http_json, run_in, wait_until, wanfed_cli
 from ._processes import Process, Supervisor
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "default_prefix",
     "gateway_argv",
     "heal_wan",
+    "http_json",
     "leftovers",
     "make_certificates",
     "nft_ruleset",
@@ -73,10 +75,13 @@ __all__ = [
     "remove_datacenter",
     "remove_hosts",
     "replace_gateways",
+    "run_in",
     "server_config",
     "start_federation",
     "start_gateway",
     "teardown",
+    "wait_until",
+    "wanfed_cli",
     "wanfed_executable",
     "write_config",
     "write_primary_gateways",
