@@ -2,7 +2,7 @@
 
 * :func:`percentile` — one definition of p50/p99 for every table, so that
   two benchmarks' p99 mean the same thing (nearest rank, no interpolation);
-* :func:`ratio` and :func:`print_table` — the "ours beside the baseline"
+* :func:`ratio`, :class:`Table` and :func:`print_table` — the "ours beside the baseline"
   tables, columns sized once;
 * :func:`write_pki` — certificates from the project's own ``wanfed_agent.tls``
   (the ones agents use), written as PEM files for processes and contexts;
@@ -55,12 +55,32 @@ class Column:
     align: str = ">"
 
 
-def format_row(columns: Sequence[Column], values: Sequence[object], sep: str = " ") -> str:
-    cells = []
-    for column, value in zip(columns, values, strict=True):
-        text = value if isinstance(value, str) else format(value, column.spec)
-        cells.append(f"{text:{column.align}{column.width}}")
-    return sep.join(cells).rstrip()
+class Table:
+    """Rows printed as they are measured, under a header printed once."""
+
+    def __init__(
+        self, columns: Sequence[Column], *, sep: str = " ", indent: str = "", rule: bool = True
+    ) -> None:
+        self.columns = list(columns)
+        self.sep = sep
+        self.indent = indent
+        self.rule = rule
+
+    def print_header(self) -> None:
+        header = self.sep.join(f"{c.title:{c.align}{c.width}}" for c in self.columns).rstrip()
+        print(self.indent + header)
+        if self.rule:
+            print(self.indent + "-" * len(header))
+
+    def format_row(self, values: Sequence[object]) -> str:
+        cells = []
+        for column, value in zip(self.columns, values, strict=True):
+            text = value if isinstance(value, str) else format(value, column.spec)
+            cells.append(f"{text:{column.align}{column.width}}")
+        return self.indent + self.sep.join(cells).rstrip()
+
+    def print_row(self, values: Sequence[object]) -> None:
+        print(self.format_row(values), flush=True)
 
 
 def print_table(
@@ -72,12 +92,27 @@ def print_table(
     rule: bool = True,
 ) -> None:
     """A header, a rule as wide as the header, then one line per row."""
-    header = sep.join(f"{c.title:{c.align}{c.width}}" for c in columns).rstrip()
-    print(indent + header)
-    if rule:
-        print(indent + "-" * len(header))
+    table = Table(columns, sep=sep, indent=indent, rule=rule)
+    table.print_header()
     for row in rows:
-        print(indent + format_row(columns, row, sep))
+        table.print_row(row)
+
+
+def print_against_baseline(
+    unit: str,
+    rows: Sequence[tuple[str, float]],
+    *,
+    spec: str = ",.0f",
+    ratio_title: str = "×baseline",
+    label_width: int = 42,
+) -> None:
+    """Indented ``label value ×first-row`` lines: the first row is the baseline."""
+    base = rows[0][1]
+    print_table(
+        [Column("what", label_width, align="<"), Column(unit, 10, spec), Column(ratio_title, 10)],
+        [[label, value, ratio(value, base)] for label, value in rows],
+        indent="  ",
+    )
 
 
 # --- certificates -------------------------------------------------------------------------
@@ -92,6 +127,17 @@ class Pki:
     key: Path
     client_cert: Path
     client_key: Path
+
+    @classmethod
+    def at(cls, directory: Path) -> Pki:
+        """Where :func:`write_pki` puts the files (a child process finds them again here)."""
+        return cls(
+            ca=directory / "ca.pem",
+            cert=directory / "server.pem",
+            key=directory / "server-key.pem",
+            client_cert=directory / "client.pem",
+            client_key=directory / "client-key.pem",
+        )
 
     @property
     def server(self) -> tuple[Path, Path, Path]:
@@ -116,13 +162,7 @@ def write_pki(directory: Path, dc: str = "dc1", node: str | None = None) -> Pki:
     ca = create_ca()
     server = create_server_cert(ca, dc, node=node)
     client = create_client_cert(ca, dc)
-    pki = Pki(
-        ca=directory / "ca.pem",
-        cert=directory / "server.pem",
-        key=directory / "server-key.pem",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client-key.pem",
-    )
+    pki = Pki.at(directory)
     pki.ca.write_bytes(ca.cert_pem)
     pki.cert.write_bytes(server.cert_pem)
     pki.key.write_bytes(server.key_pem)

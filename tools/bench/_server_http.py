@@ -14,13 +14,12 @@ Each function takes the running server (anything with ``http_address``).
 from __future__ import annotations
 
 import asyncio
-import socket
-import statistics
 import sys
 import time
 from typing import Protocol
 
 import aiohttp
+from _common import free_port, percentile, print_against_baseline
 
 IN_FLIGHT = 64
 REQUESTS = 5_000
@@ -49,12 +48,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 class HttpServer(Protocol):
     @property
     def http_address(self) -> tuple[str, int]: ...
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _registration(number: int) -> dict[str, object]:
@@ -102,7 +95,7 @@ async def bench_http_health_service(server: HttpServer) -> None:
     """``GET /v1/health/service/web`` req/s beside a trivial aiohttp handler."""
     host, port = server.http_address
     base = f"http://{host}:{port}"
-    baseline_port = _free_port()
+    baseline_port = free_port()
     baseline = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _BASELINE_SERVER, str(baseline_port)
     )
@@ -125,16 +118,13 @@ async def bench_http_health_service(server: HttpServer) -> None:
         await asyncio.wait_for(baseline.wait(), 10)
     best, best_trivial = max(ours), max(trivial)
     print(f"\nHTTP/1.1 keep-alive, {IN_FLIGHT} requests in flight, best of {ROUNDS}:")
-    print(f"  {'trivial aiohttp handler (baseline)':<42} {best_trivial:>10,.0f} req/s")
-    print(
-        f"  {'GET /v1/health/service/web (10 inst.)':<42} {best:>10,.0f} req/s"
-        f"   ({best / best_trivial:.2f}x baseline)"
+    print_against_baseline(
+        "req/s",
+        [
+            ("trivial aiohttp handler (baseline)", best_trivial),
+            ("GET /v1/health/service/web (10 inst.)", best),
+        ],
     )
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 async def bench_http_blocking_wakeup(server: HttpServer) -> None:
@@ -164,10 +154,25 @@ async def bench_http_blocking_wakeup(server: HttpServer) -> None:
         acknowledged = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*queries), 60)
     latencies = [(t - write_started) * 1000 for t in woken]
-    write_ms = (acknowledged - write_started) * 1000
-    print(
-        f"\n{BLOCKING_QUERIES} blocking GET /v1/health/service/web (a connection each), one write:"
+    print_wakeup(
+        f"{BLOCKING_QUERIES} blocking GET /v1/health/service/web (a connection each), one write:",
+        "the PUT, sent to acknowledged (baseline)",
+        (acknowledged - write_started) * 1000,
+        latencies,
     )
-    print(f"  {'the PUT, sent to acknowledged (baseline)':<42} {write_ms:>10.2f} ms")
-    p50, p99 = statistics.median(latencies), _percentile(latencies, 0.99)
-    print(f"  {'query wake-up from the write sent, p50 / p99':<42} {p50:>10.2f} ms / {p99:.2f} ms")
+
+
+def print_wakeup(title: str, write_label: str, write_ms: float, latencies: list[float]) -> None:
+    """Blocking-query wake-ups beside the write that caused them (RPC and HTTP alike)."""
+    print(f"\n{title}")
+    print_against_baseline(
+        "ms",
+        [
+            (write_label, write_ms),
+            ("query wake-up from the write sent, p50", percentile(latencies, 0.5)),
+            ("query wake-up from the write sent, p99", percentile(latencies, 0.99)),
+        ],
+        spec=".2f",
+        ratio_title="×write",
+        label_width=44,
+    )

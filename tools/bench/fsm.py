@@ -30,13 +30,14 @@ import argparse
 import asyncio
 import functools
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import Column, free_port, percentile, print_table, write_pki
 
 SEQUENTIAL = 1000
 PIPELINED = 5000
@@ -45,6 +46,7 @@ ROUNDS = 3
 TARGET_WRITES_PER_S = 2000.0
 TARGET_P50_MS = 2.0
 TARGET_OVERHEAD = 1.5
+RUN_ATTEMPTS = 3
 
 
 # --- server process ---------------------------------------------------------------------
@@ -175,9 +177,8 @@ async def _measure(server: _Raw | _Wanfed, sequential: int, pipelined: int) -> s
         started = time.perf_counter()
         await server.write(i)
         latencies.append(time.perf_counter() - started)
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    p50 = percentile(latencies, 0.5) * 1000
+    p99 = percentile(latencies, 0.99) * 1000
     numbers = iter(range(pipelined))
 
     async def worker() -> None:
@@ -192,6 +193,8 @@ async def _measure(server: _Raw | _Wanfed, sequential: int, pipelined: int) -> s
 
 async def _serve(args: argparse.Namespace) -> None:
     import logging
+
+    from wanfed_fsm import ConsensusError
 
     logging.basicConfig(level=logging.ERROR)
     peers = [p for p in args.peers.split(",") if p]
@@ -215,7 +218,10 @@ async def _serve(args: argparse.Namespace) -> None:
         if verb == "LEADER":
             answer = "1" if server.is_leader() else "0"
         elif verb == "RUN":
-            answer = await _measure(server, int(rest[0]), int(rest[1]))
+            try:
+                answer = await _measure(server, int(rest[0]), int(rest[1]))
+            except (ConsensusError, RuntimeError) as exc:  # an election: the driver retries
+                answer = f"ERR {exc}"
         else:
             answer = f"ERR {verb}"
         print(answer, flush=True)
@@ -244,71 +250,17 @@ async def _serve_raft_port(address: str, pki: Path) -> Any:
     return link
 
 
-def _make_pki(directory: Path) -> None:
-    """A CA and one server certificate for ``server.dc1.consul`` (server and client use)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir()
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server.dc1.consul")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("server.dc1.consul")]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (directory / "server-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
 # --- driver -------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Cluster:
     def __init__(self, kind: str, root: Path, key: str) -> None:
+        self.kind = kind
         (root / kind).mkdir()
         if kind == "link":
-            _make_pki(root / kind / "pki")
-        addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+            # one certificate for server.dc1.consul, presented by both ends of each link
+            write_pki(root / kind / "pki", "dc1")
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         self.processes: list[subprocess.Popen[str]] = []
         for i, address in enumerate(addresses):
             data_dir = root / kind / str(i)
@@ -356,8 +308,13 @@ class _Cluster:
         raise SystemExit("no leader elected")
 
     def run(self) -> tuple[float, float, float]:
-        p50, p99, rate = self.ask(self.leader(), f"RUN {SEQUENTIAL} {PIPELINED}").split()
-        return float(p50), float(p99), float(rate)
+        for _ in range(RUN_ATTEMPTS):
+            answer = self.ask(self.leader(), f"RUN {SEQUENTIAL} {PIPELINED}")
+            if not answer.startswith("ERR"):
+                p50, p99, rate = answer.split()
+                return float(p50), float(p99), float(rate)
+            print(f"  {self.kind}: leadership moved during a round ({answer}); measuring again")
+        raise SystemExit(f"{self.kind}: leadership moved in {RUN_ATTEMPTS} rounds in a row")
 
     def close(self) -> None:
         for process in self.processes:
@@ -390,9 +347,21 @@ def _drive() -> None:
         f"  sequential: {SEQUENTIAL} writes; pipelined: {PIPELINED} writes, {IN_FLIGHT} in flight"
     )
     print()
-    print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'writes/s':>12}{'vs raw':>10}")
-    for name, row in (("raw", raw), ("wanfed", wanfed), ("link", link)):
-        print(f"{name:<10}{row[0]:>10.3f}{row[1]:>10.3f}{row[2]:>12.0f}{raw[2] / row[2]:>9.2f}x")
+    print_table(
+        [
+            Column("path", 10, align="<"),
+            Column("p50 ms", 10, ".3f"),
+            Column("p99 ms", 10, ".3f"),
+            Column("writes/s", 12, ".0f"),
+            Column("vs raw", 10),
+        ],
+        [
+            [name, row[0], row[1], row[2], f"{raw[2] / row[2]:.2f}x"]
+            for name, row in (("raw", raw), ("wanfed", wanfed), ("link", link))
+        ],
+        sep="",
+        rule=False,
+    )
     print()
     for name, row in (("wanfed", wanfed), ("link", link)):
         p50_ratio = row[0] / raw[0]

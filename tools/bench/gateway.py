@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -42,6 +40,17 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
+from _common import (
+    Column,
+    Pki,
+    free_port,
+    percentile,
+    print_table,
+    ratio,
+    wait_for_stdin_eof,
+    write_pki,
+)
+
 SNI = "s1.server.dc1.consul"
 CONCURRENCY = 16
 CHUNK = 256 * 1024
@@ -54,72 +63,16 @@ ADDED_P50_TARGET_MS = 0.2
 # --- certificates -----------------------------------------------------------------------
 
 
-def make_pki(directory: Path) -> None:
-    """A CA, a server leaf for ``s1`` in dc1 and a client leaf, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for name, sans in {
-        "server": [SNI, "server.dc1.consul"],
-        "client": ["c1.server.dc2.consul", "server.dc2.consul"],
-    }.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName(s) for s in sans]
-                    + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{name}-key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-
 def tls_context(directory: Path, side: str) -> ssl.SSLContext:
+    """Plain ``ssl`` contexts (no wanfed code) for the backend and the client."""
+    pki = Pki.at(directory)
     purpose = ssl.Purpose.CLIENT_AUTH if side == "server" else ssl.Purpose.SERVER_AUTH
-    ctx = ssl.create_default_context(purpose, cafile=str(directory / "ca.pem"))
-    ctx.load_cert_chain(str(directory / f"{side}.pem"), str(directory / f"{side}-key.pem"))
+    ctx = ssl.create_default_context(purpose, cafile=str(pki.ca))
     if side == "server":
+        ctx.load_cert_chain(str(pki.cert), str(pki.key))
         ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     return ctx
 
 
@@ -201,11 +154,6 @@ async def run_gateway(upstream_port: int, write_buffer_limit: int) -> None:
     print(f"READY {port}", flush=True)
     await wait_for_stdin_eof()
     await gateway.close()
-
-
-async def wait_for_stdin_eof() -> None:
-    """Children live until the parent closes their stdin (or dies)."""
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
 
 
 # --- the client --------------------------------------------------------------------------
@@ -440,12 +388,6 @@ backend be_none
                 proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def children() -> Iterator[Children]:
     group = Children()
@@ -482,8 +424,7 @@ async def measure(paths: dict[str, Target], client: Client, rounds: int) -> dict
         medians: dict[str, tuple[float, float]] = {}
         for name in order:
             samples = await client.round_trips_ms(paths[name].port)
-            cut = statistics.quantiles(samples, n=100)
-            medians[name] = (statistics.median(samples), cut[98])
+            medians[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
         for name, (p50, p99) in medians.items():
             results[name].p50.append(p50)
             results[name].p99.append(p99)
@@ -493,30 +434,43 @@ async def measure(paths: dict[str, Target], client: Client, rounds: int) -> dict
     return results
 
 
-def ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.2f}" if base else "n/a"
-
-
 def report(results: dict[str, PathResults]) -> None:
     med: Callable[[list[float]], float] = statistics.median
     hap = results.get("haproxy")
     base_conns = med(hap.conns) if hap else None
     base_bulk = med(hap.bulk) if hap else None
-    header = (
-        f"{'path':<8} {'conns/s':>8} {'×direct':>7} {'×HAProxy':>8}  {'MiB/s':>7} {'×direct':>7} "
-        f"{'×HAProxy':>8}  {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8}"
-    )
-    print(header)
-    print("-" * len(header))
     direct = results["direct"]
-    for name, r in results.items():
-        print(
-            f"{name:<8} {med(r.conns):>8.0f} {ratio(med(r.conns), med(direct.conns)):>7} "
-            f"{ratio(med(r.conns), base_conns):>8}  {med(r.bulk):>7.0f} "
-            f"{ratio(med(r.bulk), med(direct.bulk)):>7} {ratio(med(r.bulk), base_bulk):>8}  "
-            f"{med(r.p50):>7.3f} {med(r.p99):>7.3f} {med(r.added_p50):>8.3f} "
-            f"{med(r.added_p99):>8.3f}"
-        )
+    print_table(
+        [
+            Column("path", 8, align="<"),
+            Column("conns/s", 8, ".0f"),
+            Column("×direct", 7),
+            Column("×HAProxy", 8),
+            Column("MiB/s", 8, ".0f"),
+            Column("×direct", 7),
+            Column("×HAProxy", 8),
+            Column("p50 ms", 8, ".3f"),
+            Column("p99 ms", 7, ".3f"),
+            Column("+p50 ms", 8, ".3f"),
+            Column("+p99 ms", 8, ".3f"),
+        ],
+        [
+            [
+                name,
+                med(r.conns),
+                ratio(med(r.conns), med(direct.conns)),
+                ratio(med(r.conns), base_conns),
+                med(r.bulk),
+                ratio(med(r.bulk), med(direct.bulk)),
+                ratio(med(r.bulk), base_bulk),
+                med(r.p50),
+                med(r.p99),
+                med(r.added_p50),
+                med(r.added_p99),
+            ]
+            for name, r in results.items()
+        ],
+    )
     print("(medians over rounds; spreads per round:)")
     for name, r in results.items():
         print(
@@ -559,7 +513,7 @@ def report(results: dict[str, PathResults]) -> None:
 async def orchestrate(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, children() as procs:
         directory = Path(tmp)
-        make_pki(directory)
+        write_pki(directory, "dc1", node="s1")  # names s1.server.dc1.consul, the SNI
         backend = procs.start_python("--role", "backend", "--dir", tmp)
         paths = {"direct": Target(backend.port)}
         if shutil.which("haproxy"):

@@ -28,6 +28,8 @@ import argparse
 import math
 import time
 
+from _common import Column, Table, ratio
+
 from wanfed_agent.gossip import MemberState, SimulatedNetwork, suspicion_timeout
 
 SIZES = (10, 50, 200)
@@ -95,25 +97,40 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     print("gossip (simulated, fast profile: probe 0.2 s, gossip 0.05 s; seconds)")
-    header = (
-        f"{'members':>7} {'converge':>8} {'pkts/member':>11} {'1 join':>7} {'bound':>6} "
-        f"{'ratio':>5} {'detect':>6} {'window':>12} {'pkts/member/probe':>17} {'wall':>5}"
+    table = Table(
+        [
+            Column("members", 7),
+            Column("converge", 8, ".3f"),
+            Column("pkts/member", 11, ".1f"),
+            Column("1 join", 7, ".3f"),
+            Column("bound", 6, ".2f"),
+            Column("ratio", 5, ".2f"),
+            Column("detect", 6, ".2f"),
+            Column("window", 12),
+            Column("pkts/member/probe", 17),
+            Column("wall", 5, ".1f"),
+        ]
     )
-    print(header)
-    print("-" * len(header))
+    table.print_header()
     baseline_steady = None
     for size in args.sizes:
         started = time.perf_counter()
         r = measure(size, args.seed)
         wall = time.perf_counter() - started
         baseline_steady = baseline_steady or r["steady"]
-        window = f"{r['detect_low']:.2f}-{r['detect_high']:.2f}"
-        print(
-            f"{size:>7} {r['converged']:>8.3f} {r['packets_to_converge']:>11.1f} "
-            f"{r['spread']:>7.3f} {r['spread_bound']:>6.2f} "
-            f"{r['spread'] / r['spread_bound']:>5.2f} "
-            f"{r['detected']:>6.2f} {window:>12} "
-            f"{r['steady']:>9.2f} (x{r['steady'] / baseline_steady:.2f}) {wall:>5.1f}"
+        table.print_row(
+            [
+                size,
+                r["converged"],
+                r["packets_to_converge"],
+                r["spread"],
+                r["spread_bound"],
+                r["spread"] / r["spread_bound"],
+                r["detected"],
+                f"{r['detect_low']:.2f}-{r['detect_high']:.2f}",
+                f"{r['steady']:.2f} (x{ratio(r['steady'], baseline_steady)})",
+                wall,
+            ]
         )
 
 

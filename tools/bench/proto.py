@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
-import ipaddress
 import os
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import msgspec
+from _common import Column, Pki, Table, loop_factories, ratio, write_pki
 
 from wanfed_proto import (
     Alpn,
@@ -45,77 +44,6 @@ from wanfed_proto import (
 TARGET_RATIO = 0.5
 SNI = "server.dc1.consul"
 PAYLOAD = {"Datacenter": "dc2", "MinQueryIndex": 1234, "Token": "0" * 36, "AllowStale": True}
-
-
-def loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
-    try:
-        import uvloop
-
-        factories["uvloop"] = uvloop.new_event_loop
-    except ImportError:
-        print("uvloop is not installed: measuring asyncio only", file=sys.stderr)
-    factories["asyncio"] = asyncio.new_event_loop
-    return factories
-
-
-def write_pki(directory: Path) -> None:
-    """CA plus one certificate for server.dc1.consul, used by both ends."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SNI)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(SNI), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def pki_paths(directory: Path) -> tuple[Path, Path, Path]:
-    return directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
 
 
 # --- server process ---------------------------------------------------------
@@ -158,7 +86,7 @@ async def serve(pki: Path) -> None:
         0,
         plain_handlers={},
         alpn_handlers={Alpn.RPC_MULTI: _serve_rpc, Alpn.RPC: _serve_echo},
-        ssl_context=server_context(*pki_paths(pki)),
+        ssl_context=server_context(*Pki.at(pki).server),
     )
     print(port.address[1], flush=True)
     await asyncio.to_thread(sys.stdin.read)  # run until the parent closes stdin
@@ -255,7 +183,7 @@ async def measure(
     port: int, server_pid: int, pki: Path, concurrency: int, duration: float, rounds: int
 ) -> tuple[Sample, Sample]:
     """Best of ``rounds`` interleaved runs of each, to damp noise from other load."""
-    ca, cert, key = pki_paths(pki)
+    ca, cert, key = Pki.at(pki).server
     address = ("127.0.0.1", port)
 
     raw_context = client_context(ca, cert, key, [Alpn.RPC])
@@ -326,26 +254,36 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="wanfed-bench-") as tmp:
         pki = Path(tmp)
-        write_pki(pki)
+        write_pki(pki, "dc1")  # server.dc1.consul, presented by both ends
         print(
             f"proto: echo round trips/s over one mutual-TLS connection, "
             f"{args.concurrency} concurrent callers, best of {args.rounds} x {args.duration:g}s, "
             "server in a separate process, same loop on both ends"
         )
-        header = (
-            f"{'loop':<8} {'raw echo/s':>11} {'RPC calls/s':>12} {'RPC/raw':>8}   "
-            f"{'raw/CPU-s':>10} {'RPC/CPU-s':>10} {'RPC/raw':>8}"
+        table = Table(
+            [
+                Column("loop", 8, align="<"),
+                Column("raw echo/s", 11, ",.0f"),
+                Column("RPC calls/s", 12, ",.0f"),
+                Column("RPC/raw", 8),
+                Column("raw/CPU-s", 12, ",.0f"),
+                Column("RPC/CPU-s", 10, ",.0f"),
+                Column("RPC/raw", 8),
+            ]
         )
-        print(header)
-        print("-" * len(header))
+        table.print_header()
         for loop_name in loop_factories():
             raw, rpc = run_one(loop_name, pki, args.concurrency, args.duration, args.rounds)
-            ratio = rpc.per_second / raw.per_second if raw.per_second else 0.0
-            cpu_ratio = rpc.per_cpu_second / raw.per_cpu_second if raw.per_cpu_second else 0.0
-            print(
-                f"{loop_name:<8} {raw.per_second:>11,.0f} {rpc.per_second:>12,.0f} "
-                f"{ratio:>8.2f}   {raw.per_cpu_second:>10,.0f} {rpc.per_cpu_second:>10,.0f} "
-                f"{cpu_ratio:>8.2f}"
+            table.print_row(
+                [
+                    loop_name,
+                    raw.per_second,
+                    rpc.per_second,
+                    ratio(rpc.per_second, raw.per_second),
+                    raw.per_cpu_second,
+                    rpc.per_cpu_second,
+                    ratio(rpc.per_cpu_second, raw.per_cpu_second),
+                ]
             )
         print(
             f"target: RPC/raw >= {TARGET_RATIO}. Wall-clock rates swing with other load on the "

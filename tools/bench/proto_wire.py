@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from _common import Column, print_table
+
 from wanfed_proto import (
     HEADER_SIZE,
     ClientHello,
@@ -185,16 +187,27 @@ def main() -> int:
     rows = frame_rows() + hello_rows()
     name_width = max(len(row.name) for row in rows)
     base_width = max(len(row.baseline_name) for row in rows)
-    print(
-        f"{'benchmark':<{name_width}}  {'ours':>15}  {'baseline':<{base_width}}  "
-        f"{'baseline':>15}  {'ours/base':>9}"
+    print_table(
+        [
+            Column("benchmark", name_width, align="<"),
+            Column("ours", 15, ",.0f"),
+            Column("baseline", base_width, align="<"),
+            Column("baseline", 15, ",.0f"),
+            Column("ours/base", 9, ".3f"),
+        ],
+        [
+            [
+                row.name,
+                f"{row.ours:>9,.0f} {row.unit:<5}",
+                row.baseline_name,
+                f"{row.baseline:>9,.0f} {row.unit:<5}",
+                row.ratio,
+            ]
+            for row in rows
+        ],
+        sep="  ",
+        rule=False,
     )
-    for row in rows:
-        print(
-            f"{row.name:<{name_width}}  {row.ours:>9,.0f} {row.unit:<5}  "
-            f"{row.baseline_name:<{base_width}}  {row.baseline:>9,.0f} {row.unit:<5}  "
-            f"{row.ratio:>9.3f}"
-        )
     print(f"({time.perf_counter() - started:.1f} s)")
     return 0
 

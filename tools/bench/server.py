@@ -24,8 +24,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,9 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _server_http import bench_http_blocking_wakeup, bench_http_health_service
+from _common import Pki, free_port, print_against_baseline, run, write_pki
+from _server_http import bench_http_blocking_wakeup, bench_http_health_service, print_wakeup
 
-from wanfed_agent.tls import create_ca, create_client_cert, create_server_cert
 from wanfed_fsm import (
     HealthCheck,
     IndexedCheckServiceNodes,
@@ -62,36 +60,17 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     rpc_address: tuple[str, int]
     http_address: tuple[str, int]
-    ca: Path
-    client_cert: Path
-    client_key: Path
+    pki: Pki
 
     async def rpc_client(self) -> RpcClient:
-        context = client_context(self.ca, self.client_cert, self.client_key, alpn=[Alpn.RPC_MULTI])
+        context = client_context(*self.pki.client, alpn=[Alpn.RPC_MULTI])
         connection = await dial_alpn(self.rpc_address, SNI, Alpn.RPC_MULTI, context)
         return RpcClient(connection)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(directory: Path) -> RunningServer:
-    ca = create_ca()
-    server = create_server_cert(ca, "dc1", node="bench")
-    client = create_client_cert(ca, "dc1")
-    files = {
-        "ca.pem": ca.cert_pem,
-        "server.pem": server.cert_pem,
-        "server-key.pem": server.key_pem,
-        "client.pem": client.cert_pem,
-        "client-key.pem": client.key_pem,
-    }
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-    rpc_port, http_port = _free_port(), _free_port()
+    pki = write_pki(directory, "dc1", node="bench")
+    rpc_port, http_port = free_port(), free_port()
     config = {
         "node_name": "bench",
         "server": True,
@@ -101,16 +80,16 @@ def start_server(directory: Path) -> RunningServer:
         "log_level": "warn",
         "ports": {
             "server": rpc_port,
-            "raft": _free_port(),
+            "raft": free_port(),
             "http": http_port,
-            "serf_wan": _free_port(),
+            "serf_wan": free_port(),
         },
         "encrypt": base64.b64encode(os.urandom(32)).decode(),
         "tls": {
             "defaults": {
-                "ca_file": str(directory / "ca.pem"),
-                "cert_file": str(directory / "server.pem"),
-                "key_file": str(directory / "server-key.pem"),
+                "ca_file": str(pki.ca),
+                "cert_file": str(pki.cert),
+                "key_file": str(pki.key),
                 "verify_incoming": True,
                 "verify_outgoing": True,
             }
@@ -132,9 +111,7 @@ def start_server(directory: Path) -> RunningServer:
         process=process,
         rpc_address=("127.0.0.1", rpc_port),
         http_address=("127.0.0.1", http_port),
-        ca=directory / "ca.pem",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client-key.pem",
+        pki=pki,
     )
 
 
@@ -192,16 +169,13 @@ async def bench_rpc_health_service_nodes(server: RunningServer) -> None:
             )
     best_health, best_ping = max(health), max(ping)
     print(f"\nRPC over mTLS, one connection, {IN_FLIGHT} calls in flight, best of {ROUNDS}:")
-    print(f"  {'Status.Ping (baseline)':<42} {best_ping:>10,.0f} calls/s")
-    print(
-        f"  {'Health.ServiceNodes (10 instances)':<42} {best_health:>10,.0f} calls/s"
-        f"   ({best_health / best_ping:.2f}x baseline)"
+    print_against_baseline(
+        "calls/s",
+        [
+            ("Status.Ping (baseline)", best_ping),
+            ("Health.ServiceNodes (10 instances)", best_health),
+        ],
     )
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 async def bench_blocking_wakeup(server: RunningServer) -> None:
@@ -235,12 +209,12 @@ async def bench_blocking_wakeup(server: RunningServer) -> None:
     finally:
         for client in clients:
             await client.close()
-    latencies = [(t - write_started) * 1000 for t in woken]
-    write_ms = (acknowledged - write_started) * 1000
-    print(f"\n{BLOCKING_QUERIES} blocking Health.ServiceNodes queries, one write:")
-    print(f"  {'the write, sent to acknowledged (baseline)':<42} {write_ms:>10.2f} ms")
-    p50, p99 = statistics.median(latencies), _percentile(latencies, 0.99)
-    print(f"  {'query wake-up from the write sent, p50 / p99':<42} {p50:>10.2f} ms / {p99:.2f} ms")
+    print_wakeup(
+        f"{BLOCKING_QUERIES} blocking Health.ServiceNodes queries, one write:",
+        "the write, sent to acknowledged (baseline)",
+        (acknowledged - write_started) * 1000,
+        [(t - write_started) * 1000 for t in woken],
+    )
 
 
 MEASUREMENTS: list[Callable[[RunningServer], Awaitable[None]]] = [
@@ -264,9 +238,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run(main())
