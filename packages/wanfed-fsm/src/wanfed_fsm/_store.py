@@ -21,6 +21,12 @@ read and the watch. A write fires the watches of the tables it changed; a
 snapshot restore fires every watch with ``abandoned=True``. Callbacks run on
 the writer's thread after the lock is released, so they must only hand off
 (``loop.call_soon_threadsafe``), never block.
+
+Health answers (service instances joined with their node and checks) are the
+hot read: every watcher of a service re-reads the same answer after each
+write. The store keeps each answer it built until the next catalog write
+(any change to nodes, services or checks, or a restore) and hands out fresh
+lists of the same immutable entries.
 """
 
 from __future__ import annotations
@@ -105,6 +111,14 @@ _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_v1_decoder = msgspec.msgpack.Decoder(StoreContents)
 
 
+_CATALOG_TABLES: Final = frozenset({Table.NODES, Table.SERVICES, Table.CHECKS})
+_MAX_HEALTH_ANSWERS: Final = 1024
+"""Distinct health answers kept between writes; beyond that the store starts over."""
+
+_HealthQuery = tuple[str, str, bool]
+"""("name" | "kind", the name or kind, passing only)"""
+
+
 def _key(name: str) -> str:
     """Node names and datacenters are case-insensitive keys, as in Consul."""
     return name.lower()
@@ -127,6 +141,8 @@ class StateStore:
         self._indexes: dict[Table, int] = dict.fromkeys(Table, 0)
         self._watches: dict[Table, set[Watch]] = {table: set() for table in Table}
         self._all_watches: set[Watch] = set()
+        self._health_answers: dict[_HealthQuery, list[CheckServiceNode]] = {}
+        """Built health answers, valid until the next catalog write."""
 
     # --- reads ---------------------------------------------------------------
 
@@ -354,6 +370,7 @@ class StateStore:
                 _key(state.datacenter): state for state in contents.federation_states
             }
             self._indexes = {table: contents.indexes.get(table.value, 0) for table in Table}
+            self._health_answers.clear()
             fire = list(self._all_watches)
             for watch in fire:
                 watch.fired = True
@@ -381,6 +398,8 @@ class StateStore:
     def _commit(self, index: int, changed: set[Table]) -> list[Watch]:
         """Move the changed tables' indexes and detach the watches to fire (lock held)."""
         fire: list[Watch] = []
+        if not changed.isdisjoint(_CATALOG_TABLES):
+            self._health_answers.clear()
         for table in changed:
             self._indexes[table] = max(self._indexes[table], index)
             for watch in self._watches[table]:
@@ -470,13 +489,19 @@ class ReadTxn:
     def check_service_nodes(
         self, service_name: str, *, passing_only: bool = False
     ) -> tuple[int, list[CheckServiceNode]]:
-        """Instances of a service with node and checks (the health endpoint)."""
-        return self._check_service_nodes(lambda s: s.service == service_name, passing_only)
+        """Instances of a service with node and checks (the health endpoint).
+
+        Ordered by node (case-insensitively), then service ID; each entry's
+        checks are the node's checks and the instance's own, by check ID.
+        """
+        return self._check_service_nodes(
+            ("name", service_name, passing_only), lambda s: s.service == service_name
+        )
 
     def check_service_nodes_by_kind(
         self, kind: ServiceKind, *, passing_only: bool = False
     ) -> tuple[int, list[CheckServiceNode]]:
-        return self._check_service_nodes(lambda s: s.kind == kind, passing_only)
+        return self._check_service_nodes(("kind", kind, passing_only), lambda s: s.kind == kind)
 
     def service_dump(self, kind: ServiceKind) -> tuple[int, list[CheckServiceNode]]:
         """Every instance of a kind with its checks, healthy or not (anti-entropy's input)."""
@@ -492,21 +517,38 @@ class ReadTxn:
                     yield store._nodes[node_key], service
 
     def _check_service_nodes(
-        self, match: Callable[[Service], bool], passing_only: bool
+        self, query: _HealthQuery, match: Callable[[Service], bool]
     ) -> tuple[int, list[CheckServiceNode]]:
         index = self._index(Table.NODES, Table.SERVICES, Table.CHECKS)
+        answers = self._store._health_answers
+        answer = answers.get(query)
+        if answer is None:
+            answer = self._build_check_service_nodes(match, passing_only=query[2])
+            if len(answers) >= _MAX_HEALTH_ANSWERS:
+                answers.clear()
+            answers[query] = answer
+        return index, list(answer)
+
+    def _build_check_service_nodes(
+        self, match: Callable[[Service], bool], *, passing_only: bool
+    ) -> list[CheckServiceNode]:
+        store = self._store
         result: list[CheckServiceNode] = []
-        for node, service in self._instances(match):
-            checks = self._store._checks.get(_key(node.node), {})
-            applicable = [
-                checks[cid]
-                for cid in sorted(checks)
-                if checks[cid].service_id in ("", service.service_id)
-            ]
-            entry = CheckServiceNode(node=node, service=service, checks=applicable)
-            if not passing_only or entry.passing():
-                result.append(entry)
-        return index, result
+        for node_key in sorted(store._services):
+            services = store._services[node_key]
+            matching = [services[sid] for sid in sorted(services) if match(services[sid])]
+            if not matching:
+                continue
+            node = store._nodes[node_key]
+            checks = store._checks.get(node_key)
+            ordered = [checks[cid] for cid in sorted(checks)] if checks else []
+            for service in matching:
+                service_id = service.service_id
+                applicable = [c for c in ordered if not c.service_id or c.service_id == service_id]
+                entry = CheckServiceNode(node=node, service=service, checks=applicable)
+                if not passing_only or entry.passing():
+                    result.append(entry)
+        return result
 
     # --- federation states -------------------------------------------------------
 
