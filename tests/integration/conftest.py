@@ -61,17 +61,29 @@ class Scenarios:
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
         self._all: list[Scenario] = []
+        self._failures: list[str] = []
 
     def plan(self, *names: str) -> None:
         """Name them all up front, so one that is never reached still shows in the table."""
         self._all = [Scenario(name) for name in names]
 
-    def run(self, name: str) -> _Running:
+    def run(self, name: str, *, go_on: bool = False) -> _Running:
+        """Run one scenario in a ``with`` block.
+
+        ``go_on``: a failure is recorded and the test goes on to the next
+        scenario (which does not depend on this one passing); the test then
+        ends with :meth:`check` failing. Otherwise the failure ends the test.
+        """
         scenario = next((s for s in self._all if s.name == name), None)
         if scenario is None:
             scenario = Scenario(name)
             self._all.append(scenario)
-        return _Running(scenario)
+        return _Running(scenario, self._failures if go_on else None)
+
+    def check(self) -> None:
+        """Fail if a scenario run with ``go_on`` failed."""
+        if self._failures:
+            raise AssertionError("\n".join(self._failures))
 
     def publish(self) -> None:
         for scenario in self._all:
@@ -79,8 +91,9 @@ class Scenarios:
 
 
 class _Running:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, failures: list[str] | None) -> None:
         self.scenario = scenario
+        self._failures = failures
 
     def __enter__(self) -> Scenario:
         self.scenario.started = time.monotonic()
@@ -89,13 +102,18 @@ class _Running:
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: Any
-    ) -> None:
+    ) -> bool:
         took = time.monotonic() - self.scenario.started
         if kind is None:
             self.scenario.result = f"passed ({took:.0f} s)"
-        else:
-            words = " ".join(str(error).split())
-            self.scenario.result = f"FAILED ({took:.0f} s): {kind.__name__} {words}"[:72]
+            return False
+        words = " ".join(str(error).split())
+        self.scenario.result = f"FAILED ({took:.0f} s): {kind.__name__} {words}"[:72]
+        if self._failures is not None and issubclass(kind, AssertionError):
+            self._failures.append(f"{self.scenario.name}: {error}")
+            print(f"[{self.scenario.name}] FAILED, going on: {error}")
+            return True
+        return False
 
 
 @pytest.fixture

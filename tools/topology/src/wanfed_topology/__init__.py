@@ -32,6 +32,7 @@ from ._netns import (
     remove_datacenter,
     remove_hosts,
     replace_gateways,
+    reset_connections,
     teardown,
 )
 from ._plan import (
@@ -75,6 +76,7 @@ __all__ = [
     "remove_datacenter",
     "remove_hosts",
     "replace_gateways",
+    "reset_connections",
     "run_in",
     "server_config",
     "start_federation",

@@ -41,7 +41,7 @@ from typing import Final
 
 import msgspec
 
-from ._plan import OWNED_PREFIX, WAN_GATEWAY, Host, Topology, owner_pid
+from ._plan import OWNED_PREFIX, WAN_GATEWAY, WAN_NETWORK, Host, Topology, owner_pid
 
 __all__ = [
     "PREFIX_ENV",
@@ -58,6 +58,7 @@ __all__ = [
     "remove_datacenter",
     "remove_hosts",
     "replace_gateways",
+    "reset_connections",
     "teardown",
 ]
 
@@ -279,7 +280,17 @@ def cut_wan(topology: Topology, datacenter: str) -> None:
         raise NetnsError(f"{datacenter} has no gateways to cut off the WAN")
     for host in gateways:
         _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=_CUT_RULESET)
+        # An idle connection (a long-poll) would notice the cut only when it next
+        # sends; abort the ones across the WAN now, as a dead link's would be.
+        reset_connections(host, WAN_NETWORK)
     log.info("wan cut: datacenter=%s gateways=%d", datacenter, len(gateways))
+
+
+def reset_connections(host: Host, destination: str) -> int:
+    """Abort ``host``'s TCP connections to ``destination`` (an address or network);
+    returns how many. Both ends see the connection fail at once."""
+    out = _run(["ip", "netns", "exec", host.netns, "ss", "-K", "-H", "-tn", "dst", destination])
+    return len([line for line in out.splitlines() if line.strip()])
 
 
 def heal_wan(topology: Topology, datacenter: str) -> None:
