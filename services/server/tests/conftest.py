@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -13,7 +14,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wanfed_agent.config import AgentConfig
 from wanfed_fsm import (
     CommandRejectedError,
     DatacenterIndexedCheckServiceNodes,
@@ -47,14 +49,18 @@ from wanfed_fsm import (
     ReadTxn,
     Register,
     RegisterRequest,
+    Service,
+    ServiceAddress,
     ServiceSpecificRequest,
     StateStore,
     blocking_query,
 )
 from wanfed_proto import RemoteError, TransportError
+from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
 from wanfed_server.interfaces import Member
 from wanfed_server.local_agent import LocalAgent
-from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
+from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest, Server, ServerOptions
+from wanfed_server.runtime._wanfed import FederationOptions
 
 
 @dataclass(frozen=True)
@@ -603,3 +609,297 @@ def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, AgentP
     finally:
         for agent in started.values():
             agent.stop()
+
+
+# --- federated datacenters in one process (real servers, gateways, TLS) --------------
+
+
+FED_PRIMARY = "dc1"
+
+
+def fed_fast_options(*, prune_interval: float = 3600.0) -> ServerOptions:
+    """Short federation timings; pruning hourly unless a test prunes on purpose."""
+    return ServerOptions(
+        hold_timeout=10.0,
+        fast_gossip=True,
+        wan_join_interval=0.2,
+        formation_retry=0.1,
+        federation=FederationOptions(
+            replication_wait=1.0,
+            replication_rate=50.0,
+            replication_burst=10,
+            replication_max_retry_wait=1.0,
+            ae_sync_interval=0.1,
+            ae_wait=1.0,
+            locator_rate=50.0,
+            locator_burst=10,
+            leader_loop_backoff_cap=0.5,
+            locator_wait=1.0,
+            prune_interval=prune_interval,
+        ),
+    )
+
+
+def _free_port_on(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FedDatacenter:
+    """One datacenter: servers ``s1``.. at ``127.0.<index>.<n>``, gateways at ``.200``+."""
+
+    name: str
+    index: int
+    configs: dict[str, AgentConfig] = field(default_factory=dict)
+    servers: dict[str, Server] = field(default_factory=dict)
+    gateway: MeshGateway | None = None
+    gateway_ip: str = ""
+    feeder: asyncio.Task[None] | None = None
+
+    def server_ip(self, node: str) -> str:
+        return f"127.0.{self.index}.{int(node.removeprefix('s'))}"
+
+    @property
+    def server(self) -> Server | None:
+        """``s1``, the only server of a one-server datacenter."""
+        return self.servers.get("s1")
+
+    def require_server(self, node: str = "s1") -> Server:
+        return self.servers[node]
+
+    def leader(self) -> Server | None:
+        return next((s for s in self.servers.values() if s.is_leader()), None)
+
+    def has_leader(self) -> bool:
+        return self.leader() is not None
+
+    @property
+    def gateway_address(self) -> str:
+        assert self.gateway is not None
+        host, port = self.gateway.address
+        return f"{host}:{port}"
+
+
+def _gateway_inputs(txn: ReadTxn, dc: str) -> tuple[int, RouteInputs]:
+    i1, servers = txn.check_service_nodes("consul", passing_only=False)
+    i2, gateways = txn.mesh_gateways_by_datacenter()
+    return max(i1, i2), RouteInputs(local_dc=dc, local_servers=servers, fed_state_gateways=gateways)
+
+
+async def _feed_gateway(server: Server, gateway: MeshGateway, dc: str) -> None:
+    """Keep the gateway's routes equal to what one server's store says.
+
+    A stand-in for the ``wanfed gateway`` watchers; it must follow a *running*
+    server: fed from a stopped one it would freeze the routes."""
+    index = 0
+    while True:
+        meta, inputs = await blocking_query(
+            server.store,
+            DCSpecificRequest(min_query_index=index, max_query_time=5),
+            lambda txn: _gateway_inputs(txn, dc),
+        )
+        index = meta.index
+        gateway.update_routes(build_route_table(inputs))
+
+
+async def fed_eventually(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait for a condition that several independent loops converge to."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+class Federation:
+    """Datacenters of real servers and real ``MeshGateway`` data planes on loopback.
+
+    Secondaries know the primary only through ``primary_gateways =
+    ["provider=file path=..."]``: :meth:`publish_primary_gateways` rewrites that
+    file, the operator's source of truth (#7339)."""
+
+    def __init__(self, tmp_path: Path, options: ServerOptions) -> None:
+        from wanfed_agent.tls import create_ca
+
+        self.tmp_path = tmp_path
+        self.options = options
+        self.ca = create_ca()
+        self.dcs: dict[str, FedDatacenter] = {}
+        self.listing = tmp_path / "primary-gateways.txt"
+        self._gateway_serial: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> FedDatacenter:
+        return self.dcs[name]
+
+    def publish_primary_gateways(self) -> None:
+        self.listing.write_text(self.dcs[FED_PRIMARY].gateway_address + "\n")
+
+    async def start(self, layout: Mapping[str, int]) -> None:
+        """Start ``{dc: number of servers}``; return once every leader is elected."""
+        for index, (name, count) in enumerate(layout.items(), start=1):
+            dc = self.dcs[name] = FedDatacenter(name, index)
+            await self._start_gateway(dc)
+            nodes = [f"s{n}" for n in range(1, count + 1)]
+            # Fixed ports: a restarted server keeps its raft address.
+            ports = {node: _free_port_on(dc.server_ip(node)) for node in nodes}
+            for node in nodes:
+                peers = [f"{dc.server_ip(n)}:{p}" for n, p in ports.items() if n != node]
+                dc.configs[node] = self._config(dc, node, ports[node], peers)
+        self.publish_primary_gateways()
+        for dc in self.dcs.values():
+            for node in dc.configs:
+                await self.start_server(dc.name, node)
+        for dc in self.dcs.values():
+            await fed_eventually(dc.has_leader, 30, f"{dc.name} elects a leader")
+            leader = dc.leader()
+            assert leader is not None
+            self.start_feeder(dc.name, leader)
+            await self.register_gateway(dc.name)
+
+    def _config(self, dc: FedDatacenter, node: str, port: int, peers: list[str]) -> AgentConfig:
+        from wanfed_agent.config import load_config
+        from wanfed_agent.tls import create_server_cert
+
+        folder = self.tmp_path / f"tls-{dc.name}-{node}"
+        folder.mkdir()
+        pair = create_server_cert(self.ca, dc.name, "consul", node)
+        (folder / "ca.pem").write_bytes(self.ca.cert_pem)
+        (folder / "cert.pem").write_bytes(pair.cert_pem)
+        (folder / "key.pem").write_bytes(pair.key_pem)
+        ip = dc.server_ip(node)
+        overrides: dict[str, object] = {
+            "node_name": node,
+            "datacenter": dc.name,
+            "primary_datacenter": FED_PRIMARY,
+            "server": True,
+            "data_dir": str(self.tmp_path / f"data-{dc.name}-{node}"),
+            "bind_addr": ip,
+            "ports": {"server": port, "serf_wan": _free_port_on(ip)},
+            "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
+            "tls": {
+                "defaults": {
+                    "ca_file": str(folder / "ca.pem"),
+                    "cert_file": str(folder / "cert.pem"),
+                    "key_file": str(folder / "key.pem"),
+                    "verify_incoming": True,
+                    "verify_outgoing": True,
+                }
+            },
+            "primary_gateways_interval": "1s",
+            "retry_interval_wan": "1s",
+        }
+        if peers:
+            overrides["bootstrap_expect"] = len(peers) + 1
+            overrides["retry_join"] = peers
+        else:
+            overrides["bootstrap"] = True
+        if dc.name != FED_PRIMARY:
+            overrides["primary_gateways"] = [f"provider=file path={self.listing}"]
+        return load_config(overrides=overrides)
+
+    async def start_server(self, dc_name: str, node: str) -> Server:
+        """Start (or restart, from its data dir and on its old ports) one server."""
+        dc = self.dcs[dc_name]
+        server = Server(dc.configs[node], options=self.options)
+        dc.servers[node] = server
+        await server.start()
+        return server
+
+    async def stop_server(self, dc_name: str, node: str, *, leave: bool = True) -> None:
+        dc = self.dcs[dc_name]
+        server = dc.servers.pop(node)
+        if dc.feeder is not None and not dc.servers:
+            await self.stop_feeder(dc_name)
+        await server.stop(leave=leave)
+
+    def start_feeder(self, dc_name: str, server: Server) -> None:
+        dc = self.dcs[dc_name]
+        assert dc.gateway is not None
+        if dc.feeder is not None:
+            dc.feeder.cancel()
+        dc.feeder = asyncio.create_task(_feed_gateway(server, dc.gateway, dc.name))
+
+    async def stop_feeder(self, dc_name: str) -> None:
+        dc = self.dcs[dc_name]
+        feeder, dc.feeder = dc.feeder, None
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+    async def _start_gateway(self, dc: FedDatacenter, *, port: int = 0) -> None:
+        if not port:  # a new gateway host: .200, .201, ...
+            serial = self._gateway_serial.get(dc.name, 199) + 1
+            self._gateway_serial[dc.name] = serial
+            dc.gateway_ip = f"127.0.{dc.index}.{serial}"
+        dc.gateway = MeshGateway(build_route_table(RouteInputs(local_dc=dc.name)), GatewayConfig())
+        await dc.gateway.start(dc.gateway_ip, port)
+
+    async def replace_gateway(self, dc_name: str, *, new_address: bool) -> None:
+        """Stop a DC's gateway; start a new one on the same or a new address, re-fed
+        from a running server and (if moved) re-registered under the same node name."""
+        dc = self.dcs[dc_name]
+        assert dc.gateway is not None
+        old_port = dc.gateway.address[1]
+        await self.stop_feeder(dc_name)
+        await dc.gateway.close()
+        await self._start_gateway(dc, port=0 if new_address else old_port)
+        if dc.servers:
+            self.start_feeder(dc_name, next(iter(dc.servers.values())))
+            if new_address:
+                await self.register_gateway(dc_name)
+
+    async def register_gateway(self, dc_name: str) -> None:
+        dc = self.dcs[dc_name]
+        server = next(iter(dc.servers.values()))
+        host, port = dc.gateway_ip, int(dc.gateway_address.rsplit(":", 1)[1])
+        address = ServiceAddress(address=host, port=port)
+        await server.rpc(
+            "Catalog.Register",
+            RegisterRequest(
+                datacenter=dc.name,
+                node=Node(node=f"{dc.name}-gw1", address=host, datacenter=dc.name),
+                service=Service(
+                    kind="mesh-gateway",
+                    id="mesh-gateway",
+                    service="mesh-gateway",
+                    address=host,
+                    port=port,
+                    meta={"consul-wan-federation": "1"},
+                    tagged_addresses={"lan": address, "wan": address},
+                ),
+            ),
+            bool,
+        )
+
+    async def close(self) -> None:
+        for dc in self.dcs.values():
+            await self.stop_feeder(dc.name)
+            for server in list(dc.servers.values()):
+                await server.stop()
+            dc.servers.clear()
+            if dc.gateway is not None:
+                await dc.gateway.close()
+
+
+@pytest.fixture
+async def make_federation(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Awaitable[Federation]]]:
+    """``await make_federation({"dc1": 1, "dc2": 3}, options=...)``; stops everything after."""
+    made: list[Federation] = []
+
+    async def make(layout: Mapping[str, int], options: ServerOptions | None = None) -> Federation:
+        federation = Federation(tmp_path, options or fed_fast_options())
+        made.append(federation)
+        await federation.start(layout)
+        return federation
+
+    yield make
+    for federation in made:
+        await federation.close()

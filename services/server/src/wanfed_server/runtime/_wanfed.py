@@ -64,6 +64,8 @@ class FederationOptions(msgspec.Struct, frozen=True, kw_only=True):
     """``MaxQueryTime`` of the blocking ``FederationState.List`` against the primary."""
     replication_rate: float = 1.0
     replication_burst: int = 5
+    replication_max_retry_wait: float = 120.0
+    """Cap of the doubling wait between failed replication rounds."""
     ae_sync_interval: float = 5.0
     ae_wait: float = 300.0
     prune_interval: float = 3600.0
@@ -332,7 +334,11 @@ class WanFederation:
                 feedback=self.locator_service,
             )
             replicator = replication.replicator(
-                ReplicationPolicy(rate=opts.replication_rate, burst=opts.replication_burst)
+                ReplicationPolicy(
+                    rate=opts.replication_rate,
+                    burst=opts.replication_burst,
+                    max_retry_wait=opts.replication_max_retry_wait,
+                )
             )
             self._leader_tasks.append(
                 asyncio.create_task(replicator.run(), name="fed-state-replication")

@@ -1,0 +1,136 @@
+"""Federation heals itself: the scenarios the reference's issues are about.
+
+Real servers, real ``MeshGateway`` data planes and real mTLS on loopback,
+one 127.0.<n>.x network per datacenter (fixture ``make_federation``).
+
+* #7339: every primary gateway is replaced while a secondary is down; only
+  the discovery source is updated. The secondary, restarted from its data dir
+  (so it holds stale federation states), recovers with no other step.
+* #9341: a follower of a secondary reaches the primary through its own
+  datacenter's gateways; only the leader acts on the replication signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from wanfed_fsm import DCSpecificRequest, IndexedNodes
+from wanfed_server.runtime import Server
+
+if TYPE_CHECKING:
+    from .conftest import Federation  # type: ignore[import-not-found]
+
+    MakeFederation = Callable[..., Awaitable[Federation]]
+
+
+async def eventually(condition: Callable[[], bool], within: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def eventually_async(
+    condition: Callable[[], Awaitable[bool]], within: float, what: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+def wan_alive(server: Server) -> set[str]:
+    return {m.name for m in server.members(wan=True) if m.status == 1}
+
+
+def primary_gateways_in_store(server: Server) -> list[str]:
+    with server.store.read() as txn:
+        states = {s.datacenter: s for s in txn.federation_states()[1]}
+    state = states.get("dc1")
+    if state is None:
+        return []
+    return sorted(f"{g.service.address}:{g.service.port}" for g in state.mesh_gateways)
+
+
+def route_to(server: Server, datacenter: str) -> tuple[str, list[str]]:
+    status = server.federation_status()
+    assert status is not None
+    route = next(r for r in status.routes if r.datacenter == datacenter)
+    return route.path, [c.address for c in route.candidates]
+
+
+async def rpc_ok(server: Server, datacenter: str) -> bool:
+    try:
+        await server.rpc(
+            "Catalog.ListNodes", DCSpecificRequest(datacenter=datacenter), IndexedNodes
+        )
+    except Exception:
+        return False
+    return True
+
+
+async def test_every_primary_gateway_replaced_while_a_secondary_is_down(
+    make_federation: MakeFederation,
+) -> None:
+    fed = await make_federation({"dc1": 1, "dc2": 1})
+    dc1, dc2 = fed["dc1"], fed["dc2"]
+    await eventually(
+        lambda: wan_alive(dc2.require_server()) == {"s1.dc1", "s1.dc2"}, 20, "dc2 joined dc1"
+    )
+    old = dc1.gateway_address
+    await eventually(
+        lambda: primary_gateways_in_store(dc2.require_server()) == [old],
+        20,
+        "dc2 replicated dc1's gateway",
+    )
+
+    await eventually(
+        lambda: route_to(dc2.require_server(), "dc1") == ("local-gateways", [dc2.gateway_address]),
+        20,
+        "dc2's leader on its local gateways (both states replicated)",
+    )
+    await fed.stop_server("dc2", "s1")
+    await fed.replace_gateway("dc1", new_address=True)
+    new = dc1.gateway_address
+    assert new.split(":")[0] != old.split(":")[0]
+    fed.publish_primary_gateways()  # the operator updates the discovery source only
+    primary = dc1.require_server()
+    await eventually(
+        lambda: primary_gateways_in_store(primary) == [new], 20, "dc1's own state names the new"
+    )
+
+    server = await fed.start_server("dc2", "s1")
+    await server.wait_ready()
+    # Stale federation states, restored from the data dir.
+    await eventually(lambda: primary_gateways_in_store(server) == [old], 10, "states restored")
+    fed.start_feeder("dc2", server)
+
+    # No other step: discovery, the locator and replication heal dc2 by themselves.
+    await eventually(lambda: "s1.dc1" in wan_alive(server), 30, "dc2 sees s1.dc1 alive again")
+    await eventually(
+        lambda: primary_gateways_in_store(server) == [new], 30, "dc2 replicated the new gateway"
+    )
+    await eventually_async(lambda: rpc_ok(server, "dc1"), 30, "?dc=dc1 from dc2 answers")
+
+    # ...and the leader ends on its local gateway, whose route to dc1 came from the
+    # replicated state: dc2 -> dc2-gw -> the new dc1 gateway -> dc1's server.
+    async def local_path_works() -> bool:
+        on_local = route_to(server, "dc1") == ("local-gateways", [dc2.gateway_address])
+        return on_local and await rpc_ok(server, "dc1")
+
+    await eventually_async(local_path_works, 30, "dc2's leader back on a working local path")
+    assert dc2.gateway is not None
+    route = dc2.gateway.routes.lookup("s1.server.dc1.consul")
+    assert route is not None
+    assert [f"{u.host}:{u.port}" for u in route.upstreams] == [new]
+    status = server.federation_status()
+    assert status is not None
+    assert status.replication.use_replication_signal
+    assert status.dial_primary_through_local_gateways
+    assert "s1.dc1" in wan_alive(server)
