@@ -98,6 +98,18 @@ class NodeStateKind(enum.IntEnum):
 _UINT_LIMITS = {"u8": 0xFF, "u16": 0xFFFF, "u32": 0xFFFFFFFF, "int": (1 << 63) - 1}
 
 
+_Schema = tuple[tuple[str, str, str, bool], ...]
+"""``(attribute, Go field name, kind, omitempty)`` per field, in declaration order."""
+
+_SOURCE_FIELDS: _Schema = (
+    ("source_addr", "SourceAddr", "bytes", True),
+    ("source_port", "SourcePort", "u16", True),
+    ("source_node", "SourceNode", "str", True),
+)
+"""Who sent a ping: the answer goes to this advertised address, not to wherever the
+packet seemed to come from."""
+
+
 class _Wire(msgspec.Struct, frozen=True):
     """Base of every message: subclasses declare their type byte and schema.
 
@@ -107,17 +119,15 @@ class _Wire(msgspec.Struct, frozen=True):
     """
 
     TYPE: ClassVar[MessageType]
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]]
+    _FIELDS: ClassVar[_Schema]
 
 
 class Ping(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.PING
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("seq_no", "SeqNo", "u32", False),
         ("node", "Node", "str", False),
-        ("source_addr", "SourceAddr", "bytes", True),
-        ("source_port", "SourcePort", "u16", True),
-        ("source_node", "SourceNode", "str", True),
+        *_SOURCE_FIELDS,
     )
     seq_no: int
     node: str = ""
@@ -128,15 +138,13 @@ class Ping(_Wire, frozen=True, kw_only=True):
 
 class IndirectPing(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.INDIRECT_PING
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("seq_no", "SeqNo", "u32", False),
         ("target", "Target", "bytes", False),
         ("port", "Port", "u16", False),
         ("node", "Node", "str", False),
         ("nack", "Nack", "bool", False),
-        ("source_addr", "SourceAddr", "bytes", True),
-        ("source_port", "SourcePort", "u16", True),
-        ("source_node", "SourceNode", "str", True),
+        *_SOURCE_FIELDS,
     )
     seq_no: int
     target: bytes
@@ -150,7 +158,7 @@ class IndirectPing(_Wire, frozen=True, kw_only=True):
 
 class Ack(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.ACK
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("seq_no", "SeqNo", "u32", False),
         ("payload", "Payload", "bytes", False),
     )
@@ -160,43 +168,42 @@ class Ack(_Wire, frozen=True, kw_only=True):
 
 class Nack(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.NACK
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (("seq_no", "SeqNo", "u32", False),)
+    _FIELDS: ClassVar[_Schema] = (("seq_no", "SeqNo", "u32", False),)
     seq_no: int
 
 
 class ErrorResponse(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.ERROR
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (("error", "Error", "str", False),)
+    _FIELDS: ClassVar[_Schema] = (("error", "Error", "str", False),)
     error: str
 
 
-class Suspect(_Wire, frozen=True, kw_only=True):
+class _Accusation(_Wire, frozen=True, kw_only=True):
+    """The body suspect and dead share: who, at which incarnation, and who says so."""
+
+    _FIELDS: ClassVar[_Schema] = (
+        ("incarnation", "Incarnation", "u32", False),
+        ("node", "Node", "str", False),
+        ("from_", "From", "str", False),
+    )
+    incarnation: int
+    node: str
+    from_: str
+
+
+class Suspect(_Accusation, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.SUSPECT
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
-        ("incarnation", "Incarnation", "u32", False),
-        ("node", "Node", "str", False),
-        ("from_", "From", "str", False),
-    )
-    incarnation: int
-    node: str
-    from_: str
 
 
-class Dead(_Wire, frozen=True, kw_only=True):
+class Dead(_Accusation, frozen=True, kw_only=True):
+    """``from_ == node`` means the member left; anything else, that it failed."""
+
     TYPE: ClassVar[MessageType] = MessageType.DEAD
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
-        ("incarnation", "Incarnation", "u32", False),
-        ("node", "Node", "str", False),
-        ("from_", "From", "str", False),
-    )
-    incarnation: int
-    node: str
-    from_: str
 
 
 class Alive(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.ALIVE
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("incarnation", "Incarnation", "u32", False),
         ("node", "Node", "str", False),
         ("addr", "Addr", "bytes", False),
@@ -214,7 +221,7 @@ class Alive(_Wire, frozen=True, kw_only=True):
 
 class PushNodeState(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.PUSH_PULL
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("name", "Name", "str", False),
         ("addr", "Addr", "bytes", False),
         ("port", "Port", "u16", False),
@@ -234,7 +241,7 @@ class PushNodeState(_Wire, frozen=True, kw_only=True):
 
 class _PushPullHeader(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.PUSH_PULL
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("nodes", "Nodes", "int", False),
         ("user_state_len", "UserStateLen", "int", False),
         ("join", "Join", "bool", False),
@@ -246,15 +253,13 @@ class _PushPullHeader(_Wire, frozen=True, kw_only=True):
 
 class _UserMsgHeader(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.USER
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
-        ("user_msg_len", "UserMsgLen", "int", False),
-    )
+    _FIELDS: ClassVar[_Schema] = (("user_msg_len", "UserMsgLen", "int", False),)
     user_msg_len: int
 
 
 class _Compress(_Wire, frozen=True, kw_only=True):
     TYPE: ClassVar[MessageType] = MessageType.COMPRESS
-    _FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
+    _FIELDS: ClassVar[_Schema] = (
         ("algo", "Algo", "u8", False),
         ("buf", "Buf", "bytes", False),
     )
