@@ -40,6 +40,7 @@ from wanfed_fsm import (
     ConsensusError,
     Deregister,
     DeregisterRequest,
+    FsmError,
     HealthCheck,
     HealthStatus,
     QueryOptions,
@@ -304,14 +305,15 @@ class CheckRunner:
                     request=DeregisterRequest(node=action.node, service_id=action.service_id)
                 )
             )
-        except ConsensusError as exc:
+        except FsmError as exc:  # not committed (or refused): the service is still there
             self._reaper.failed(action, self._now())
             self._wake.set()
             logger.warning(
-                "reaping critical service failed node=%s service=%s error=%s; retrying",
+                "reaping critical service failed node=%s service=%s error=%s; retrying in %.0fs",
                 action.node,
                 action.service_id,
                 exc,
+                self._reaper.retry_after,
             )
             return
         logger.info(

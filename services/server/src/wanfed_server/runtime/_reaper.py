@@ -169,6 +169,10 @@ class CriticalServiceReaper:
                 tracked.reaping = False
                 tracked.retry_at = now + self._retry_after
 
+    @property
+    def retry_after(self) -> float:
+        return self._retry_after
+
     def next_deadline(self) -> float | None:
         pending = [t.not_before for t in self._critical.values() if not t.reaping]
         return min(pending, default=None)
