@@ -658,6 +658,7 @@ class FedDatacenter:
     servers: dict[str, Server] = field(default_factory=dict)
     gateway: MeshGateway | None = None
     gateway_ip: str = ""
+    gateway_port: int = 0
     feeder: asyncio.Task[None] | None = None
 
     def server_ip(self, node: str) -> str:
@@ -838,14 +839,14 @@ class Federation:
             self._gateway_serial[dc.name] = serial
             dc.gateway_ip = f"127.0.{dc.index}.{serial}"
         dc.gateway = MeshGateway(build_route_table(RouteInputs(local_dc=dc.name)), GatewayConfig())
-        await dc.gateway.start(dc.gateway_ip, port)
+        dc.gateway_port = (await dc.gateway.start(dc.gateway_ip, port))[1]
 
     async def replace_gateway(self, dc_name: str, *, new_address: bool) -> None:
         """Stop a DC's gateway; start a new one on the same or a new address, re-fed
         from a running server and (if moved) re-registered under the same node name."""
         dc = self.dcs[dc_name]
         assert dc.gateway is not None
-        old_port = dc.gateway.address[1]
+        old_port = dc.gateway_port
         await self.stop_feeder(dc_name)
         await dc.gateway.close()
         await self._start_gateway(dc, port=0 if new_address else old_port)
@@ -857,7 +858,7 @@ class Federation:
     async def register_gateway(self, dc_name: str) -> None:
         dc = self.dcs[dc_name]
         server = next(iter(dc.servers.values()))
-        host, port = dc.gateway_ip, int(dc.gateway_address.rsplit(":", 1)[1])
+        host, port = dc.gateway_ip, dc.gateway_port
         address = ServiceAddress(address=host, port=port)
         await server.rpc(
             "Catalog.Register",

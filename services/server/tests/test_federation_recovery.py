@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from wanfed_fsm import DCSpecificRequest, IndexedNodes
+from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_server.runtime import Server
 
 if TYPE_CHECKING:
@@ -134,3 +134,88 @@ async def test_every_primary_gateway_replaced_while_a_secondary_is_down(
     assert status.replication.use_replication_signal
     assert status.dial_primary_through_local_gateways
     assert "s1.dc1" in wan_alive(server)
+
+
+def bytes_up(fed: Federation, dc: str, route: str) -> int:
+    gateway = fed[dc].gateway
+    assert gateway is not None
+    stats = gateway.stats().routes.get(route)
+    return 0 if stats is None else stats.bytes_to_upstream
+
+
+async def test_a_follower_reaches_the_primary_through_its_local_gateways(
+    make_federation: MakeFederation,
+) -> None:
+    fed = await make_federation({"dc1": 1, "dc2": 3})
+    dc2 = fed["dc2"]
+    servers = list(dc2.servers.values())
+    everyone = {"s1.dc1", "s1.dc2", "s2.dc2", "s3.dc2"}
+    await eventually(
+        lambda: all(wan_alive(s) == everyone for s in servers), 30, "one WAN pool of 4"
+    )
+    local = ("local-gateways", [dc2.gateway_address])
+    await eventually(
+        lambda: all(route_to(s, "dc1") == local for s in servers),
+        30,
+        "every dc2 server routes dc1-bound traffic through dc2's gateway",
+    )
+
+    def signal(server: Server) -> bool:
+        status = server.federation_status()
+        assert status is not None
+        return status.replication.use_replication_signal
+
+    # Exactly the leader runs replication and listens to its outcome (an ex-leader
+    # of the first election may take a moment to stop its routines).
+    await eventually(
+        lambda: [s for s in servers if signal(s)] == [s for s in servers if s.is_leader()] != [],
+        30,
+        "only the leader uses the replication signal",
+    )
+    leader = dc2.leader()
+    assert leader is not None
+    follower = next(s for s in servers if s is not leader)
+
+    # A write to dc1 sent by the follower: its bytes cross dc2's gateway, then dc1's.
+    payload = "x" * 200_000
+    before = bytes_up(fed, "dc2", "remote:dc1"), bytes_up(fed, "dc1", "local-server:s1")
+    await follower.rpc(
+        "Catalog.Register",
+        RegisterRequest(
+            datacenter="dc1",
+            node=Node(node="from-follower", address="127.0.1.9", meta={"blob": payload}),
+        ),
+        bool,
+    )
+    after = bytes_up(fed, "dc2", "remote:dc1"), bytes_up(fed, "dc1", "local-server:s1")
+    assert after[0] - before[0] >= len(payload), "the follower's request did not cross dc2-gw"
+    assert after[1] - before[1] >= len(payload), "...nor dc1-gw"
+
+    # Only the leader acts on the replication signal: with dc2's gateway gone its
+    # replication fails and it dials dc1's gateways directly; the followers, which
+    # run no replication, keep trusting their local gateways.
+    assert dc2.gateway is not None
+    gateway_address = dc2.gateway_address
+    await dc2.gateway.close()
+    await eventually(
+        lambda: route_to(leader, "dc1")[0] == "primary-gateways", 30, "the leader goes direct"
+    )
+    for server in servers:
+        if server is not leader:
+            status = server.federation_status()
+            assert status is not None
+            assert status.dial_primary_through_local_gateways
+            assert status.replication.consecutive_failures == 0
+            assert route_to(server, "dc1") == ("local-gateways", [gateway_address])
+
+    # The gateway comes back on its address: the leader's next success brings it home.
+    await fed.replace_gateway("dc2", new_address=False)
+    await eventually(
+        lambda: all(route_to(s, "dc1") == local for s in servers),
+        30,
+        "the leader back on dc2's gateway",
+    )
+    reply = await follower.rpc(
+        "Catalog.ListNodes", DCSpecificRequest(datacenter="dc1"), IndexedNodes
+    )
+    assert "from-follower" in {n.node for n in reply.nodes}

@@ -250,6 +250,7 @@ class WanFederation:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
+        self._reaping: set[asyncio.Task[None]] = set()
 
     @property
     def is_primary(self) -> bool:
@@ -295,7 +296,7 @@ class WanFederation:
         if is_leader:
             self._start_leader()
         else:
-            asyncio.get_running_loop().create_task(self._stop_leader())
+            self._release_leader()
 
     def _start_leader(self) -> None:
         if self._leader_tasks:
@@ -344,14 +345,35 @@ class WanFederation:
                 asyncio.create_task(replicator.run(), name="fed-state-replication")
             )
 
-    async def _stop_leader(self) -> None:
+    def _release_leader(self) -> None:
+        """Stop the leader's routines *now*; awaiting them happens in the background.
+
+        Synchronous on purpose: leadership lost and regained in quick succession
+        (a flapping first election) must leave the new term with fresh routines.
+        Deferring the whole stop to a task let the regain find the old routines
+        still listed, keep them, and then watch the late stop cancel them: a
+        leader with no replication and no anti-entropy until the next change.
+        A cancelled task cannot report a replication result afterwards, so the
+        signal can be switched off right away.
+        """
         if not self._leader_tasks:
             return
         tasks, self._leader_tasks = self._leader_tasks, []
-        await _cancel(tasks)
+        for task in tasks:
+            task.cancel()
         if not self.is_primary:
             self.locator_service.set_use_replication_signal(False)
-        logger.info("federation-state routines stopped", extra={"datacenter": self._datacenter})
+        reaper = asyncio.get_running_loop().create_task(_cancel(tasks))
+        self._reaping.add(reaper)
+        reaper.add_done_callback(self._reaping.discard)
+        logger.info(
+            "federation-state routines stopped; waiting for them in the background",
+            extra={"datacenter": self._datacenter},
+        )
+
+    async def _stop_leader(self) -> None:
+        self._release_leader()
+        await asyncio.gather(*self._reaping, return_exceptions=True)
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
