@@ -892,11 +892,12 @@ class Federation:
 async def make_federation(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Awaitable[Federation]]]:
-    """``await make_federation({"dc1": 1, "dc2": 3}, options=...)``; stops everything after."""
+    """``await make_federation({"dc1": 1, "dc2": 3})``: datacenters and their server
+    counts, the first one primary; everything is stopped after the test."""
     made: list[Federation] = []
 
-    async def make(layout: Mapping[str, int], options: ServerOptions | None = None) -> Federation:
-        federation = Federation(tmp_path, options or fed_fast_options())
+    async def make(layout: Mapping[str, int], *, prune_interval: float = 3600.0) -> Federation:
+        federation = Federation(tmp_path, fed_fast_options(prune_interval=prune_interval))
         made.append(federation)
         await federation.start(layout)
         return federation
