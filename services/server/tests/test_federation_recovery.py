@@ -219,3 +219,34 @@ async def test_a_follower_reaches_the_primary_through_its_local_gateways(
         "Catalog.ListNodes", DCSpecificRequest(datacenter="dc1"), IndexedNodes
     )
     assert "from-follower" in {n.node for n in reply.nodes}
+
+
+async def test_every_primary_gateway_replaced_under_a_running_secondary(
+    make_federation: MakeFederation,
+) -> None:
+    fed = await make_federation({"dc1": 1, "dc2": 1})
+    dc1, dc2 = fed["dc1"], fed["dc2"]
+    server = dc2.require_server()
+    local = ("local-gateways", [dc2.gateway_address])
+    await eventually(lambda: route_to(server, "dc1") == local, 20, "dc2 on its local gateway")
+    federation = server.federation
+    assert federation is not None
+    old = dc1.gateway_address
+    assert federation.locator.fallback_addresses() == [old]
+
+    await fed.replace_gateway("dc1", new_address=True)
+    new = dc1.gateway_address
+    fed.publish_primary_gateways()
+
+    # Replicated and discovered addresses are both stale: the leader's direct path
+    # keeps failing, so discovery runs again and finds the new gateway.
+    await eventually(lambda: federation.locator.fallback_addresses() == [new], 30, "rediscovered")
+    await eventually(
+        lambda: primary_gateways_in_store(server) == [new], 30, "dc2 replicated the new gateway"
+    )
+
+    async def local_path_works() -> bool:
+        return route_to(server, "dc1") == local and await rpc_ok(server, "dc1")
+
+    await eventually_async(local_path_works, 30, "dc2's leader back on a working local path")
+    await eventually(lambda: "s1.dc1" in wan_alive(server), 30, "s1.dc1 alive in dc2's pool")
