@@ -315,7 +315,7 @@ def _netns_names() -> set[str]:
 
 def _kill(pids: Iterable[int]) -> None:
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -375,6 +375,8 @@ def reap_stale() -> list[str]:
     Only prefixes made by :func:`default_prefix` (``wf<pid>``) are considered;
     a live owner's topology is never touched. Returns the namespaces removed.
     """
+    if os.geteuid() != 0:  # cannot have built any, cannot remove any
+        return []
     names = _netns_names()
     prefixes = {_prefix_of(name) for name in names if OWNED_PREFIX.match(_prefix_of(name))}
     dead = {p for p in prefixes if (pid := owner_pid(p)) is not None and not _alive(pid)}
