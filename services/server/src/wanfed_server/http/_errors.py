@@ -5,7 +5,9 @@ show the body, so every failure is a short ``text/plain`` message and never a
 traceback: 400 for a request the caller got wrong, 403 for a permission
 failure, 404 for an unknown agent check or service, 500 for anything the
 servers reported (``No path to datacenter`` included, as Consul does) and
-for lost connections.
+for lost connections. A request an RPC endpoint refused as invalid
+(:class:`InvalidRequestError`, also when another server or datacenter
+answered) is the caller's error too: 400 with the endpoint's message.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wanfed_server.local_agent import (
     UnknownCheckError,
     UnknownServiceError,
 )
+from wanfed_server.runtime import InvalidRequestError
 
 __all__ = ["HttpError", "error_middleware", "status_for_remote_error"]
 
@@ -67,6 +70,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _text(404, str(error))
     except CheckNotTtlError as error:
         return _text(500, str(error))
+    except InvalidRequestError as error:
+        logger.info("rpc refused the request path=%s error=%s; answered 400", request.path, error)
+        return _text(400, str(error))
     except RemoteError as error:
         message = str(error)
         logger.info("rpc failed path=%s error=%s", request.path, message)

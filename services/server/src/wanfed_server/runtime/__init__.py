@@ -17,6 +17,7 @@ from ._cluster import (
     hello_round,
 )
 from ._endpoint import Endpoint, EndpointKind
+from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
 from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import SERF_CHECK_ID, SERVER_SERVICE, LeaderRoutines, server_registration
@@ -41,6 +42,7 @@ __all__ = [
     "CLUSTER_FILE",
     "DEREGISTER_CRITICAL_MINIMUM",
     "HELLO_TIMEOUT",
+    "INVALID_REQUEST_PREFIX",
     "MISSING_FEDERATION_STATE_DATACENTER",
     "NO_CLUSTER_LEADER",
     "NO_PATH_TO_DATACENTER",
@@ -60,6 +62,7 @@ __all__ = [
     "Expire",
     "FormingConsensus",
     "IndexedHealthChecks",
+    "InvalidRequestError",
     "LeaderRoutines",
     "NodeSpecificRequest",
     "PlainDialer",

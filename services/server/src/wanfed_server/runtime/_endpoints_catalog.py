@@ -2,6 +2,9 @@
 
 Writes become FSM commands; reads are blocking queries over one store
 transaction, so an index a client blocks on covers exactly what it read.
+A request that is wrong in itself is refused here with
+:class:`InvalidRequestError` (HTTP 400) before it reaches the log: the FSM
+would refuse it too, but only as an opaque rejected write.
 """
 
 from __future__ import annotations
@@ -22,23 +25,49 @@ from wanfed_fsm import (
     Register,
     RegisterRequest,
     ServiceSpecificRequest,
+    StateStore,
 )
 
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
+from ._endpoints_errors import InvalidRequestError
 from ._messages import IndexedHealthChecks, NodeSpecificRequest
 from ._reaper import deregister_critical_after
 
-__all__ = ["catalog_endpoints"]
+__all__ = ["catalog_endpoints", "validate_registration"]
 
 
 def _dc(request: Any) -> str:
     return str(request.datacenter)
 
 
+def validate_registration(request: RegisterRequest, store: StateStore) -> None:
+    """Refuse a registration that is wrong in itself, naming what is wrong.
+
+    Checks the leader could never act on (``DeregisterCriticalServiceAfter``
+    that is not a duration), checks of another node, and ``SkipNodeUpdate``
+    for a node the catalog does not know.
+    """
+    node = request.node.node
+    for check in request.checks:
+        if check.node.lower() != node.lower():
+            raise InvalidRequestError(
+                f"check {check.check_id!r} names node {check.node!r}, "
+                f"but the registration is for node {node!r}"
+            )
+        try:
+            deregister_critical_after(check)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+    if request.skip_node_update:
+        with store.read() as txn:
+            _, known = txn.node(node)
+        if known is None:
+            raise InvalidRequestError(f"cannot skip the node update: node {node!r} is unknown")
+
+
 def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
     async def register(request: RegisterRequest) -> bool:
-        for check in request.checks:
-            deregister_critical_after(check)  # refuse text the leader could never act on
+        validate_registration(request, context.store)
         if not request.node.datacenter:
             node = msgspec.structs.replace(request.node, datacenter=context.datacenter)
             request = msgspec.structs.replace(request, node=node)
@@ -62,7 +91,7 @@ def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
 
     async def service_nodes(request: ServiceSpecificRequest) -> IndexedServiceNodes:
         if not request.service_name:
-            raise ValueError("Must provide service name")
+            raise InvalidRequestError("Must provide service name")
         meta, found = await run_query(
             context, request, lambda txn: txn.service_nodes(request.service_name)
         )
@@ -79,13 +108,13 @@ def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
             )
 
         if not request.service_name and not request.service_kind:
-            raise ValueError("Must provide service name or service kind")
+            raise InvalidRequestError("Must provide service name or service kind")
         meta, found = await run_query(context, request, query)
         return IndexedCheckServiceNodes(**meta_fields(meta), nodes=found)
 
     async def node_checks(request: NodeSpecificRequest) -> IndexedHealthChecks:
         if not request.node:
-            raise ValueError("Must provide node")
+            raise InvalidRequestError("Must provide node")
         meta, checks = await run_query(context, request, lambda txn: txn.node_checks(request.node))
         return IndexedHealthChecks(**meta_fields(meta), health_checks=checks)
 

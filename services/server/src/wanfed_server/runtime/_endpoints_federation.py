@@ -23,10 +23,11 @@ from wanfed_fsm import (
 )
 
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
+from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
 
 __all__ = ["MISSING_FEDERATION_STATE_DATACENTER", "federation_state_endpoints"]
 
-MISSING_FEDERATION_STATE_DATACENTER = "invalid request: missing federation state datacenter"
+MISSING_FEDERATION_STATE_DATACENTER = f"{INVALID_REQUEST_PREFIX}missing federation state datacenter"
 
 
 def federation_state_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
@@ -36,7 +37,7 @@ def federation_state_endpoints(context: EndpointContext) -> list[Endpoint[Any, A
     async def apply(request: FederationStateRequest) -> bool:
         state = request.state
         if not state.datacenter:
-            raise ValueError(MISSING_FEDERATION_STATE_DATACENTER)
+            raise InvalidRequestError(MISSING_FEDERATION_STATE_DATACENTER)
         if request.op == "upsert" and state.updated_at == ZERO_TIME:
             state = msgspec.structs.replace(state, updated_at=datetime.now(UTC))
             request = msgspec.structs.replace(request, state=state)

@@ -17,6 +17,11 @@ API or the server itself):
 4. Otherwise the handler runs here. Domain errors (a rejected catalog write,
    a consistent read without confirmed leadership) become
    :class:`RemoteError` with the domain's message, as on the wire.
+
+A request the caller got wrong (one that does not decode, or that an
+endpoint refuses) fails with :class:`InvalidRequestError`, also when the
+answer comes back from the leader or another datacenter: errors cross the
+wire as text, and :func:`typed_remote_error` restores their kind.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import msgspec
 from wanfed_fsm import ConsensusError, FsmError, NotLeaderError
 from wanfed_proto import (
     DEFAULT_DOMAIN,
+    EnvelopeError,
     RemoteError,
     RpcCall,
     RpcHandler,
@@ -39,6 +45,7 @@ from wanfed_proto import (
 )
 
 from ._endpoint import Endpoint, EndpointKind
+from ._endpoints_errors import InvalidRequestError, typed_remote_error
 from ._messages import ServerInfo
 from ._pool import DialError, RpcPool
 from ._router import NO_PATH_TO_DATACENTER, NO_SERVER_REACHABLE, Router
@@ -94,7 +101,10 @@ class Dispatcher:
             async def handle(call: RpcCall) -> object:
                 if endpoint.servers_only:
                     self._check_server_peer(call, endpoint.method)
-                request = call.decode(endpoint.request_type)
+                try:
+                    request = call.decode(endpoint.request_type)
+                except EnvelopeError as exc:
+                    raise InvalidRequestError(str(exc)) from None
                 return await self.dispatch(endpoint, request)
 
             return handle
@@ -148,14 +158,8 @@ class Dispatcher:
                 leader = self._leader()
                 if leader is not None:
                     try:
-                        return await self._pool.call(
-                            leader.node,
-                            leader.datacenter,
-                            leader.rpc_address,
-                            endpoint.method,
-                            request,
-                            endpoint.reply_type,
-                            timeout=self._forward_timeout,
+                        return await self._call(
+                            leader.node, leader.datacenter, leader.rpc_address, endpoint, request
                         )
                     except DialError as exc:
                         last_error = f"{NO_CLUSTER_LEADER}: leader {leader.node} unreachable"
@@ -177,14 +181,8 @@ class Dispatcher:
             raise RemoteError(NO_PATH_TO_DATACENTER)
         for server in servers:
             try:
-                return await self._pool.call(
-                    server.node,
-                    server.datacenter,
-                    server.address,
-                    endpoint.method,
-                    request,
-                    endpoint.reply_type,
-                    timeout=self._forward_timeout,
+                return await self._call(
+                    server.node, server.datacenter, server.address, endpoint, request
                 )
             except DialError as exc:
                 logger.warning(
@@ -200,3 +198,23 @@ class Dispatcher:
                 self._router.notify_failed(server)
                 raise
         raise RemoteError(NO_SERVER_REACHABLE)
+
+    async def _call(
+        self, node: str, datacenter: str, address: str, endpoint: Endpoint[Any, Any], request: Any
+    ) -> Any:
+        """One call to another server; its refusal keeps the kind it had there."""
+        try:
+            return await self._pool.call(
+                node,
+                datacenter,
+                address,
+                endpoint.method,
+                request,
+                endpoint.reply_type,
+                timeout=self._forward_timeout,
+            )
+        except RemoteError as exc:
+            typed = typed_remote_error(exc)
+            if typed is exc:
+                raise
+            raise typed from None
