@@ -65,7 +65,6 @@ from wanfed_fsm import (
 from wanfed_proto import Alpn, RpcClient, client_context, dial_alpn
 from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
 from wanfed_server.runtime import Server, ServerOptions
-from wanfed_server.runtime._wanfed import FederationOptions
 
 SIZES = (3, 10)
 CHANGES = 20
@@ -84,14 +83,9 @@ ROUTER_LOOKUPS = 1000
 # locator's pace, retry backoff): they decide how fast the federation forms,
 # not how fast a change travels. WAN gossip keeps memberlist's WAN profile: the
 # fast one declares members failed when the shared loop stalls under load.
-_SETUP = FederationOptions(
-    replication_wait=300.0,
-    ae_wait=300.0,
-    locator_rate=50.0,
-    locator_burst=10,
-    leader_loop_backoff_cap=0.5,
-    locator_wait=300.0,
-    prune_interval=3600.0,
+# Every other federation timer keeps its production default.
+_SETUP = msgspec.structs.replace(
+    ServerOptions().federation, locator_rate=50.0, locator_burst=10, leader_loop_backoff_cap=0.5
 )
 
 
