@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from wanfed_agent.tls import TLSMaterial, TLSMaterialError
+from wanfed_agent.tls import TLSMaterialError
 
 from ._errors import ConfigError
 from ._files import config_dir_files, parse_hcl, read_config_file
@@ -112,6 +112,10 @@ def _check_tls_files(config: AgentConfig) -> None:
     d = config.tls.defaults
     if d.ca_file is None:
         return
+    # here, not at the top: loading a config without TLS files (every CLI
+    # command but the agent) must not import the X.509 stack
+    from wanfed_agent.tls import TLSMaterial
+
     try:
         TLSMaterial.load(d.ca_file, d.cert_file, d.key_file)
     except TLSMaterialError as error:

@@ -3,19 +3,30 @@
 ``create_ca`` / ``create_server_cert`` / ``create_client_cert`` return
 :class:`PemPair` (PEM bytes); :meth:`TLSMaterial.load` reads and cross-checks
 an agent's ``ca_file``, ``cert_file`` and ``key_file``.
+
+Everything that needs ``cryptography`` loads on first use (PEP 562), so code
+that only catches :class:`TLSMaterialError` or builds SNI names stays cheap to
+import.
 """
 
-from ._authority import (
-    DEFAULT_CA_DAYS,
-    DEFAULT_CERT_DAYS,
-    PemPair,
-    create_ca,
-    create_client_cert,
-    create_server_cert,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._errors import TLSMaterialError
-from ._material import EXPIRY_WARNING, TLSMaterial
 from ._names import client_name, server_name
+
+if TYPE_CHECKING:
+    from ._authority import (
+        DEFAULT_CA_DAYS,
+        DEFAULT_CERT_DAYS,
+        PemPair,
+        create_ca,
+        create_client_cert,
+        create_server_cert,
+    )
+    from ._material import EXPIRY_WARNING, TLSMaterial
 
 __all__ = [
     "DEFAULT_CA_DAYS",
@@ -30,3 +41,28 @@ __all__ = [
     "create_server_cert",
     "server_name",
 ]
+
+_HOMES = {
+    "DEFAULT_CA_DAYS": "._authority",
+    "DEFAULT_CERT_DAYS": "._authority",
+    "PemPair": "._authority",
+    "create_ca": "._authority",
+    "create_client_cert": "._authority",
+    "create_server_cert": "._authority",
+    "EXPIRY_WARNING": "._material",
+    "TLSMaterial": "._material",
+}
+
+
+if not TYPE_CHECKING:  # mypy sees the imports above, so a misspelt name stays an error
+
+    def __getattr__(name: str) -> object:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -36,11 +36,35 @@ class UsageError(CommandError):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` that raises instead of exiting on bad arguments."""
+    """An ``ArgumentParser`` that raises instead of exiting on bad arguments.
+
+    A command whose flags need a costly import (``tls`` reads its defaults
+    from the X.509 code) adds them through :meth:`defer`: they are built
+    when that command is parsed or its help shown, so the other commands do
+    not pay for the import.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._deferred: Callable[[CommandParser], None] | None = None
+
+    def defer(self, build: Callable[[CommandParser], None]) -> None:
+        """Run ``build(self)`` just before this parser is first used."""
+        self._deferred = build
+
+    def _build_deferred(self) -> None:
+        build, self._deferred = self._deferred, None
+        if build is not None:
+            build(self)
+
+    def format_help(self) -> str:
+        self._build_deferred()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._build_deferred()
+        return super().format_usage()
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
@@ -54,6 +78,7 @@ class CommandParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         """Accept ``--flag`` for every ``-flag``; sub-parsers come through here too."""
+        self._build_deferred()
         return super().parse_known_args(self._single_dash(args), namespace)
 
     def _single_dash(self, args: Sequence[str] | None) -> list[str] | None:

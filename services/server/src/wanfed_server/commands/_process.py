@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["KeyValueFormatter", "configure_logging", "run_main", "stop_on_signals"]
 
@@ -45,6 +47,8 @@ def run_main(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        import asyncio
+
         return asyncio.run(main)
     return uvloop.run(main)
 
@@ -57,6 +61,8 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     every platform); tests run these commands' coroutines elsewhere and stop
     them through ``stop`` directly, so a refusal to install is not an error.
     """
+    import asyncio  # imported by the commands that run a loop, not by every command
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -14,23 +14,23 @@ SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import msgspec
 
 from wanfed_agent.config import AGENT_FLAGS, AgentConfig, FlagKind, flags_to_overrides, load_config
-from wanfed_fsm import FsmError
-from wanfed_proto import ProtoError
-from wanfed_server.http import start_http_api
-from wanfed_server.runtime import Server, ServerOptions
 
 from ._base import CommandError, CommandParser, Subparsers, add_flag
 from ._process import configure_logging, run_main, stop_on_signals
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from wanfed_server.runtime import Server, ServerOptions
 
 __all__ = [
     "COMPANIONS",
@@ -49,8 +49,16 @@ class Closeable(Protocol):
     async def close(self) -> None: ...
 
 
-Companion = Callable[[Server], Awaitable[Closeable]]
+Companion: TypeAlias = "Callable[[Server], Awaitable[Closeable]]"
 """Starts something beside the server (e.g. the HTTP API) and returns its handle."""
+
+
+async def start_http_api(server: Server) -> Closeable:
+    """The HTTP API companion; aiohttp is imported only by an agent that starts."""
+    from wanfed_server.http import start_http_api as start
+
+    return await start(server)
+
 
 COMPANIONS: list[Companion] = [start_http_api]
 """Started after the server, closed before it. The HTTP API appends itself here."""
@@ -157,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
     """Run the server and its companions until SIGINT/SIGTERM (or ``stop`` is set)."""
+    import asyncio  # here: the commands that never run a loop do not load it
+
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
         return await _serve(config, stop)
@@ -164,6 +174,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> i
 
 def server_options(config: AgentConfig) -> ServerOptions:
     """The timings an operator may set in the agent config; the rest keep their defaults."""
+    from wanfed_server.runtime import ServerOptions
+
     defaults = ServerOptions()
     federation = msgspec.structs.replace(
         defaults.federation, prune_interval=config.federation_state_prune_interval
@@ -172,6 +184,14 @@ def server_options(config: AgentConfig) -> ServerOptions:
 
 
 async def _serve(config: AgentConfig, stop: asyncio.Event) -> int:
+    # The runtime (Raft, gossip, the RPC port) is imported here, not at the
+    # top: every other command builds this module's parser and must not pay for it.
+    import asyncio
+
+    from wanfed_fsm import FsmError
+    from wanfed_proto import ProtoError
+    from wanfed_server.runtime import Server
+
     server = Server(config, options=server_options(config))
     started: list[Closeable] = []
     try:

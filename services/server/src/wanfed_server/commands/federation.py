@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from wanfed_fsm import FederationState, gateway_wan_address
-from wanfed_gateway_locator import LocatorStatus
-
 from ._base import CommandError, Subparsers
 from ._http_api import add_http_flags, get_json, http_base_url
+
+if TYPE_CHECKING:
+    # The domain packages load with the subcommand that decodes their structs,
+    # not with every command that builds the parser.
+    from wanfed_fsm import FederationState
+    from wanfed_gateway_locator import LocatorStatus
 
 __all__ = ["format_routes", "format_states", "register"]
 
@@ -78,6 +82,8 @@ def format_routes(status: LocatorStatus) -> str:
 
 
 def format_states(states: Sequence[FederationState], now: datetime) -> str:
+    from wanfed_fsm import gateway_wan_address
+
     lines = []
     for state in sorted(states, key=lambda s: s.datacenter):
         age = (now - state.updated_at).total_seconds() if state.updated_at.year > 1 else None
@@ -95,6 +101,8 @@ def format_states(states: Sequence[FederationState], now: datetime) -> str:
 def _routes(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
     raw = get_json(base, "/v1/internal/federation-routes")
+    from wanfed_gateway_locator import LocatorStatus
+
     try:
         status = msgspec.convert(raw, LocatorStatus)
     except msgspec.ValidationError as error:
@@ -106,6 +114,8 @@ def _routes(args: argparse.Namespace) -> int:
 def _states(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
     raw = get_json(base, "/v1/internal/federation-states")
+    from wanfed_fsm import FederationState
+
     try:
         states = msgspec.convert(raw, list[FederationState])
     except msgspec.ValidationError as error:

@@ -10,19 +10,22 @@ anything starts, so a mistake costs one line on stderr and exit code 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ipaddress
 import logging
 import os
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from wanfed_agent.config import parse_duration, parse_host_port
-from wanfed_server.gateway import GatewayConfig, GatewayProcess, GatewaySettings
 
 from ._base import CommandError, Subparsers, add_flag
 from ._http_api import DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV, http_base_url
 from ._process import configure_logging, run_main, stop_on_signals
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from wanfed_server.gateway import GatewaySettings
 
 __all__ = ["DEFAULT_GATEWAY_PORT", "register", "run_gateway", "settings_from_args"]
 
@@ -90,7 +93,7 @@ def register(subparsers: Subparsers) -> None:
         "max-connections",
         dest="max_connections",
         type=int,
-        default=GatewayConfig().max_connections,
+        default=None,  # the data plane's own default, read only when the gateway starts
         metavar="N",
         help="connections served at once; more are refused",
     )
@@ -114,6 +117,10 @@ def _is_wildcard(host: str) -> bool:
 
 def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     """The validated settings of a ``wanfed gateway`` command line."""
+    # The data plane is imported by the command that runs it, not by every
+    # command that builds the parser.
+    from wanfed_server.gateway import GatewayConfig, GatewaySettings
+
     if args.expose_servers and not args.register:
         raise CommandError("'-expose-servers' requires '-register'")
     if args.address is None and args.register:
@@ -148,7 +155,11 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         raise CommandError("-http-addr names no server")
     urls = tuple(http_base_url(entry) for entry in entries)
     try:
-        config = GatewayConfig(hello_timeout=hello_timeout, max_connections=args.max_connections)
+        limit = args.max_connections
+        config = GatewayConfig(
+            hello_timeout=hello_timeout,
+            max_connections=GatewayConfig().max_connections if limit is None else limit,
+        )
         lan_host, lan_port = lan or bind
         wan_host, wan_port = wan or bind
         return GatewaySettings(
@@ -180,12 +191,18 @@ def _run(args: argparse.Namespace) -> int:
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None) -> int:
     """Run the gateway until SIGINT/SIGTERM (or ``stop``), then deregister and close."""
+    import asyncio  # here: the commands that never run a loop do not load it
+
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
         return await _serve(settings, stop)
 
 
 async def _serve(settings: GatewaySettings, stop: asyncio.Event) -> int:
+    import asyncio
+
+    from wanfed_server.gateway import GatewayProcess
+
     process = GatewayProcess(settings)
     try:
         # start() waits for a reachable server; a signal meanwhile must still stop us

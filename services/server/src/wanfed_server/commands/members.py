@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from wanfed_server.interfaces import Member
-
 from ._base import CommandError, Subparsers, add_flag
 from ._http_api import add_http_flags, get_json, http_base_url
+
+if TYPE_CHECKING:
+    from wanfed_server.interfaces import Member
 
 __all__ = ["format_members", "register"]
 
@@ -34,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     raw = get_json(base, "/v1/agent/members", {"wan": "1"} if args.wan else None)
     if not isinstance(raw, list):
         raise CommandError(f"agent at {base} answered /v1/agent/members with {type(raw).__name__}")
+    from wanfed_server.interfaces import Member  # with the answer, not with the parser
+
     try:
         members = msgspec.convert(raw, list[Member])
     except msgspec.ValidationError as error:

@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from wanfed_agent.tls import (
-    DEFAULT_CA_DAYS,
-    DEFAULT_CERT_DAYS,
-    PemPair,
-    TLSMaterialError,
-    create_ca,
-    create_client_cert,
-    create_server_cert,
-)
+from wanfed_agent.tls import TLSMaterialError
 
-from ._base import CommandError, Subparsers, UsageError, add_flag, show_usage
+from ._base import CommandError, CommandParser, Subparsers, UsageError, add_flag, show_usage
+
+if TYPE_CHECKING:
+    from wanfed_agent.tls import PemPair
 
 __all__ = ["CA_CERT_FILE", "CA_KEY_FILE", "register"]
 
@@ -36,6 +32,13 @@ def register(subparsers: Subparsers) -> None:
         "tls", help="create a CA and agent certificates", description="TLS helpers."
     )
     tls.set_defaults(handler=show_usage(tls))
+    tls.defer(_add_subcommands)
+
+
+def _add_subcommands(tls: CommandParser) -> None:
+    """``ca create`` and ``cert create``; their defaults come with the X.509 code."""
+    from wanfed_agent.tls import DEFAULT_CA_DAYS, DEFAULT_CERT_DAYS
+
     groups = tls.add_subparsers(metavar="SUBCOMMAND")
 
     ca = groups.add_parser("ca", help="certificate authority", description="CA helpers.")
@@ -109,6 +112,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _create_ca(args: argparse.Namespace) -> int:
+    from wanfed_agent.tls import create_ca
+
     cert_path, key_path = Path(CA_CERT_FILE), Path(CA_KEY_FILE)
     _refuse_existing(cert_path, key_path)
     try:
@@ -120,6 +125,8 @@ def _create_ca(args: argparse.Namespace) -> int:
 
 
 def _create_cert(args: argparse.Namespace) -> int:
+    from wanfed_agent.tls import PemPair, create_client_cert, create_server_cert
+
     if args.server == args.client:
         raise UsageError("wanfed tls cert create: exactly one of -server or -client is required")
     if args.node is not None and not args.server:
