@@ -8,6 +8,7 @@ All are frozen structs: the core never shares mutable state with its caller.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 
 import msgspec
@@ -51,11 +52,21 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def tags(self) -> dict[str, str]:
-        """Serf-style tags from the metadata; empty when the meta is not tags."""
-        try:
-            return decode_tags(self.meta)
-        except GossipDecodeError:
-            return {}
+        """Serf-style tags from the metadata; empty when the meta is not tags.
+
+        Routing reads the tags of every WAN member on each forwarded call, so
+        the decoding is cached by the meta bytes (a member's meta changes only
+        with its incarnation); each caller gets its own copy to mutate.
+        """
+        return dict(_decoded_tags(self.meta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded_tags(meta: bytes) -> dict[str, str]:
+    try:
+        return decode_tags(meta)
+    except GossipDecodeError:
+        return {}
 
 
 class MemberEventKind(enum.StrEnum):
