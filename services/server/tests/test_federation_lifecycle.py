@@ -1,31 +1,47 @@
-"""The leader's federation routines follow leadership changes, even quick ones.
+"""The leader's federation routines: leadership changes, and the first rounds.
 
 ``WanFederation`` over a stand-in host whose every RPC to the primary waits
-forever, so the routines stay parked and only the lifecycle decides whether
-they run. No sockets, no clock.
+forever (or fails at once), so the routines stay parked and only the
+lifecycle decides whether they run. No sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import msgspec
 import pytest
 
-from wanfed_fsm import Consensus, Fsm, LocalConsensus, StateStore
-from wanfed_server.runtime._wanfed import FederationOptions, WanFederation
+from wanfed_fsm import (
+    Consensus,
+    FederationState,
+    FederationStateRequest,
+    FederationStateWrite,
+    Fsm,
+    LocalConsensus,
+    StateStore,
+)
+from wanfed_proto import RemoteError
+from wanfed_server.runtime._wanfed import (
+    PRIMARY_WAIT_AFTER_RESTART,
+    FederationOptions,
+    WanFederation,
+)
 
 T = TypeVar("T")
 
 
 class ParkedHost:
-    """Leader of dc2 whose calls to dc1 never come back."""
+    """Leader of dc2 whose calls to dc1 never come back (or fail with ``rpc_error``)."""
 
     def __init__(self) -> None:
         self._fsm = Fsm()
         self._consensus = LocalConsensus(fsm=self._fsm)
+        self.primary_seen = True
+        self.rpc_error: Exception | None = None
+        self.waits: list[float] = []
 
     @property
     def store(self) -> StateStore:
@@ -42,19 +58,29 @@ class ParkedHost:
         return "127.0.0.1:8300"
 
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
+        if self.rpc_error is not None and method == "FederationState.List":
+            raise self.rpc_error
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
-        return True
+        if datacenter == "dc1":
+            self.waits.append(within)
+        if not self.primary_seen:
+            await asyncio.sleep(0.01)  # stands for ``within`` seconds of waiting in vain
+        return self.primary_seen
 
     def known_datacenters(self) -> list[str]:
         return ["dc1", "dc2"]
 
 
 @pytest.fixture
-async def federation() -> AsyncIterator[WanFederation]:
-    host = ParkedHost()
+def host() -> ParkedHost:
+    return ParkedHost()
+
+
+@pytest.fixture
+async def federation(host: ParkedHost) -> AsyncIterator[WanFederation]:
     fed = WanFederation(
         host,
         datacenter="dc2",
@@ -105,3 +131,45 @@ async def test_leadership_lost_stops_replication_and_its_signal(
     assert not federation.locator_service.status().replication.use_replication_signal
     await settle()
     assert not replication_tasks()
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quickly(
+    host: ParkedHost, federation: WanFederation
+) -> None:
+    # Stored states (a restart) and the primary nowhere in the WAN pool: the round
+    # must not sit out the 300 s long-poll before it counts as failed.
+    await host.consensus.apply(
+        FederationStateWrite(
+            request=FederationStateRequest(
+                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
+            )
+        )
+    )
+    host.primary_seen = False
+    host.rpc_error = RemoteError("No path to datacenter")
+    federation.on_leadership(True)
+    status = federation.locator_service.status
+    await until(lambda: status().replication.consecutive_failures >= 1)
+    # (anti-entropy waits for the primary too, 60 s at a time, in its own task)
+    assert PRIMARY_WAIT_AFTER_RESTART in host.waits
+    assert FederationOptions().replication_wait not in host.waits
+    assert "No path to datacenter" in status().replication.last_error
+
+
+async def test_a_fresh_secondary_waits_for_the_primary_without_reporting_a_failure(
+    host: ParkedHost, federation: WanFederation
+) -> None:
+    host.primary_seen = False
+    host.rpc_error = RemoteError("No path to datacenter")
+    federation.on_leadership(True)
+    await until(lambda: FederationOptions().replication_wait in host.waits)
+    await settle()
+    assert federation.locator_service.status().replication.consecutive_failures == 0

@@ -113,7 +113,7 @@ class PrimaryGatewayDiscovery:
                 )
                 break
             log.warning(
-                "no mesh gateways found; retrying in %.0f s",
+                "no mesh gateways found; retrying in %g s",
                 self._interval,
                 extra={"entries": self._entries, "attempts": self.attempts},
             )

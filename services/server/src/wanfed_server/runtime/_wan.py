@@ -136,7 +136,7 @@ class WanPool:
                         logger.info("WAN join succeeded via=%s contacted=%d", what, joined)
                     else:
                         logger.info(
-                            "WAN join via %s not done yet; retrying in %.0f s", what, interval
+                            "WAN join via %s not done yet; retrying in %g s", what, interval
                         )
                 await asyncio.sleep(interval)
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 
@@ -55,6 +55,10 @@ __all__ = ["FederationHost", "FederationOptions", "WanFederation"]
 logger = logging.getLogger("wanfed_server.wanfed")
 
 T = TypeVar("T")
+
+PRIMARY_WAIT_AFTER_RESTART: Final = 10.0
+"""Seconds a replication round of a secondary holding federation states waits for
+the primary to appear in the WAN pool before trying (and failing) anyway."""
 
 
 class FederationOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,14 +135,15 @@ class _PrimaryClient:
             return bool(txn.federation_states()[1])
 
     async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
-        if (
-            not await self._host.wait_for_datacenter(self._primary, self._wait)
-            and not self._was_federated()
-        ):
-            # A fresh secondary: nothing to report about any path yet. With stored
-            # states (a restart) an unreachable primary is a broken path: the
-            # failed rounds below are what sends the leader to the primary's
-            # gateways directly, e.g. after every primary gateway was replaced.
+        federated = self._was_federated()
+        # With stored states (a restart) an unreachable primary is a broken path:
+        # the failed rounds below are what sends the leader to the primary's
+        # gateways directly, e.g. after every primary gateway was replaced. Each
+        # such round must fail within a dial's time, not after a long-poll's,
+        # or three of them would take a quarter of an hour.
+        within = min(self._wait, PRIMARY_WAIT_AFTER_RESTART) if federated else self._wait
+        if not await self._host.wait_for_datacenter(self._primary, within) and not federated:
+            # A fresh secondary: nothing to report about any path yet.
             raise ReplicationNotReady(
                 f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
             )
