@@ -650,10 +650,12 @@ def _free_port_on(host: str) -> int:
 
 @dataclass
 class FedDatacenter:
-    """One datacenter: servers ``s1``.. at ``127.0.<index>.<n>``, gateways at ``.200``+."""
+    """One datacenter: servers ``s1``.. at ``<network>.<n>``, gateways at ``.200``+."""
 
     name: str
-    index: int
+    network: str
+    """``127.<xdist worker>.<dc number>``: parallel workers never share an address, so
+    a port picked free for one of them cannot be taken by the other."""
     configs: dict[str, AgentConfig] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
     gateway: MeshGateway | None = None
@@ -662,7 +664,7 @@ class FedDatacenter:
     feeder: asyncio.Task[None] | None = None
 
     def server_ip(self, node: str) -> str:
-        return f"127.0.{self.index}.{int(node.removeprefix('s'))}"
+        return f"{self.network}.{int(node.removeprefix('s'))}"
 
     @property
     def server(self) -> Server | None:
@@ -733,6 +735,7 @@ class Federation:
         self.dcs: dict[str, FedDatacenter] = {}
         self.listing = tmp_path / "primary-gateways.txt"
         self._gateway_serial: dict[str, int] = {}
+        self._worker = 10 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 
     def __getitem__(self, name: str) -> FedDatacenter:
         return self.dcs[name]
@@ -743,7 +746,7 @@ class Federation:
     async def start(self, layout: Mapping[str, int]) -> None:
         """Start ``{dc: number of servers}``; return once every leader is elected."""
         for index, (name, count) in enumerate(layout.items(), start=1):
-            dc = self.dcs[name] = FedDatacenter(name, index)
+            dc = self.dcs[name] = FedDatacenter(name, f"127.{self._worker}.{index}")
             await self._start_gateway(dc)
             nodes = [f"s{n}" for n in range(1, count + 1)]
             # Fixed ports: a restarted server keeps its raft address.
@@ -837,7 +840,7 @@ class Federation:
         if not port:  # a new gateway host: .200, .201, ...
             serial = self._gateway_serial.get(dc.name, 199) + 1
             self._gateway_serial[dc.name] = serial
-            dc.gateway_ip = f"127.0.{dc.index}.{serial}"
+            dc.gateway_ip = f"{dc.network}.{serial}"
         dc.gateway = MeshGateway(build_route_table(RouteInputs(local_dc=dc.name)), GatewayConfig())
         dc.gateway_port = (await dc.gateway.start(dc.gateway_ip, port))[1]
 

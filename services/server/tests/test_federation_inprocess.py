@@ -1,8 +1,8 @@
 """WAN federation via mesh gateways, in one process on loopback.
 
 Three datacenters, one server and one gateway each, every process on its own
-127.x address: dc1 (primary) at 127.0.1.x, dc2 at 127.0.2.x, dc3 at 127.0.3.x
-(fixture ``make_federation``). The gateways are the real data plane
+127.x address, one 127.w.n.x network per datacenter (fixture
+``make_federation``). The gateways are the real data plane
 (``MeshGateway``); what feeds their route tables here is a small loop over a
 running server's store, standing in for the ``wanfed gateway`` watchers. The
 secondaries know only ``primary_gateways`` (a file provider).

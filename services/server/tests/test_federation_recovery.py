@@ -1,7 +1,7 @@
 """Federation heals itself: the scenarios the reference's issues are about.
 
 Real servers, real ``MeshGateway`` data planes and real mTLS on loopback,
-one 127.0.<n>.x network per datacenter (fixture ``make_federation``).
+one 127.w.n.x network per datacenter (fixture ``make_federation``).
 
 * #7339: every primary gateway is replaced while a secondary is down; only
   the discovery source is updated. The secondary, restarted from its data dir
