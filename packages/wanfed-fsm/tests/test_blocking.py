@@ -154,3 +154,26 @@ async def test_consistent_reads_check_leadership_first() -> None:
     assert meta.index == index
     assert meta.known_leader
     assert len(states) == 1
+
+
+async def test_cancelled_while_a_write_wakes_it_still_ends_cancelled() -> None:
+    """Cancellation must win over a wake-up that lands in the same loop turn.
+
+    ``asyncio.wait_for`` on Python 3.11 returns the inner result when both
+    happen together, swallowing the cancellation: a task looping over blocking
+    queries (a watcher) then never stops, and whoever awaits it hangs."""
+    store = StateStore()
+    store.federation_state_set(1, FederationState(datacenter="dc0"))
+    query = asyncio.ensure_future(
+        blocking_query(store, QueryOptions(min_query_index=1, max_query_time=30), _states)
+    )
+    for _ in range(100):  # until it is parked on the store's watch
+        if store.watch_count():
+            break
+        await asyncio.sleep(0)
+    assert store.watch_count() == 1
+    store.federation_state_set(2, FederationState(datacenter="dc1"))  # schedules the wake
+    query.cancel()  # same turn
+    with pytest.raises(asyncio.CancelledError):
+        await query
+    assert query.cancelled()

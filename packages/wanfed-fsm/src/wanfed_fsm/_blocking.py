@@ -117,7 +117,11 @@ async def blocking_query(
             if remaining <= 0:
                 return meta(index), result
             try:
-                abandoned = await asyncio.wait_for(woken, remaining)
+                # Not ``wait_for``: on Python 3.11 it returns the result when a
+                # wake-up and a cancellation land in the same loop turn, losing
+                # the cancellation (a watcher task would then never stop).
+                async with asyncio.timeout(remaining):
+                    abandoned = await woken
             except TimeoutError:
                 return meta(index), result
         finally:
