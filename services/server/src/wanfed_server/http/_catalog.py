@@ -26,7 +26,7 @@ from wanfed_fsm import (
 from ._body import canonical_keys, read_json
 from ._context import context
 from ._errors import HttpError
-from ._query import json_response, parse_query, request_token
+from ._query import datacenter_read, filter_by_tag, json_response, parse_query, request_token
 
 __all__ = ["register_catalog_routes", "service_node_json"]
 
@@ -74,26 +74,8 @@ async def datacenters(request: web.Request) -> web.Response:
     return json_response(names or [])
 
 
-async def nodes(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = parse_query(request, ctx.view.datacenter)
-    reply = await ctx.dispatcher.rpc(
-        "Catalog.ListNodes",
-        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
-        IndexedNodes,
-    )
-    return json_response(reply.nodes, reply)
-
-
-async def services(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = parse_query(request, ctx.view.datacenter)
-    reply = await ctx.dispatcher.rpc(
-        "Catalog.ListServices",
-        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
-        IndexedServices,
-    )
-    return json_response(reply.services, reply)
+nodes = datacenter_read("Catalog.ListNodes", IndexedNodes, lambda reply: reply.nodes)
+services = datacenter_read("Catalog.ListServices", IndexedServices, lambda reply: reply.services)
 
 
 async def service(request: web.Request) -> web.Response:
@@ -105,10 +87,7 @@ async def service(request: web.Request) -> web.Response:
         ServiceSpecificRequest(datacenter=params.datacenter, service_name=name, **params.options()),
         IndexedServiceNodes,
     )
-    entries = reply.service_nodes
-    tag = request.query.get("tag")
-    if tag is not None:
-        entries = [entry for entry in entries if tag in entry.service.tags]
+    entries = filter_by_tag(request, reply.service_nodes)
     return json_response([service_node_json(entry) for entry in entries], reply)
 
 

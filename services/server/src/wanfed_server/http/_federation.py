@@ -6,7 +6,6 @@ from aiohttp import web
 
 from wanfed_fsm import (
     DatacenterIndexedCheckServiceNodes,
-    DCSpecificRequest,
     FederationStateQuery,
     FederationStateResponse,
     IndexedFederationStates,
@@ -14,31 +13,19 @@ from wanfed_fsm import (
 
 from ._context import context
 from ._errors import HttpError
-from ._query import json_response, parse_query, set_meta_headers
+from ._query import datacenter_read, json_response, parse_query, set_meta_headers
 
 __all__ = ["register_federation_routes"]
 
 
-async def list_states(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = parse_query(request, ctx.view.datacenter)
-    reply = await ctx.dispatcher.rpc(
-        "FederationState.List",
-        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
-        IndexedFederationStates,
-    )
-    return json_response(reply.states, reply)
-
-
-async def mesh_gateways(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = parse_query(request, ctx.view.datacenter)
-    reply = await ctx.dispatcher.rpc(
-        "FederationState.ListMeshGateways",
-        DCSpecificRequest(datacenter=params.datacenter, **params.options()),
-        DatacenterIndexedCheckServiceNodes,
-    )
-    return json_response(reply.datacenter_nodes, reply)
+list_states = datacenter_read(
+    "FederationState.List", IndexedFederationStates, lambda reply: reply.states
+)
+mesh_gateways = datacenter_read(
+    "FederationState.ListMeshGateways",
+    DatacenterIndexedCheckServiceNodes,
+    lambda reply: reply.datacenter_nodes,
+)
 
 
 async def get_state(request: web.Request) -> web.Response:

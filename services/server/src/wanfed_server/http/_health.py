@@ -8,7 +8,7 @@ from wanfed_fsm import IndexedCheckServiceNodes, ServiceSpecificRequest
 from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 from ._context import context
-from ._query import json_response, parse_query
+from ._query import filter_by_tag, json_response, parse_query
 
 __all__ = ["register_health_routes"]
 
@@ -33,11 +33,7 @@ async def service(request: web.Request) -> web.Response:
         ),
         IndexedCheckServiceNodes,
     )
-    entries = reply.nodes
-    tag = request.query.get("tag")
-    if tag is not None:
-        entries = [entry for entry in entries if tag in entry.service.tags]
-    return json_response(entries, reply)
+    return json_response(filter_by_tag(request, reply.nodes), reply)
 
 
 async def node(request: web.Request) -> web.Response:

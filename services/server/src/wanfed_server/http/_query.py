@@ -8,19 +8,23 @@ choose the consistency mode, and the token comes from ``X-Consul-Token`` or
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from wanfed_agent.config import parse_duration
-from wanfed_fsm import QueryMeta
+from wanfed_fsm import DCSpecificRequest, QueryMeta, Service
 
+from ._context import context
 from ._errors import HttpError
 
 __all__ = [
     "JSON_CONTENT_TYPE",
     "QueryParams",
+    "datacenter_read",
+    "filter_by_tag",
     "json_response",
     "parse_query",
     "request_token",
@@ -28,6 +32,16 @@ __all__ = [
 
 JSON_CONTENT_TYPE: Final = "application/json"
 _encoder = msgspec.json.Encoder()
+
+Reply = TypeVar("Reply", bound=QueryMeta)
+
+
+class _Instance(Protocol):
+    @property
+    def service(self) -> Service: ...
+
+
+Instance = TypeVar("Instance", bound=_Instance)
 
 
 class QueryParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +100,14 @@ def parse_query(request: web.Request, default_datacenter: str) -> QueryParams:
     )
 
 
+def filter_by_tag(request: web.Request, entries: Sequence[Instance]) -> list[Instance]:
+    """``?tag=``: only the instances whose service carries that tag; all without it."""
+    tag = request.query.get("tag")
+    if tag is None:
+        return list(entries)
+    return [entry for entry in entries if tag in entry.service.tags]
+
+
 def json_response(
     body: object, meta: QueryMeta | None = None, *, status: int = 200
 ) -> web.Response:
@@ -102,3 +124,26 @@ def set_meta_headers(response: web.StreamResponse, meta: QueryMeta) -> None:
     response.headers["X-Consul-Index"] = str(meta.index)
     response.headers["X-Consul-KnownLeader"] = "true" if meta.known_leader else "false"
     response.headers["X-Consul-LastContact"] = str(int(meta.last_contact * 1000))
+
+
+def datacenter_read(
+    method: str, reply_type: type[Reply], body: Callable[[Reply], object]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A route whose only input is the standard parameters: ``?dc=``, blocking, consistency, token.
+
+    Consul's list endpoints (nodes, services, federation states, mesh
+    gateways) all run one RPC with a ``DCSpecificRequest`` and answer a part of
+    the reply (``body``) with the reply's query-meta headers.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        ctx = context(request)
+        params = parse_query(request, ctx.view.datacenter)
+        reply = await ctx.dispatcher.rpc(
+            method,
+            DCSpecificRequest(datacenter=params.datacenter, **params.options()),
+            reply_type,
+        )
+        return json_response(body(reply), reply)
+
+    return handle
