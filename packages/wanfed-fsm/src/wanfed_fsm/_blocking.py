@@ -102,9 +102,15 @@ async def blocking_query(
     while True:
         if options.require_consistent and leadership is not None:
             await leadership.verify_leader()
-        woken: asyncio.Future[bool] = loop.create_future()
+        # Resolved by the store's watch (True: the watch was abandoned) or, with
+        # None, by the deadline's timer. Deliberately neither ``wait_for`` (on
+        # Python 3.11 it returns the result when a wake-up and a cancellation
+        # land in the same loop turn, losing the cancellation, so a watcher task
+        # would never stop) nor ``asyncio.timeout`` (the RPC port may run a
+        # handler's first step outside any task, where it refuses to work).
+        woken: asyncio.Future[bool | None] = loop.create_future()
 
-        def wake(abandoned: bool, woken: asyncio.Future[bool] = woken) -> None:
+        def wake(abandoned: bool, woken: asyncio.Future[bool | None] = woken) -> None:
             loop.call_soon_threadsafe(_resolve, woken, abandoned)
 
         with store.read() as txn:
@@ -112,25 +118,23 @@ async def blocking_query(
             watch = txn.watch(wake) if max(index, 1) <= options.min_query_index else None
         if watch is None:
             return meta(index), result
-        try:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return meta(index), result
-            try:
-                # Not ``wait_for``: on Python 3.11 it returns the result when a
-                # wake-up and a cancellation land in the same loop turn, losing
-                # the cancellation (a watcher task would then never stop).
-                async with asyncio.timeout(remaining):
-                    abandoned = await woken
-            except TimeoutError:
-                return meta(index), result
-        finally:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
             watch.cancel()
+            return meta(index), result
+        timer = loop.call_later(remaining, _resolve, woken, None)
+        try:
+            abandoned = await woken
+        finally:
+            timer.cancel()
+            watch.cancel()
+        if abandoned is None:
+            return meta(index), result
         if abandoned:
             index, result = await run_once()
             return meta(index), result
 
 
-def _resolve(future: asyncio.Future[bool], abandoned: bool) -> None:
+def _resolve(future: asyncio.Future[bool | None], abandoned: bool | None) -> None:
     if not future.done():
         future.set_result(abandoned)

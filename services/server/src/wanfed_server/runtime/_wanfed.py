@@ -358,8 +358,8 @@ class WanFederation:
         Deferring the whole stop to a task let the regain find the old routines
         still listed, keep them, and then watch the late stop cancel them: a
         leader with no replication and no anti-entropy until the next change.
-        A cancelled task cannot report a replication result afterwards, so the
-        signal can be switched off right away.
+        A cancelled routine gets ``CancelledError`` at its next await and reports
+        no later replication result, so the signal can be switched off right away.
         """
         if not self._leader_tasks:
             return
