@@ -237,6 +237,7 @@ async def test_empty_results_are_lists_never_null(api: Api) -> None:
     [
         ("index=abc", "Invalid index"),
         ("index=-1", "Invalid index"),
+        ("index=18446744073709551616", "Invalid index"),
         ("index=1&wait=forever", "Invalid wait time"),
         ("index=1&wait=10", "Invalid wait time"),
         ("stale&consistent", "Cannot specify ?stale with ?consistent, conflicting semantics."),

@@ -258,3 +258,19 @@ def test_invalid_request_text_round_trips() -> None:
     assert received.reason == "Must provide node"
     untouched = RemoteError("No path to datacenter")
     assert typed_remote_error(untouched) is untouched
+
+
+async def test_an_index_beyond_uint64_is_a_400_not_an_encoding_failure(
+    start_server: StartServer, http: Http
+) -> None:
+    """Consul parses ``?index=`` as a uint64; a larger one could not even be forwarded."""
+    remote = await start_server("r1", datacenter="dc2", primary_datacenter="dc1")
+    router = StaticRouter(
+        "dc1", {"dc2": [RemoteServer(node="r1", datacenter="dc2", address=remote.rpc_address)]}
+    )
+    client = await http(await start_server("s1", router=router))
+    for dc in ("dc1", "dc2"):
+        async with client.get(f"/v1/catalog/nodes?dc={dc}&index={2**64}&wait=1s") as response:
+            assert (response.status, await response.text()) == (400, "Invalid index")
+        async with client.get(f"/v1/catalog/nodes?dc={dc}&index={2**64 - 1}&wait=10ms") as response:
+            assert response.status == 200

@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 JSON_CONTENT_TYPE: Final = "application/json"
+_MAX_INDEX: Final = 2**64 - 1
+"""Raft indexes are uint64 (msgpack cannot carry more to another server)."""
 _encoder = msgspec.json.Encoder()
 
 Reply = TypeVar("Reply", bound=QueryMeta)
@@ -78,7 +80,7 @@ def parse_query(request: web.Request, default_datacenter: str) -> QueryParams:
             index = int(query["index"])
         except ValueError:
             raise HttpError(400, "Invalid index") from None
-        if index < 0:
+        if not 0 <= index <= _MAX_INDEX:
             raise HttpError(400, "Invalid index")
     wait = 0.0
     if "wait" in query:
