@@ -23,6 +23,7 @@ from wanfed_fsm import (
     Node,
     RegisterRequest,
 )
+from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server
 
 if TYPE_CHECKING:
@@ -188,9 +189,20 @@ async def test_a_replaced_secondary_gateway_is_learnt_by_the_primary_gateway(
 
     # ...and the primary's gateway follows through the federation state alone.
     await eventually(primary_gateway_routes_to_new, 30, "dc1's gateway routes dc2 to the new one")
-    reply = await dc1.require_server().rpc(
-        "Catalog.ListServices", DCSpecificRequest(datacenter="dc2"), IndexedServices
-    )
+    # While no dc2 gateway listened, dc1's gossip may have declared s1.dc2 failed
+    # (then "no server reachable" until it refutes): ask until the path answers.
+    server1 = dc1.require_server()
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            reply = await server1.rpc(
+                "Catalog.ListServices", DCSpecificRequest(datacenter="dc2"), IndexedServices
+            )
+            break
+        except RemoteError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("dc1 -> dc2 still fails after 30 s") from exc
+            await asyncio.sleep(0.1)
     assert "mesh-gateway" in reply.services
 
 
