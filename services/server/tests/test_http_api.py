@@ -144,6 +144,7 @@ async def test_catalog_register_accepts_consul_key_spellings(api: Api) -> None:
         ({"Node": "n1", "Address": "a", "Service": {"Service": "x", "Port": "80"}}, 400, "Port"),
         ({"Node": "n1", "Address": "a", "Service": {"Service": "x", "Port": 70000}}, 400, "port"),
         ({"Node": "n1", "Address": "a", "Service": {"Port": 1}}, 400, "Service name"),
+        ({"Node": "n1", "Address": "a", "SkipNodeUpdate": "yes"}, 400, "SkipNodeUpdate"),
         (
             {"Node": "n1", "Address": "a", "Check": {"CheckID": "c", "Status": "bogus"}},
             400,

@@ -137,12 +137,15 @@ def _register_request(body: object, datacenter: str, token: str) -> RegisterRequ
         if not check.get("CheckID"):
             raise HttpError(400, "Invalid check: CheckID or Name is required")
         checks.append(msgspec.convert(check, HealthCheck))
+    skip_node_update = fields.get("SkipNodeUpdate", False)
+    if not isinstance(skip_node_update, bool):
+        raise HttpError(400, "Request decode failed: SkipNodeUpdate must be true or false")
     return RegisterRequest(
         datacenter=str(fields.get("Datacenter") or datacenter),
         node=node,
         service=service,
         checks=checks,
-        skip_node_update=bool(fields.get("SkipNodeUpdate", False)),
+        skip_node_update=skip_node_update,
         token=token,
     )
 
