@@ -73,6 +73,31 @@ async def test_pool_reuses_last_in_first_out_and_reaps_idle() -> None:
         await pool.acquire("s1.dc2")
 
 
+async def test_retired_connections_are_closed_idle_now_and_in_use_on_release() -> None:
+    async def dial(key: str) -> asyncio.StreamWriter:
+        return FakeWriter()  # type: ignore[return-value]
+
+    pool = PacketConnectionPool(dial)
+    idle_dc1, busy_dc1, other = (
+        await pool.acquire("s1.dc1"),
+        await pool.acquire("s1.dc1"),
+        await pool.acquire("s1.dc3"),
+    )
+    pool.release(idle_dc1)
+    pool.release(other)
+    assert pool.retire(lambda key: key.endswith(".dc1")) == 2
+    assert idle_dc1.writer.is_closing()
+    assert not busy_dc1.writer.is_closing()  # its packet is still being written
+    pool.release(busy_dc1)
+    assert busy_dc1.writer.is_closing()
+    assert pool.idle_count("s1.dc1") == 0
+    assert pool.idle_count("s1.dc3") == 1  # another datacenter's path did not change
+    fresh = await pool.acquire("s1.dc1")
+    assert fresh not in (idle_dc1, busy_dc1)
+    assert pool.dials == 4
+    await pool.close()
+
+
 # --- two datacenters ----------------------------------------------------------------
 
 

@@ -169,12 +169,23 @@ def test_success_then_three_failures_goes_direct() -> None:
     assert locator.list_gateways("dc1") == sorted(DC1 + FALLBACK)
 
 
-def test_three_failures_then_success_back_to_local() -> None:
+def test_three_failures_then_success_stays_direct_until_a_local_probe_works() -> None:
+    """The one row wanfed changes on purpose.
+
+    The reference goes back to the local list on this success ("3 failures
+    then success: true; local list"). But that success was dialled directly,
+    so it says nothing about the local path: wanfed stays direct and goes back
+    only when a probe of the local path succeeds (the table's outcome, one
+    probe later).
+    """
     locator = _secondary_with_everything()
     for t in (11.0, 12.0, 13.0):
         locator.record_replication_result("boom", t)
     assert locator.dial_primary_through_local_gateway() is False
     locator.record_replication_result(None, 14.0)
+    assert locator.dial_primary_through_local_gateway() is False
+    assert locator.list_gateways("dc1") == sorted(DC1 + FALLBACK)
+    locator.record_local_probe_result(None, 18.0)
     assert locator.dial_primary_through_local_gateway() is True
     assert locator.list_gateways("dc1") == DC2
 
@@ -215,7 +226,7 @@ def test_follower_always_trusts_local_gateways() -> None:
     assert locator.list_gateways("dc1") == DC2
 
 
-def test_leader_flips_after_three_failures_and_back() -> None:
+def test_leader_flips_after_three_failures_and_back_after_a_working_probe() -> None:
     locator = fixed("dc2")
     locator.update_from_states(fixture_states())
     locator.refresh_fallback_addresses(FALLBACK)
@@ -232,7 +243,9 @@ def test_leader_flips_after_three_failures_and_back() -> None:
     assert {c.source for c in route.candidates} == {"replicated", "fallback"}
     assert "3 consecutive replication failures" in route.reason
     assert status.replication.last_failure_age == pytest.approx(6.0)
-    locator.record_replication_result(None, 11.0)
+    locator.record_replication_result(None, 11.0)  # dialled directly: proves nothing local
+    assert locator.dial_primary_through_local_gateway() is False
+    locator.record_local_probe_result(None, 11.5)
     assert locator.dial_primary_through_local_gateway() is True
     # Leadership lost: back to trusting local gateways whatever happens.
     locator.set_use_replication_signal(False, 12.0)
@@ -341,9 +354,150 @@ def test_change_of_choice_is_logged_once(caplog: pytest.LogCaptureFixture) -> No
     direct = [r for r in caplog.records if "through its mesh gateways" in r.getMessage()]
     assert len(direct) == 1
     locator.record_replication_result(None, 9.0)
-    locator.record_replication_result(None, 10.0)
+    locator.record_local_probe_result("refused", 14.0)
+    locator.record_local_probe_result(None, 19.0)
+    locator.record_local_probe_result(None, 24.0)  # stale: no longer probing
+    locator.record_replication_result(None, 25.0)
     local = [r for r in caplog.records if "using our local mesh gateways" in r.getMessage()]
     assert len(local) == 1
+    assert len([r for r in caplog.records if "through its mesh gateways" in r.getMessage()]) == 1
+
+
+# --- direct mode: probing the local path (wanfed's improvement) ------------------------
+
+
+def _direct_leader(interval: float = 5.0) -> GatewayLocator:
+    locator = GatewayLocator(
+        datacenter="dc2",
+        primary_datacenter="dc1",
+        now=0.0,
+        rng=random.Random(3),
+        local_probe_interval=interval,
+    )
+    locator.update_from_states(fixture_states())
+    locator.refresh_fallback_addresses(FALLBACK)
+    locator.set_use_replication_signal(True, 0.0)
+    for t in (1.0, 2.0, 3.0):
+        locator.record_replication_result("no route to host", t)
+    assert locator.dial_primary_through_local_gateway() is False
+    return locator
+
+
+def test_no_probe_is_due_on_the_local_path_or_for_followers() -> None:
+    locator = fixed("dc2")
+    locator.update_from_states(fixture_states())
+    assert locator.next_local_probe_at() is None
+    locator.set_use_replication_signal(True, 0.0)
+    assert locator.next_local_probe_at() is None
+    for t in (1.0, 2.0, 3.0):
+        locator.record_replication_result("boom", t, from_replication=False)
+    assert locator.next_local_probe_at() is not None  # the leader went direct
+    locator.set_use_replication_signal(False, 4.0)  # leadership lost
+    assert locator.next_local_probe_at() is None
+    assert locator.dial_primary_through_local_gateway() is True
+
+
+def test_direct_leader_keeps_direct_while_successes_come_over_the_direct_path() -> None:
+    locator = _direct_leader()
+    for t in (8.0, 9.0, 10.0, 11.0):
+        locator.record_replication_result(None, t)
+        assert locator.dial_primary_through_local_gateway() is False
+    assert locator.list_gateways("dc1") == sorted(DC1 + FALLBACK)
+    route = next(r for r in locator.status(12.0).routes if r.datacenter == "dc1")
+    assert route.path == "primary-gateways"
+    assert route.reason.startswith("direct since 9s ago after 3 consecutive replication failures")
+    assert "replication works directly; probing local gateways (no probe yet)" in route.reason
+
+
+def test_probes_are_due_every_interval_after_going_direct() -> None:
+    locator = _direct_leader(interval=5.0)
+    assert locator.next_local_probe_at() == 8.0
+    locator.record_local_probe_result("dial 5.6.7.8:5555: no route to host", 8.5)
+    assert locator.next_local_probe_at() == 13.5
+    locator.record_local_probe_result("dial 8.7.6.5:9999: timed out", 13.6)
+    assert locator.next_local_probe_at() == pytest.approx(18.6)
+    assert locator.dial_primary_through_local_gateway() is False
+    status = locator.status(20.0)
+    assert status.local_probe is not None
+    assert status.local_probe.attempts == 2
+    assert status.local_probe.consecutive_failures == 2
+    assert status.local_probe.last_attempt_age == pytest.approx(6.4)
+    assert status.local_probe.last_error == "dial 8.7.6.5:9999: timed out"
+    route = next(r for r in status.routes if r.datacenter == "dc1")
+    assert route.reason.endswith(
+        "probing local gateways (2 probe(s) failed, last 6s ago: dial 8.7.6.5:9999: timed out)"
+    )
+
+
+def test_a_working_probe_switches_back_and_needs_three_new_failures_to_leave() -> None:
+    locator = _direct_leader()
+    locator.record_local_probe_result(None, 8.0)
+    assert locator.dial_primary_through_local_gateway() is True
+    assert locator.list_gateways("dc1") == DC2
+    status = locator.status(9.0)
+    assert status.local_probe is None
+    assert status.replication.consecutive_failures == 0
+    assert locator.next_local_probe_at() is None
+    for t in (10.0, 11.0):
+        locator.record_replication_result("boom", t)
+    assert locator.dial_primary_through_local_gateway() is True
+    locator.record_replication_result("boom", 12.0)
+    assert locator.dial_primary_through_local_gateway() is False
+
+
+def test_failures_while_direct_keep_the_reason_of_the_failures() -> None:
+    locator = _direct_leader()
+    locator.record_replication_result("still down", 8.0)
+    route = next(r for r in locator.status(9.0).routes if r.datacenter == "dc1")
+    assert "4 consecutive replication failures since the last success" in route.reason
+    assert "(last error: still down)" in route.reason
+
+
+def test_a_stale_probe_result_after_a_new_term_is_ignored() -> None:
+    locator = _direct_leader()
+    locator.set_use_replication_signal(False, 5.0)
+    locator.set_use_replication_signal(True, 6.0)
+    locator.record_local_probe_result("late failure", 7.0)
+    assert locator.dial_primary_through_local_gateway() is True
+    assert locator.status(8.0).local_probe is None
+
+
+def test_pick_local_gateway_for_probes() -> None:
+    locator = _direct_leader()
+    assert {locator.pick_local_gateway() for _ in range(50)} == set(DC2)
+    empty = fixed("dc2")
+    empty.update_from_states([fixture_states()[0]])
+    assert empty.pick_local_gateway() == ""
+
+
+def test_path_change_fires_on_every_change_of_candidate_kind() -> None:
+    """Bootstrap (no local gateway yet: direct) to local, the leader's switches, and back."""
+    locator = fixed("dc2")
+    paths: list[str] = []
+    locator.on_primary_path_change = paths.append
+    locator.refresh_fallback_addresses(FALLBACK)
+    assert paths == []  # not populated: nothing is handed out
+    locator.update_from_states([])
+    assert paths == ["primary-gateways"]  # fallback only
+    locator.update_from_states([fixture_states()[0]])
+    assert paths == ["primary-gateways"]  # replicated + fallback: still direct
+    locator.update_from_states(fixture_states())
+    assert paths == ["primary-gateways", "local-gateways"]  # local gateways appeared
+    locator.set_use_replication_signal(True, 0.0)
+    for t in (1.0, 2.0, 3.0):
+        locator.record_replication_result("boom", t)
+    assert paths[-1] == "primary-gateways"
+    locator.record_replication_result(None, 4.0)
+    assert paths[-1] == "primary-gateways"
+    locator.record_local_probe_result(None, 9.0)
+    assert paths == [
+        "primary-gateways",
+        "local-gateways",
+        "primary-gateways",
+        "local-gateways",
+    ]
+    locator.update_from_states([fixture_states()[0]])  # local gateways gone again
+    assert paths[-1] == "primary-gateways"
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from wanfed_fsm import CheckServiceNode, FederationState, Node, RetryPolicy, Service
-from wanfed_gateway_locator import GatewayLocator, LocatorService
+from wanfed_gateway_locator import GatewayLocator, LocalProbeStatus, LocatorService
 
 
 def primary_state(address: str) -> FederationState:
@@ -92,5 +92,85 @@ async def test_feedback_is_stamped_with_the_clock() -> None:
     status = service.status()
     assert status.replication.last_failure_age == 5.0
     assert status.replication.consecutive_failures == 3
-    service.on_replication_result(None)
-    assert service.dial_primary_through_local_gateway()
+    service.on_replication_result(None)  # over the direct path: stays direct
+    assert not service.dial_primary_through_local_gateway()
+
+
+class FakeProbe:
+    """Fails until ``works`` is set; records the gateways it was asked to dial."""
+
+    def __init__(self) -> None:
+        self.works = False
+        self.dialled: list[str] = []
+        self.called = asyncio.Event()
+
+    async def probe(self, gateway: str) -> None:
+        self.dialled.append(gateway)
+        self.called.set()
+        if not self.works:
+            raise ConnectionRefusedError("connection refused")
+
+
+async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works() -> None:
+    source = FakeSource()
+    source.initialized = True
+    source.states = [primary_state("198.18.1.20:8443"), local_state("10.0.2.10:8443")]
+    locator = GatewayLocator(
+        datacenter="dc2", primary_datacenter="dc1", now=0.0, local_probe_interval=0.01
+    )
+    probe = FakeProbe()
+    service = LocatorService(locator, source, policy=FAST, probe=probe)
+    service.start()
+    try:
+        await asyncio.wait_for(service.wait_refreshed(0), 10)
+        service.set_use_replication_signal(True)
+        await asyncio.sleep(0.05)
+        assert probe.dialled == []  # on the local path: nothing to probe
+        for _ in range(3):
+            service.on_replication_result("no route to host")
+        await asyncio.wait_for(probe.called.wait(), 10)
+        assert probe.dialled[0] == "10.0.2.10:8443"
+        assert not service.dial_primary_through_local_gateway()
+        await _until(lambda: (service.status().local_probe or _NO_PROBE).consecutive_failures >= 2)
+        last = service.status().local_probe
+        assert last is not None
+        assert last.last_error == "via 10.0.2.10:8443: connection refused"
+        probe.works = True
+        await _until(service.dial_primary_through_local_gateway)
+        count = len(probe.dialled)
+        await asyncio.sleep(0.05)
+        assert len(probe.dialled) == count  # back on the local path: probing stopped
+    finally:
+        await service.stop()
+
+
+_NO_PROBE = LocalProbeStatus(
+    attempts=0, consecutive_failures=0, last_attempt_age=None, last_error=""
+)
+
+
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def local_state(address: str) -> FederationState:
+    host, port = address.split(":")
+    return FederationState(
+        datacenter="dc2",
+        mesh_gateways=[
+            CheckServiceNode(
+                node=Node(node="gw2", address=host),
+                service=Service(
+                    kind="mesh-gateway",
+                    service="mesh-gateway",
+                    address=host,
+                    port=int(port),
+                    meta={"consul-wan-federation": "1"},
+                ),
+            )
+        ],
+    )

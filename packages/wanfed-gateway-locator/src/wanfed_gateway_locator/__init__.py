@@ -7,24 +7,34 @@ replication feedback with the current time.
 
 from ._locator import (
     FAILURES_BEFORE_DIRECT,
+    LOCAL_PROBE_INTERVAL,
     AddressSource,
     Candidate,
     DatacenterRoute,
     GatewayLocator,
+    LocalProbeStatus,
     LocatorStatus,
     Path,
     ReplicationStatus,
     merge_sorted_unique,
 )
-from ._service import FederationStateSource, LocalStateNotInitialized, LocatorService
+from ._service import (
+    FederationStateSource,
+    LocalPathProbe,
+    LocalStateNotInitialized,
+    LocatorService,
+)
 
 __all__ = [
     "FAILURES_BEFORE_DIRECT",
+    "LOCAL_PROBE_INTERVAL",
     "AddressSource",
     "Candidate",
     "DatacenterRoute",
     "FederationStateSource",
     "GatewayLocator",
+    "LocalPathProbe",
+    "LocalProbeStatus",
     "LocalStateNotInitialized",
     "LocatorService",
     "LocatorStatus",

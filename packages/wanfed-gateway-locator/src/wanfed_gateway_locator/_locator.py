@@ -19,11 +19,22 @@ gateway replaced) still finds a live one among the fallbacks.
 Which path is in use follows the replication history, because federation-state
 replication is itself dialled through :meth:`GatewayLocator.pick_gateway`: its
 outcome measures the path in use. Three consecutive failures since the last
-success switch to the direct path; the next success switches back. Only the
-leader, which runs replication, acts on that signal; followers always trust
-the local gateways. A locator starts out as if replication had just
-succeeded, so a restarted server that already holds federation states uses
-its local gateways from the first dial.
+success switch to the direct path. Only the leader, which runs replication,
+acts on that signal; followers always trust the local gateways. A locator
+starts out as if replication had just succeeded, so a restarted server that
+already holds federation states uses its local gateways from the first dial.
+
+Going back is where wanfed departs from the reference. There, the next
+replication success switches back to the local gateways; but while direct,
+that success measures the *direct* path, so a leader whose local gateways are
+still cut off flips back onto them, fails three times, goes direct, succeeds,
+and so on: it flaps and a share of its cross-datacenter requests fail. Here a
+success over the direct path keeps the leader direct; the local path is
+*probed* instead (every :data:`LOCAL_PROBE_INTERVAL` seconds the runtime
+proves, through one local gateway, that a primary server answers), and only
+a successful probe switches back. The probe's I/O lives in the runtime; this
+core only says when one is due (:meth:`GatewayLocator.next_local_probe_at`)
+and takes its outcome (:meth:`GatewayLocator.record_local_probe_result`).
 
 The locator is a plain object: every method that depends on time takes
 ``now`` (seconds, monotonic or wall clock, as long as the caller is
@@ -49,10 +60,12 @@ from wanfed_fsm import (
 
 __all__ = [
     "FAILURES_BEFORE_DIRECT",
+    "LOCAL_PROBE_INTERVAL",
     "AddressSource",
     "Candidate",
     "DatacenterRoute",
     "GatewayLocator",
+    "LocalProbeStatus",
     "LocatorStatus",
     "Path",
     "ReplicationStatus",
@@ -63,6 +76,12 @@ log = logging.getLogger("wanfed.gateway_locator")
 
 FAILURES_BEFORE_DIRECT: Final = 3
 """Consecutive replication failures that make the leader bypass its local gateways."""
+
+LOCAL_PROBE_INTERVAL: Final = 5.0
+"""Seconds between probes of the local path while the leader dials the primary directly.
+
+Short enough that a healed path is used again within seconds, long enough
+that a cut path costs one failed dial per interval, not a stream of them."""
 
 Path = Literal["local-gateways", "primary-gateways", "same-datacenter", "none"]
 AddressSource = Literal["local", "replicated", "fallback"]
@@ -100,6 +119,15 @@ class ReplicationStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str
 
 
+class LocalProbeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The probes of the local path since the leader went direct; ages in seconds."""
+
+    attempts: int
+    consecutive_failures: int
+    last_attempt_age: float | None
+    last_error: str
+
+
 class LocatorStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Everything an operator needs to understand the locator's choices."""
 
@@ -110,6 +138,8 @@ class LocatorStatus(msgspec.Struct, frozen=True, kw_only=True):
     fallback_source: str
     replication: ReplicationStatus
     routes: list[DatacenterRoute]
+    local_probe: LocalProbeStatus | None = None
+    """Set while the leader dials the primary directly and probes its local path."""
 
 
 def merge_sorted_unique(left: Sequence[str], right: Sequence[str]) -> list[str]:
@@ -161,6 +191,7 @@ class GatewayLocator:
         now: float,
         rng: random.Random | None = None,
         assume_healthy_at_start: bool = True,
+        local_probe_interval: float = LOCAL_PROBE_INTERVAL,
     ) -> None:
         """``assume_healthy_at_start`` records one synthetic replication success.
 
@@ -185,14 +216,27 @@ class GatewayLocator:
         self._successes = 0
         self._failures = 0
         self._last_error = ""
+        self._direct = False
+        """The leader left its local gateways after repeated failures (until a probe works)."""
+        self._direct_since = 0.0
+        self._direct_after: str = ""
+        self._probe_interval = local_probe_interval
+        self._probe_attempts = 0
+        self._probe_failures = 0
+        self._last_probe: float | None = None
+        self._probe_error = ""
         if assume_healthy_at_start:
             self._record_success(now)
         self._choice = self.dial_primary_through_local_gateway()
         self.on_primary_path_change: Callable[[Path], None] | None = None
         """Called with the new path whenever primary-bound traffic changes path.
 
-        Connections dialled along the old path keep using it; the owner of
-        such connections uses this to retire them."""
+        That is every change of the candidates' kind between the local
+        gateways and the primary's gateways (replicated or fallback), either
+        way: the leader's switches, and also bootstrap, where a server with no
+        local gateway yet dials the primary's gateways and moves to its local
+        ones when they appear. Connections dialled along the old path keep
+        using it; the owner of such connections uses this to retire them."""
         self._primary_path: Path = self._candidates(primary_datacenter)[0]
 
     # --- inputs ---------------------------------------------------------------
@@ -227,8 +271,8 @@ class GatewayLocator:
             if primary and not self._primary_ready:
                 self._primary_ready = True
                 log.info("learnt the primary datacenter's mesh gateways from replication")
-        if changed:
-            self._check_primary_path()
+        # Also on the first read, which populates the locator without changing a list.
+        self._check_primary_path()
         return changed
 
     def refresh_fallback_addresses(
@@ -253,6 +297,8 @@ class GatewayLocator:
         """Feed one federation-state replication outcome (``None`` = success)."""
         before = self.dial_primary_through_local_gateway()
         if error is None:
+            # While direct, this success measured the direct path, not the local
+            # one: it does not switch back (a probe of the local path does).
             self._record_success(now)
             if from_replication:
                 self._use_replication_signal = True
@@ -261,7 +307,64 @@ class GatewayLocator:
             self._failures += 1
             self._successes = 0
             self._last_error = error
+            if (
+                self._use_replication_signal
+                and not self._direct
+                and self._failures >= FAILURES_BEFORE_DIRECT
+            ):
+                self._go_direct(now)
         self._note_choice(before)
+
+    def _go_direct(self, now: float) -> None:
+        self._direct = True
+        self._direct_since = now
+        self._direct_after = (
+            f"{self._failures} consecutive replication failures through the local gateways "
+            f"(last error: {self._last_error})"
+        )
+        self._probe_attempts = 0
+        self._probe_failures = 0
+        self._last_probe = None
+        self._probe_error = ""
+
+    def record_local_probe_result(self, error: str | None, now: float) -> None:
+        """Feed one probe of the local path (``None`` = a primary server answered).
+
+        A probe that finishes after the leader already left direct mode (a new
+        term, a lost leadership) is stale and ignored.
+        """
+        if not self.probing_local_path:
+            return
+        before = self.dial_primary_through_local_gateway()
+        self._probe_attempts += 1
+        self._last_probe = now
+        if error is None:
+            self._direct = False
+            # Three fresh failures are needed to leave the local path again.
+            self._failures = 0
+            self._last_error = ""
+        else:
+            self._probe_failures += 1
+            self._probe_error = error
+        self._note_choice(before)
+
+    @property
+    def probing_local_path(self) -> bool:
+        """True while the leader dials the primary directly and waits for its local path."""
+        return not self.is_primary and self._use_replication_signal and self._direct
+
+    def next_local_probe_at(self) -> float | None:
+        """When the local path should be probed next; ``None`` when no probe is wanted."""
+        if not self.probing_local_path:
+            return None
+        since = self._direct_since if self._last_probe is None else self._last_probe
+        return since + self._probe_interval
+
+    def pick_local_gateway(self) -> str:
+        """A random local gateway for a probe; ``""`` when none is known."""
+        if not self._local:
+            return ""
+        return self._local[self._rng.randrange(len(self._local))]
 
     def set_use_replication_signal(self, enabled: bool, now: float) -> None:
         """Leadership gained (replication starts) or lost (it stops).
@@ -271,6 +374,7 @@ class GatewayLocator:
         """
         before = self.dial_primary_through_local_gateway()
         self._use_replication_signal = enabled
+        self._direct = False
         self._record_success(now)
         self._note_choice(before)
 
@@ -289,7 +393,12 @@ class GatewayLocator:
                 _LOCAL_CHOICE_MESSAGE if after else _DIRECT_CHOICE_MESSAGE,
                 extra={
                     "consecutive_failures": self._failures,
-                    "reason": self._choice_reason(),
+                    "reason": self._choice_reason(None),
+                    "next": (
+                        "probing the local gateways; a working probe switches back"
+                        if self._direct
+                        else "three consecutive replication failures switch to direct"
+                    ),
                 },
             )
 
@@ -329,19 +438,36 @@ class GatewayLocator:
             return True
         if self._last_success is None and self._last_failure is None:
             return False
-        if self._last_failure is None:
-            return True
-        if self._last_success is not None and self._last_success > self._last_failure:
-            return True
-        return self._failures < FAILURES_BEFORE_DIRECT
+        return not self._direct
 
-    def _choice_reason(self) -> str:
+    def _probe_text(self, now: float | None) -> str:
+        if self._probe_attempts == 0:
+            return "probing local gateways (no probe yet)"
+        age = ""
+        if now is not None and self._last_probe is not None:
+            age = f" {now - self._last_probe:.0f}s ago"
+        return (
+            f"probing local gateways ({self._probe_failures} probe(s) failed, "
+            f"last{age}: {self._probe_error})"
+        )
+
+    def _choice_reason(self, now: float | None) -> str:
         if self.is_primary:
             return "this is the primary datacenter"
         if not self._use_replication_signal:
             return "not running replication: followers trust the local gateways"
         if self._last_success is None and self._last_failure is None:
             return "no replication history yet"
+        if self._direct:
+            if self._failures >= FAILURES_BEFORE_DIRECT:
+                why = (
+                    f"{self._failures} consecutive replication failures since the last success "
+                    f"(last error: {self._last_error})"
+                )
+            else:
+                age = "" if now is None else f" {now - self._direct_since:.0f}s ago"
+                why = f"direct since{age} after {self._direct_after}; replication works directly"
+            return f"{why}; {self._probe_text(now)}"
         if self._failures == 0:
             return "the last replication round succeeded"
         if self._failures < FAILURES_BEFORE_DIRECT:
@@ -389,7 +515,7 @@ class GatewayLocator:
     def status(self, now: float) -> LocatorStatus:
         """A snapshot of choices and their reasons, for the status API and CLI."""
         datacenters = sorted({*self._known_datacenters, self.primary_datacenter, self.datacenter})
-        routes = [self._route(dc) for dc in datacenters]
+        routes = [self._route(dc, now) for dc in datacenters]
         return LocatorStatus(
             datacenter=self.datacenter,
             primary_datacenter=self.primary_datacenter,
@@ -405,9 +531,19 @@ class GatewayLocator:
                 last_error=self._last_error,
             ),
             routes=routes,
+            local_probe=(
+                LocalProbeStatus(
+                    attempts=self._probe_attempts,
+                    consecutive_failures=self._probe_failures,
+                    last_attempt_age=None if self._last_probe is None else now - self._last_probe,
+                    last_error=self._probe_error,
+                )
+                if self.probing_local_path
+                else None
+            ),
         )
 
-    def _route(self, datacenter: str) -> DatacenterRoute:
+    def _route(self, datacenter: str, now: float) -> DatacenterRoute:
         if datacenter == self.datacenter:
             return DatacenterRoute(
                 datacenter=datacenter,
@@ -424,11 +560,11 @@ class GatewayLocator:
         elif datacenter != self.primary_datacenter or self.is_primary:
             reason = "traffic to this datacenter leaves through the local gateways"
         elif path == "local-gateways":
-            reason = self._choice_reason()
+            reason = self._choice_reason(now)
         elif self.dial_primary_through_local_gateway():
             reason = "no healthy local gateway: dialling the primary's gateways directly"
         else:
-            reason = self._choice_reason()
+            reason = self._choice_reason(now)
         return DatacenterRoute(
             datacenter=datacenter, path=path, candidates=candidates, reason=reason
         )

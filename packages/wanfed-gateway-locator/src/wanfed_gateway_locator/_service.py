@@ -4,8 +4,10 @@
 long-running task re-reads the federation states with a blocking query over
 the local store (every server runs it, leader or not), and the replicator,
 the leader lifecycle and primary-gateway discovery call in through small
-methods that stamp the current time. Everything that decides lives in the
-core; this module only waits.
+methods that stamp the current time. While the leader dials the primary
+directly, a second task runs the core's local-path probes through a
+:class:`LocalPathProbe` when the core says one is due. Everything that
+decides lives in the core; this module only waits.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from wanfed_fsm import FederationState, RetryPolicy, retry_loop
 
 from ._locator import GatewayLocator, LocatorStatus
 
-__all__ = ["FederationStateSource", "LocalStateNotInitialized", "LocatorService"]
+__all__ = [
+    "FederationStateSource",
+    "LocalPathProbe",
+    "LocalStateNotInitialized",
+    "LocatorService",
+]
 
 log = logging.getLogger("wanfed.gateway_locator")
 
@@ -51,6 +58,17 @@ class FederationStateSource(Protocol):
         ...
 
 
+class LocalPathProbe(Protocol):
+    """Proves the local path to the primary end to end, through one given gateway."""
+
+    async def probe(self, gateway: str) -> None:
+        """Return once a primary server answered through ``gateway``; raise otherwise.
+
+        Must give up on its own within a few seconds (a dial timeout).
+        """
+        ...
+
+
 class LocatorService:
     """Runs the refresh loop of one server's locator and timestamps its inputs."""
 
@@ -61,8 +79,13 @@ class LocatorService:
         *,
         clock: Callable[[], float] = time.monotonic,
         policy: RetryPolicy | None = None,
+        probe: LocalPathProbe | None = None,
     ) -> None:
+        """Without ``probe`` a leader that went direct stays direct until its term ends."""
         self.locator = locator
+        self.probe = probe
+        self._probe_task: asyncio.Task[None] | None = None
+        self._inputs_changed = asyncio.Event()
         self._source = source
         self._clock = clock
         self._policy = policy or RetryPolicy()
@@ -82,13 +105,49 @@ class LocatorService:
                 retry_loop("gateway locator refresh", self._refresh_once, policy=self._policy),
                 name="gateway-locator-refresh",
             )
+        if self._probe_task is None and self.probe is not None:
+            self._probe_task = asyncio.create_task(
+                self._probe_when_due(self.probe), name="gateway-locator-local-probe"
+            )
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = [self._task, self._probe_task]
+        self._task = self._probe_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _probe_when_due(self, probe: LocalPathProbe) -> None:
+        """Probe the local path whenever the core says one is due; sleep otherwise."""
+        while True:
+            due = self.locator.next_local_probe_at()
+            self._inputs_changed.clear()
+            if due is None:
+                await self._inputs_changed.wait()
+                continue
+            delay = due - self._clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._inputs_changed.wait(), delay)
+                continue
+            gateway = self.locator.pick_local_gateway()
+            error: str | None = None
+            if not gateway:
+                error = "no local mesh gateway is known"
+            else:
+                try:
+                    await probe.probe(gateway)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = f"via {gateway}: {exc or type(exc).__name__}"
+            if error is None:
+                log.info("local path to the primary works again via=%s", gateway)
+            else:
+                log.debug("local path to the primary still broken: %s", error)
+            self.locator.record_local_probe_result(error, self._clock())
 
     async def _refresh_once(self) -> None:
         if not self._source.local_state_initialized():
@@ -121,10 +180,12 @@ class LocatorService:
         self.locator.record_replication_result(
             error, self._clock(), from_replication=from_replication
         )
+        self._inputs_changed.set()
 
     def set_use_replication_signal(self, enabled: bool) -> None:
         """Called by the leader lifecycle when replication starts or stops."""
         self.locator.set_use_replication_signal(enabled, self._clock())
+        self._inputs_changed.set()
 
     def refresh_fallback_addresses(
         self, addresses: Iterable[str], source: str = "configured"

@@ -6,6 +6,12 @@ most recently used first, so the others age out), concurrent senders each
 hold their own, a connection that failed a write is closed instead of
 returned, and a reaper closes connections idle for two minutes — the same
 limit after which the receiving side stops waiting for a next packet.
+
+Because busy members keep their connections forever (gossip reuses them every
+second or so), a connection keeps the gateway it was dialled through until
+it is *retired*: :meth:`PacketConnectionPool.retire` closes the idle ones and
+marks those in use to be closed on release, so the next packets dial the
+current path.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ class PoolClosedError(Exception):
 class PacketConnection:
     """One pooled connection: a stream writer plus its bookkeeping."""
 
-    __slots__ = ("failed", "key", "last_used", "writer")
+    __slots__ = ("failed", "key", "last_used", "retired", "writer")
 
     def __init__(self, key: str, writer: asyncio.StreamWriter, now: float) -> None:
         self.key = key
         self.writer = writer
         self.last_used = now
         self.failed = False
+        self.retired = False
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -64,6 +71,7 @@ class PacketConnectionPool:
         self._reap_interval = reap_interval
         self._clock = clock
         self._idle: dict[str, list[PacketConnection]] = {}
+        self._in_use: set[PacketConnection] = set()
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
         self.dials = 0
@@ -90,6 +98,7 @@ class PacketConnectionPool:
             if not conn.writer.is_closing():
                 conn.last_used = self._clock()
                 conn.failed = False
+                self._in_use.add(conn)
                 return conn
             conn.close()
         self.dials += 1
@@ -97,14 +106,34 @@ class PacketConnectionPool:
         if self.closed:  # closed while we were dialling
             writer.close()
             raise PoolClosedError
-        return PacketConnection(key, writer, self._clock())
+        conn = PacketConnection(key, writer, self._clock())
+        self._in_use.add(conn)
+        return conn
 
     def release(self, conn: PacketConnection) -> None:
-        if conn.failed or self._closed or conn.writer.is_closing():
+        self._in_use.discard(conn)
+        if conn.failed or conn.retired or self._closed or conn.writer.is_closing():
             conn.close()
             return
         conn.last_used = self._clock()
         self._idle.setdefault(conn.key, []).append(conn)
+
+    def retire(self, matches: Callable[[str], bool]) -> int:
+        """Stop reusing the connections of the keys ``matches`` accepts; return how many.
+
+        Idle ones close now; those in use close when released, after their
+        packet was written. Dials from now on follow the current path.
+        """
+        retired = 0
+        for key in [key for key in self._idle if matches(key)]:
+            for conn in self._idle.pop(key):
+                conn.close()
+                retired += 1
+        for conn in self._in_use:
+            if matches(conn.key) and not conn.retired:
+                conn.retired = True
+                retired += 1
+        return retired
 
     def reap(self) -> int:
         """Close connections idle for the limit or longer; return how many."""

@@ -158,6 +158,28 @@ class GatewayTransport:
         await self._pool.close()
         await self._local.close()
 
+    def retire_datacenter(self, datacenter: str) -> int:
+        """The path to ``datacenter`` changed: pooled packet connections stop being reused.
+
+        Streams need nothing: each is dialled for one exchange and closes.
+        """
+
+        def in_datacenter(name: str) -> bool:
+            try:
+                return split_node_name(name)[1].lower() == datacenter.lower()
+            except InvalidNameError:
+                return False
+
+        retired = self._pool.retire(in_datacenter)
+        if retired:
+            log.info(
+                "retired %d pooled gossip connection(s) to dc=%s; next packets dial the current "
+                "path",
+                retired,
+                datacenter,
+            )
+        return retired
+
     # --- outgoing -------------------------------------------------------------------
 
     async def _dial(self, node: str, dc: str, alpn: Alpn, context: ssl.SSLContext) -> Connection:

@@ -71,8 +71,19 @@ def format_routes(status: LocatorStatus) -> str:
         f"last failure {_age(rep.last_failure_age)}, "
         f"{rep.consecutive_failures} consecutive failure(s)"
         + (f" (last error: {rep.last_error})" if rep.last_error else ""),
-        "",
     ]
+    probe = status.local_probe
+    if probe is not None:
+        lines.append(
+            "Local path: probing local gateways, "
+            + (
+                "no probe yet"
+                if probe.attempts == 0
+                else f"last probe {_age(probe.last_attempt_age)}, "
+                f"{probe.consecutive_failures} failed (last error: {probe.last_error})"
+            )
+        )
+    lines.append("")
     for route in status.routes:
         lines.append(f"{route.datacenter}: {route.path}")
         lines.append(f"  why: {route.reason}")

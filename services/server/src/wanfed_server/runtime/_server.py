@@ -95,7 +95,7 @@ from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
 from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
-from ._wanfed import FederationOptions, WanFederation
+from ._wanfed import FederationOptions, PrimaryPingProbe, WanFederation
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -198,6 +198,7 @@ class Server:
         self._ready = asyncio.Event()
         self._failed: asyncio.Future[BaseException] | None = None
         self._raft_link: RaftLink | None = None
+        self._gateway_transport: GatewayTransport | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -225,6 +226,8 @@ class Server:
         self._pool = RpcPool(dialer)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
+            if not self._federation.is_primary:
+                self._federation.locator_service.probe = self._local_path_probe()
         plain_allowed = config.dev_mode or not config.tls.defaults.verify_incoming
         endpoints = [
             *status_endpoints(self),
@@ -256,6 +259,7 @@ class Server:
             alpn[Alpn.RAFT] = self._servers_only(self._raft_link.serve)
         gossip_transport = self._gossip_transport()
         if isinstance(gossip_transport, GatewayTransport):
+            self._gateway_transport = gossip_transport
             alpn[Alpn.WAN_GOSSIP_PACKET] = gossip_transport.serve_packets
             alpn[Alpn.WAN_GOSSIP_STREAM] = gossip_transport.serve_stream
         self._port = await serve_rpc_port(
@@ -841,10 +845,31 @@ class Server:
     # --- federation -----------------------------------------------------------------
 
     def _on_primary_path_change(self, path: str) -> None:
-        """Connections dialled along the old path would keep using it: retire them."""
-        logger.info("path to the primary datacenter is now %s", path)
+        """Connections dialled along the old path would keep using it: retire them.
+
+        Both pools: RPC (calls in flight, such as a replication long-poll,
+        finish on their old connection) and WAN gossip packets, whose pooled
+        connections would otherwise live as long as gossip keeps using them.
+        """
+        logger.info(
+            "path to the primary datacenter is now %s; retiring connections along the old one",
+            path,
+        )
         if self._pool is not None:
             self._pool.retire_datacenter(self.primary_datacenter)
+        if self._gateway_transport is not None:
+            self._gateway_transport.retire_datacenter(self.primary_datacenter)
+
+    def _local_path_probe(self) -> PrimaryPingProbe:
+        d = self._config.tls.defaults
+        assert d.ca_file is not None
+        assert d.cert_file is not None
+        assert d.key_file is not None
+        return PrimaryPingProbe(
+            primary=self.primary_datacenter,
+            domain=self._config.domain,
+            context=client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI]),
+        )
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         wan = self._wan

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Final, Protocol, TypeVar
 
@@ -42,6 +43,7 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_gateway_locator import GatewayLocator, LocatorService
+from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -50,15 +52,14 @@ from wanfed_replication import (
     ReplicationPolicy,
 )
 
-__all__ = ["FederationHost", "FederationOptions", "WanFederation"]
+__all__ = ["FederationHost", "FederationOptions", "PrimaryPingProbe", "WanFederation"]
 
 logger = logging.getLogger("wanfed_server.wanfed")
 
 T = TypeVar("T")
 
-PRIMARY_WAIT_AFTER_RESTART: Final = 10.0
-"""Seconds a replication round of a secondary holding federation states waits for
-the primary to appear in the WAN pool before trying (and failing) anyway."""
+PROBE_TIMEOUT: Final = 5.0
+"""Seconds one probe of the local path may take (dial, handshake and ping)."""
 
 
 class FederationOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,15 +136,16 @@ class _PrimaryClient:
             return bool(txn.federation_states()[1])
 
     async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
-        federated = self._was_federated()
-        # With stored states (a restart) an unreachable primary is a broken path:
-        # the failed rounds below are what sends the leader to the primary's
-        # gateways directly, e.g. after every primary gateway was replaced. Each
-        # such round must fail within a dial's time, not after a long-poll's,
-        # or three of them would take a quarter of an hour.
-        within = min(self._wait, PRIMARY_WAIT_AFTER_RESTART) if federated else self._wait
-        if not await self._host.wait_for_datacenter(self._primary, within) and not federated:
-            # A fresh secondary: nothing to report about any path yet.
+        # With stored states (a restart) there is no waiting for the primary to
+        # appear in the WAN pool: that wait is what a broken local path looks
+        # like (the WAN join through it fails too), so the round tries at once
+        # and its failure counts. Three of them, seconds apart, send the leader
+        # to the primary's gateways directly, where the retried WAN join through
+        # ``*.<primary>`` finds the primary's servers and the next round works.
+        # A fresh secondary has no path to judge yet: it waits, reporting nothing.
+        if not self._was_federated() and not await self._host.wait_for_datacenter(
+            self._primary, self._wait
+        ):
             raise ReplicationNotReady(
                 f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
             )
@@ -157,6 +159,41 @@ class _PrimaryClient:
             ),
             IndexedFederationStates,
         )
+
+
+class PrimaryPingProbe:
+    """``Status.Ping`` to any server of the primary through one given (local) gateway.
+
+    It proves the whole local path the leader left — that gateway, its route
+    to the primary's gateways (from the replicated states), a primary server
+    answering mTLS RPC — and needs nothing from the WAN pool, which a
+    restarted secondary may not have refilled: the SNI names any server of
+    the primary, ``server.<primary>.<domain>``.
+    """
+
+    def __init__(
+        self,
+        *,
+        primary: str,
+        domain: str,
+        context: ssl.SSLContext,
+        timeout: float = PROBE_TIMEOUT,
+    ) -> None:
+        """``context`` is the mTLS client context offering ``wanfed/rpc-multi`` only."""
+        self._sni = server_sni(primary, domain)
+        self._context = context
+        self._timeout = timeout
+
+    async def probe(self, gateway: str) -> None:
+        connection = await dial_alpn(
+            gateway, self._sni, Alpn.RPC_MULTI, self._context, self._timeout
+        )
+        client = RpcClient(connection)
+        try:
+            await client.call("Status.Ping", None, type=bool, timeout=self._timeout)
+        finally:
+            with contextlib.suppress(ProtoError, OSError):
+                await client.close()
 
 
 class _LocalView:
