@@ -12,7 +12,9 @@ and, while this server leads its datacenter (the leadership lifecycle):
 * anti-entropy of this datacenter's federation state into the primary;
 * in a secondary, federation-state replication from the primary, whose every
   fetch is reported to the locator (``set_use_replication_signal`` brackets
-  it, so followers and ex-leaders trust their local gateways);
+  it, so followers and ex-leaders trust their local gateways); once failures
+  sent the leader to the primary's gateways directly, the locator service
+  probes the local path with :class:`PrimaryPingProbe` until it works again;
 * in the primary, pruning of datacenters that left the WAN pool.
 """
 
