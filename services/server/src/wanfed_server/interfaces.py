@@ -11,11 +11,12 @@ happens behind it.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from wanfed_gateway_locator import LocatorStatus
+if TYPE_CHECKING:  # only an annotation: `wanfed members` should not load the locator
+    from wanfed_gateway_locator import LocatorStatus
 
 __all__ = ["FederationStatusSource", "Member", "MemberStatus", "RpcDispatcher", "ServerView"]
 
