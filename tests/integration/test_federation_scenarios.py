@@ -151,22 +151,32 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
         return probe
 
     wait_until("dc2's leader routes to dc1 through local gateways", 60, route_is("local-gateways"))
-    # Connections dialled during bootstrap along the direct path outlive the
-    # switch to local gateways (the pool retires them for new calls only; an
-    # in-flight long-poll or a pooled gossip stream keeps one for minutes), and
-    # a cut would not touch them. Start from the steady state instead: reset
-    # them, and wait until dc2 reaches dc1 only through its own gateways.
-    primary_wan = [str(g.wan_ip) for g in topology.gateways("dc1")]
-    for host in topology.servers("dc2"):
-        for address in primary_wan:
-            reset_connections(host, address)
 
-    def only_local_paths() -> object:
-        direct = {
+    def direct_connections(hosts: list[Host]) -> dict[str, str]:
+        return {
             h.name: out
-            for h in topology.servers("dc2")
+            for h in hosts
             if (out := run_in(h, "ss", "-H", "-tn", "dst", WAN_NETWORK).stdout.strip())
         }
+
+    # Bootstrap dials the primary's gateways directly (no local gateway is known
+    # yet); when the local gateways appear, the pooled RPC and WAN gossip
+    # connections along the direct path are retired. A follower keeps none.
+    followers = [h for h in topology.servers("dc2") if h.name != leader.name]
+    wait_until(
+        "no dc2 follower keeps a connection straight to the primary's gateways",
+        60,
+        lambda: not direct_connections(followers) or direct_connections(followers),
+    )
+    # The leader may keep exactly one: retiring never fails a call in flight, so
+    # a replication long-poll sent along the direct path before the switch
+    # finishes there (up to its 300 s MaxQueryTime), and the cut below would not
+    # touch it. Reset it; the next round starts on the local gateways.
+    for address in (str(g.wan_ip) for g in topology.gateways("dc1")):
+        reset_connections(leader, address)
+
+    def only_local_paths() -> object:
+        direct = direct_connections(topology.servers("dc2"))
         return (not direct and answers(leader, "/v1/catalog/nodes?dc=dc1") is True) or direct
 
     wait_until("dc2 reaches dc1 through its own gateways only", 60, only_local_paths)
