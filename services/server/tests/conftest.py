@@ -617,15 +617,20 @@ def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, AgentP
 FED_PRIMARY = "dc1"
 
 
-def fed_fast_options(*, prune_interval: float = 3600.0) -> ServerOptions:
-    """Short federation timings; pruning hourly unless a test prunes on purpose."""
+def fed_fast_options(
+    *, prune_interval: float = 3600.0, replication_wait: float = 1.0
+) -> ServerOptions:
+    """Short federation timings; pruning hourly unless a test prunes on purpose.
+
+    ``replication_wait`` (the long-poll of replication) may be the production
+    300 s: recovery must not depend on a round ending early."""
     return ServerOptions(
         hold_timeout=10.0,
         fast_gossip=True,
         wan_join_interval=0.2,
         formation_retry=0.1,
         federation=FederationOptions(
-            replication_wait=1.0,
+            replication_wait=replication_wait,
             replication_rate=50.0,
             replication_burst=10,
             replication_max_retry_wait=1.0,
@@ -899,8 +904,16 @@ async def make_federation(
     counts, the first one primary; everything is stopped after the test."""
     made: list[Federation] = []
 
-    async def make(layout: Mapping[str, int], *, prune_interval: float = 3600.0) -> Federation:
-        federation = Federation(tmp_path, fed_fast_options(prune_interval=prune_interval))
+    async def make(
+        layout: Mapping[str, int],
+        *,
+        prune_interval: float = 3600.0,
+        replication_wait: float = 1.0,
+    ) -> Federation:
+        federation = Federation(
+            tmp_path,
+            fed_fast_options(prune_interval=prune_interval, replication_wait=replication_wait),
+        )
         made.append(federation)
         await federation.start(layout)
         return federation

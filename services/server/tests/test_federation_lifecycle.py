@@ -24,7 +24,7 @@ from wanfed_fsm import (
     StateStore,
 )
 from wanfed_proto import RemoteError
-from wanfed_server.runtime._wanfed import FederationOptions, WanFederation
+from wanfed_server.runtime._wanfed import EMPTY_STORE_RECHECK, FederationOptions, WanFederation
 
 T = TypeVar("T")
 
@@ -169,6 +169,26 @@ async def test_a_fresh_secondary_waits_for_the_primary_without_reporting_a_failu
     host.primary_seen = False
     host.rpc_error = RemoteError("No path to datacenter")
     federation.on_leadership(True)
-    await until(lambda: FederationOptions().replication_wait in host.waits)
+    await until(lambda: host.waits.count(EMPTY_STORE_RECHECK) >= 2)
     await settle()
     assert federation.locator_service.status().replication.consecutive_failures == 0
+
+
+async def test_states_restored_after_leadership_began_make_rounds_try_at_once(
+    host: ParkedHost, federation: WanFederation
+) -> None:
+    # The log replay may restore the states only after replication started: the
+    # waiting round looks at the store again and turns into a restart's round.
+    host.primary_seen = False
+    host.rpc_error = RemoteError("No path to datacenter")
+    federation.on_leadership(True)
+    await until(lambda: EMPTY_STORE_RECHECK in host.waits)
+    await host.consensus.apply(
+        FederationStateWrite(
+            request=FederationStateRequest(
+                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
+            )
+        )
+    )
+    status = federation.locator_service.status
+    await until(lambda: status().replication.consecutive_failures >= 1)

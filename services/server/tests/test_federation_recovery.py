@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_server.runtime import Server
+from wanfed_server.runtime._wanfed import FederationOptions
 
 if TYPE_CHECKING:
     from .conftest import Federation  # type: ignore[import-not-found]
@@ -78,7 +79,11 @@ async def rpc_ok(server: Server, datacenter: str) -> bool:
 async def test_every_primary_gateway_replaced_while_a_secondary_is_down(
     make_federation: MakeFederation,
 ) -> None:
-    fed = await make_federation({"dc1": 1, "dc2": 1})
+    # Replication's production long-poll (300 s): the restarted leader must not
+    # wait for the primary in its WAN pool before its rounds count as failed.
+    fed = await make_federation(
+        {"dc1": 1, "dc2": 1}, replication_wait=FederationOptions().replication_wait
+    )
     dc1, dc2 = fed["dc1"], fed["dc2"]
     await eventually(
         lambda: wan_alive(dc2.require_server()) == {"s1.dc1", "s1.dc2"}, 20, "dc2 joined dc1"
@@ -208,7 +213,8 @@ async def test_a_follower_reaches_the_primary_through_its_local_gateways(
             assert status.replication.consecutive_failures == 0
             assert route_to(server, "dc1") == ("local-gateways", [gateway_address])
 
-    # The gateway comes back on its address: the leader's next success brings it home.
+    # The gateway comes back on its address: the leader's successes over the direct
+    # path do not bring it home, a probe of the local path through it does.
     await fed.replace_gateway("dc2", new_address=False)
     await eventually(
         lambda: all(route_to(s, "dc1") == local for s in servers),

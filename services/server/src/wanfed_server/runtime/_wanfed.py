@@ -60,6 +60,12 @@ logger = logging.getLogger("wanfed_server.wanfed")
 
 T = TypeVar("T")
 
+EMPTY_STORE_RECHECK: Final = 10.0
+"""Seconds a secondary with no stored federation state waits for the primary in
+the WAN pool before looking at its store again. A restarted leader may start
+replication before its log replay restored the states: it must notice that it
+is a restart (whose rounds try at once) in seconds, not after the long-poll."""
+
 PROBE_TIMEOUT: Final = 5.0
 """Seconds one probe of the local path may take (dial, handshake and ping)."""
 
@@ -146,7 +152,7 @@ class _PrimaryClient:
         # ``*.<primary>`` finds the primary's servers and the next round works.
         # A fresh secondary has no path to judge yet: it waits, reporting nothing.
         if not self._was_federated() and not await self._host.wait_for_datacenter(
-            self._primary, self._wait
+            self._primary, min(self._wait, EMPTY_STORE_RECHECK)
         ):
             raise ReplicationNotReady(
                 f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
