@@ -164,14 +164,15 @@ class WanPool:
 
     # --- Router ------------------------------------------------------------------
 
-    def _servers(self) -> list[GossipMember]:
-        return [m for m in self.agent.members() if m.tags.get("role") == "consul"]
+    def _servers(self) -> list[tuple[GossipMember, dict[str, str]]]:
+        """Server members with their tags, read once: every forwarded call walks this."""
+        return [(m, tags) for m in self.agent.members() if (tags := m.tags).get("role") == "consul"]
 
     def datacenters(self) -> list[str]:
         known = {
-            m.tags["dc"].lower()
-            for m in self._servers()
-            if "dc" in m.tags and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            tags["dc"].lower()
+            for m, tags in self._servers()
+            if "dc" in tags and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
         }
         return sorted(known | {self._datacenter.lower()})
 
@@ -181,17 +182,17 @@ class WanPool:
 
     def servers(self, datacenter: str) -> Sequence[RemoteServer] | None:
         wanted = datacenter.lower()
-        members = [m for m in self._servers() if m.tags.get("dc", "").lower() == wanted]
+        members = [(m, tags) for m, tags in self._servers() if tags.get("dc", "").lower() == wanted]
         if not members:
             return None
-        usable = [m for m in members if m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
         servers = [
             RemoteServer(
                 node=m.name.rsplit(".", 1)[0],
-                datacenter=m.tags["dc"],
-                address=f"{m.host}:{m.tags.get('port', '8300')}",
+                datacenter=tags["dc"],
+                address=f"{m.host}:{tags.get('port', '8300')}",
             )
-            for m in usable
+            for m, tags in members
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
         ]
         # Servers that failed recently go last; otherwise keep a stable order.
         servers.sort(key=lambda s: (self._failed.get(f"{s.node}.{s.datacenter}", 0), s.node))
