@@ -851,10 +851,8 @@ class Server:
         finish on their old connection) and WAN gossip packets, whose pooled
         connections would otherwise live as long as gossip keeps using them.
         """
-        logger.info(
-            "path to the primary datacenter is now %s; retiring connections along the old one",
-            path,
-        )
+        # The path stays the line's last word: operators and tests read it there.
+        logger.info("path to the primary datacenter is now %s", path)
         if self._pool is not None:
             self._pool.retire_datacenter(self.primary_datacenter)
         if self._gateway_transport is not None:
