@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from wanfed_agent.dialer import DC_NOT_AVAILABLE, NO_OUTGOING_TLS, GatewayDialer
+from wanfed_agent.dialer import DC_NOT_AVAILABLE, GATEWAY_ATTEMPTS, NO_OUTGOING_TLS, GatewayDialer
 from wanfed_agent.tls import PemPair, create_server_cert
 from wanfed_proto import (
     Alpn,
     Connection,
     RpcClient,
+    TransportError,
     client_context,
     serve_rpc,
     serve_rpc_port,
@@ -112,3 +114,72 @@ def test_gateway_dialing_needs_verified_tls(tmp_path: Path, ca_pair: PemPair) ->
         GatewayDialer(
             datacenter="dc1", domain="consul", picker=Picker(""), direct=Direct(), context=lax
         )
+
+
+class Rotating:
+    """Hands out its gateways in turn, as a random pick eventually would."""
+
+    def __init__(self, gateways: list[str]) -> None:
+        self.gateways = gateways
+        self.asked = 0
+
+    def pick_gateway(self, datacenter: str) -> str:
+        self.asked += 1
+        return self.gateways[(self.asked - 1) % len(self.gateways)]
+
+
+def dead_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_a_dead_gateway_among_the_candidates_is_skipped(
+    tmp_path: Path, ca_pair: PemPair
+) -> None:
+    remote = files(tmp_path, ca_pair, "s2", "dc2")
+    local = files(tmp_path, ca_pair, "s1", "dc1")
+
+    async def handle(connection: Connection) -> None:
+        async def pong(call: object) -> str:
+            return "pong"
+
+        await serve_rpc(connection, {"Status.Ping": pong})
+
+    server = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={},
+        alpn_handlers={Alpn.RPC_MULTI: handle},
+        ssl_context=server_context(*remote),
+    )
+    try:
+        host, port = server.address
+        dead = dead_address()
+        picker = Rotating([dead, f"{host}:{port}"])
+        dialer = GatewayDialer(
+            datacenter="dc1",
+            domain="consul",
+            picker=picker,
+            direct=Direct(),
+            context=client_context(*local, alpn=[Alpn.RPC_MULTI]),
+        )
+        connection = await dialer.dial("s2", "dc2", "198.18.2.10:8300")
+        async with RpcClient(connection) as client:
+            assert await client.call("Status.Ping", None, type=str) == "pong"
+        assert picker.asked == 2
+        # Only dead candidates: each is tried once, then the last error is raised.
+        others = [dead_address(), dead_address(), dead_address(), dead_address()]
+        picker = Rotating(others)
+        dialer = GatewayDialer(
+            datacenter="dc1",
+            domain="consul",
+            picker=picker,
+            direct=Direct(),
+            context=client_context(*local, alpn=[Alpn.RPC_MULTI]),
+        )
+        with pytest.raises(TransportError, match=others[GATEWAY_ATTEMPTS - 1].split(":")[1]):
+            await dialer.dial("s2", "dc2", "198.18.2.10:8300")
+        assert picker.asked == GATEWAY_ATTEMPTS
+    finally:
+        await server.close()

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
+from wanfed_agent.dialer import NoGatewayKnownError, dial_through_gateway
 from wanfed_agent.gossip import GossipTransport, HostPort
 from wanfed_proto import (
     DEFAULT_DIAL_TIMEOUT,
@@ -37,7 +38,6 @@ from wanfed_proto import (
     FrameTooLargeError,
     InvalidNameError,
     ProtoError,
-    dial_alpn,
     read_packet,
     server_sni,
     split_node_name,
@@ -183,11 +183,13 @@ class GatewayTransport:
     # --- outgoing -------------------------------------------------------------------
 
     async def _dial(self, node: str, dc: str, alpn: Alpn, context: ssl.SSLContext) -> Connection:
-        gateway = self._picker.pick_gateway(dc)
-        if not gateway:
-            raise NoGatewayError(dc)
         sni = server_sni(dc, self._domain, None if node in ("", "*") else node)
-        return await dial_alpn(gateway, sni, alpn, context, timeout=self._dial_timeout)
+        try:
+            return await dial_through_gateway(
+                self._picker, dc, sni, alpn, context, self._dial_timeout
+            )
+        except NoGatewayKnownError:
+            raise NoGatewayError(dc) from None
 
     async def _dial_packets(self, name: str) -> asyncio.StreamWriter:
         node, dc = split_node_name(name)
