@@ -325,6 +325,18 @@ def test_secondary_recovers_after_all_primary_gateways_are_replaced_while_it_was
                 120,
                 lambda: dc1_servers <= alive_wan_members(dc2[0]) or alive_wan_members(dc2[0]),
             )
+
+            # Servers that know no local gateway yet (dc2's own gateways were down
+            # too) answer through the discovered addresses before the leader's
+            # replication brings the new states: wait for those as well.
+            def replicated_new_gateways() -> object:
+                shown = wanfed_cli(dc2[0], "federation", "states")
+                fresh = all(address in shown for address in new)
+                return (fresh and not any(address in shown for address in old)) or shown
+
+            recovered += wait_until(
+                "dc2 replicated the primary's new gateways", 120, replicated_new_gateways
+            )
         except AssertionError:
             # The evidence for whoever debugs it: each dc2 server's path choice.
             for host in dc2:
