@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -18,6 +19,7 @@ from wanfed_agent.gossip import (
     fast_profile,
     read_stream_message,
 )
+from wanfed_proto import TransportError
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -117,3 +119,35 @@ async def test_garbage_on_a_stream_is_answered_with_an_error(cluster: Cluster) -
     msg, _ = read_stream_message(reply)
     assert isinstance(msg, ErrorResponse)
     assert "unexpected stream message type 99" in msg.error
+
+
+class RefusingStreams(PlainTransport):
+    """Every stream dial fails the way a gateway dial does: a wanfed_proto error."""
+
+    async def open_stream(
+        self, name: str, addr: tuple[str, int]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        raise TransportError(f"no gateway answered for {name}")
+
+
+async def test_a_stream_dial_failing_with_a_proto_error_is_a_stream_failure() -> None:
+    """Gateway dials raise TransportError (not OSError): the exchange must end as a
+    failed stream, not as a task dying with an exception nobody retrieves."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    agent = GossipAgent(
+        fast_profile("a.dc1", "127.0.0.1", 0, meta=encode_tags({"dc": "dc1"})),
+        RefusingStreams("127.0.0.1", 0),
+        seed=1,
+    )
+    await agent.start()
+    try:
+        assert await agent.join("b.dc2/127.0.0.1:9") == 0
+        await asyncio.sleep(0)  # let the exchange task finish and be dropped
+        gc.collect()
+    finally:
+        await agent.close()
+        loop.set_exception_handler(previous)
+    assert reported == []

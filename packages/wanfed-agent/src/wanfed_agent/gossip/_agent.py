@@ -22,6 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from wanfed_proto import ProtoError
+
 from ._config import GossipConfig
 from ._errors import GossipDecodeError
 from ._events import (
@@ -273,7 +275,8 @@ class GossipAgent:
                 await writer.drain()
                 reply = await self._read_message(reader)
             ok = self.core.handle_stream_reply(action.stream_id, reply, loop.time())
-        except (OSError, TimeoutError, ConnectionError, GossipDecodeError) as exc:
+        except (OSError, TimeoutError, GossipDecodeError, ProtoError) as exc:
+            # ProtoError: a dial through a gateway fails with TransportError.
             logger.debug(
                 "gossip stream failed to=%s addr=%s:%d error=%r",
                 action.name,
