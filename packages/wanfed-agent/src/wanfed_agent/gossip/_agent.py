@@ -196,7 +196,8 @@ class GossipAgent:
                 return False
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
         return True
 
     async def leave(self, within: float = 5.0) -> bool:

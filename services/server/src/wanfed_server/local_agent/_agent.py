@@ -239,7 +239,8 @@ class LocalAgent:
         failures = 0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_wanted.wait(), self._sync_interval)
+                async with asyncio.timeout(self._sync_interval):
+                    await self._sync_wanted.wait()
             self._sync_wanted.clear()
             try:
                 plan = await self.sync_once()
@@ -314,7 +315,8 @@ class LocalAgent:
             deadline = self._state.next_deadline()
             timeout = None if deadline is None else max(deadline - self._clock(), 0.0) + 0.001
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._timer_changed.wait()
 
     def _start_probe(self, definition: CheckDefinition) -> None:
         if not self._running or not definition.tcp:
@@ -346,7 +348,8 @@ async def tcp_probe(target: str, within: float) -> tuple[HealthStatus, str]:
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), within)
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, int(port))
     except TimeoutError:
         return "critical", f"dial tcp {target}: i/o timeout"
     except OSError as error:

@@ -240,7 +240,8 @@ class CheckRunner:
                 self._wake.clear()
                 timeout = None if deadline is None else max(deadline - self._now(), 0.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
         finally:
             follower.cancel()
             for task in [follower, *self._tasks]:

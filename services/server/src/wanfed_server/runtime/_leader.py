@@ -207,4 +207,5 @@ class LeaderRoutines:
             except ConsensusError as exc:
                 logger.warning("server catalog reconcile failed: %s; retrying", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await changed.wait()
