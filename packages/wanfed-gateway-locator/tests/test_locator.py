@@ -478,9 +478,9 @@ def test_path_change_fires_on_every_change_of_candidate_kind() -> None:
     locator.refresh_fallback_addresses(FALLBACK)
     assert paths == []  # not populated: nothing is handed out
     locator.update_from_states([])
-    assert paths == ["primary-gateways"]  # fallback only
+    assert paths == []  # an empty first read changes no list: nothing to retire yet
     locator.update_from_states([fixture_states()[0]])
-    assert paths == ["primary-gateways"]  # replicated + fallback: still direct
+    assert paths == ["primary-gateways"]  # replicated + fallback: direct
     locator.update_from_states(fixture_states())
     assert paths == ["primary-gateways", "local-gateways"]  # local gateways appeared
     locator.set_use_replication_signal(True, 0.0)

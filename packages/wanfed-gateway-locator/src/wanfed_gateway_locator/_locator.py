@@ -271,8 +271,11 @@ class GatewayLocator:
             if primary and not self._primary_ready:
                 self._primary_ready = True
                 log.info("learnt the primary datacenter's mesh gateways from replication")
-        # Also on the first read, which populates the locator without changing a list.
-        self._check_primary_path()
+        if changed:
+            # Not on a first read that changes no list (an empty store): nothing
+            # was dialled before it, and a restarted server whose log replay has
+            # not restored its states yet would report a path it never uses.
+            self._check_primary_path()
         return changed
 
     def refresh_fallback_addresses(
