@@ -453,6 +453,17 @@ def test_failures_while_direct_keep_the_reason_of_the_failures() -> None:
     assert "(last error: still down)" in route.reason
 
 
+def test_a_failure_after_a_direct_success_is_reported_as_such() -> None:
+    locator = _direct_leader()
+    locator.record_replication_result(None, 8.0)
+    locator.record_replication_result("reset by peer", 9.0)
+    route = next(r for r in locator.status(10.0).routes if r.datacenter == "dc1")
+    assert "1 replication failure(s) since the last success (last error: reset by peer)" in (
+        route.reason
+    )
+    assert locator.dial_primary_through_local_gateway() is False
+
+
 def test_a_stale_probe_result_after_a_new_term_is_ignored() -> None:
     locator = _direct_leader()
     locator.set_use_replication_signal(False, 5.0)

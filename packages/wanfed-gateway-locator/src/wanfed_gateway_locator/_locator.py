@@ -469,7 +469,13 @@ class GatewayLocator:
                 )
             else:
                 age = "" if now is None else f" {now - self._direct_since:.0f}s ago"
-                why = f"direct since{age} after {self._direct_after}; replication works directly"
+                how = (
+                    "replication works directly"
+                    if self._failures == 0
+                    else f"{self._failures} replication failure(s) since the last success "
+                    f"(last error: {self._last_error})"
+                )
+                why = f"direct since{age} after {self._direct_after}; {how}"
             return f"{why}; {self._probe_text(now)}"
         if self._failures == 0:
             return "the last replication round succeeded"
