@@ -23,7 +23,7 @@ from wanfed_fsm import (
     LocalConsensus,
     StateStore,
 )
-from wanfed_proto import RemoteError
+from wanfed_proto import RemoteError, TransportError
 from wanfed_server.runtime._wanfed import EMPTY_STORE_RECHECK, FederationOptions, WanFederation
 
 T = TypeVar("T")
@@ -38,6 +38,8 @@ class ParkedHost:
         self.primary_seen = True
         self.rpc_error: Exception | None = None
         self.waits: list[float] = []
+        self.any_server_calls = 0
+        self.any_server_error: Exception | None = None
 
     @property
     def store(self) -> StateStore:
@@ -56,6 +58,15 @@ class ParkedHost:
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
         if self.rpc_error is not None and method == "FederationState.List":
             raise self.rpc_error
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def rpc_any_server(
+        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+    ) -> T:
+        self.any_server_calls += 1
+        if self.any_server_error is not None:
+            raise self.any_server_error
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -151,6 +162,7 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
     )
     host.primary_seen = False
     host.rpc_error = RemoteError("No path to datacenter")
+    host.any_server_error = TransportError("dial 198.18.2.21:8443 failed: no route to host")
     federation.on_leadership(True)
     status = federation.locator_service.status
     # Production timings: rounds retry after 1, 2 s, so the third failure, which
@@ -160,7 +172,30 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
     # Replication never waited for the WAN pool (anti-entropy does, 60 s at a
     # time, in its own task: its wait is the only one recorded).
     assert set(host.waits) <= {60.0}
-    assert "No path to datacenter" in status().replication.last_error
+    # The pool knowing no primary server, each round asked any primary server
+    # through the gateways: the failure measured the path.
+    assert host.any_server_calls >= 3
+    assert "no route to host" in status().replication.last_error
+
+
+async def test_a_restart_whose_local_path_works_stays_on_local_gateways(
+    host: ParkedHost, federation: WanFederation
+) -> None:
+    await host.consensus.apply(
+        FederationStateWrite(
+            request=FederationStateRequest(
+                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
+            )
+        )
+    )
+    host.primary_seen = False
+    host.rpc_error = RemoteError("No path to datacenter")
+    federation.on_leadership(True)  # any-server calls park: a long-poll in progress
+    await until(lambda: host.any_server_calls == 1)
+    await settle()
+    status = federation.locator_service.status()
+    assert status.replication.consecutive_failures == 0
+    assert status.dial_primary_through_local_gateways
 
 
 async def test_a_fresh_secondary_waits_for_the_primary_without_reporting_a_failure(
@@ -181,8 +216,10 @@ async def test_states_restored_after_leadership_began_make_rounds_try_at_once(
     # waiting round looks at the store again and turns into a restart's round.
     host.primary_seen = False
     host.rpc_error = RemoteError("No path to datacenter")
+    host.any_server_error = TransportError("dial 198.18.2.21:8443 failed: connection refused")
     federation.on_leadership(True)
     await until(lambda: EMPTY_STORE_RECHECK in host.waits)
+    assert host.any_server_calls == 0  # a fresh secondary only waits
     await host.consensus.apply(
         FederationStateWrite(
             request=FederationStateRequest(

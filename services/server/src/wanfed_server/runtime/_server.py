@@ -869,6 +869,16 @@ class Server:
             context=client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI]),
         )
 
+    async def rpc_any_server(
+        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+    ) -> T:
+        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup.
+
+        The pool keys the connection as node ``""`` at address ``*``; it is
+        retired with the datacenter's others when the path changes.
+        """
+        return await self._require_pool().call("", datacenter, "*", method, args, reply_type)
+
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         wan = self._wan
         if datacenter.lower() == self.datacenter.lower():

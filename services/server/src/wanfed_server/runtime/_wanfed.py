@@ -45,7 +45,7 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
+from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, server_sni
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -53,6 +53,8 @@ from wanfed_replication import (
     ReplicationNotReady,
     ReplicationPolicy,
 )
+
+from ._router import NO_PATH_TO_DATACENTER
 
 __all__ = ["FederationHost", "FederationOptions", "PrimaryPingProbe", "WanFederation"]
 
@@ -103,6 +105,13 @@ class FederationHost(Protocol):
 
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
 
+    async def rpc_any_server(
+        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+    ) -> T:
+        """``method`` on any server of ``datacenter``, through the current gateway path,
+        whether or not the WAN pool knows one of its servers."""
+        ...
+
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         """Until a server of ``datacenter`` was seen in the WAN pool; False after ``within`` s."""
         ...
@@ -151,21 +160,33 @@ class _PrimaryClient:
         # to the primary's gateways directly, where the retried WAN join through
         # ``*.<primary>`` finds the primary's servers and the next round works.
         # A fresh secondary has no path to judge yet: it waits, reporting nothing.
-        if not self._was_federated() and not await self._host.wait_for_datacenter(
+        federated = self._was_federated()
+        if not federated and not await self._host.wait_for_datacenter(
             self._primary, min(self._wait, EMPTY_STORE_RECHECK)
         ):
             raise ReplicationNotReady(
                 f"no server of the primary datacenter {self._primary} is in the WAN pool yet"
             )
-        return await self._host.rpc(
-            "FederationState.List",
-            DCSpecificRequest(
-                datacenter=self._primary,
-                min_query_index=min_index,
-                max_query_time=self._wait,
-                allow_stale=True,
-            ),
-            IndexedFederationStates,
+        method = "FederationState.List"
+        request = DCSpecificRequest(
+            datacenter=self._primary,
+            min_query_index=min_index,
+            max_query_time=self._wait,
+            allow_stale=True,
+        )
+        try:
+            return await self._host.rpc(method, request, IndexedFederationStates)
+        except RemoteError as exc:
+            if not federated or NO_PATH_TO_DATACENTER not in str(exc):
+                raise
+        # The WAN pool knows no primary server yet (a restart, its join still
+        # pending): nothing was dialled, so this says nothing about the path.
+        # Ask any primary server through the gateways instead (SNI
+        # ``server.<primary>.<domain>``): that dial measures the path in use, so
+        # a healthy restart stays on its local gateways and a broken local path
+        # fails promptly, three times, and sends the leader direct.
+        return await self._host.rpc_any_server(
+            self._primary, method, request, IndexedFederationStates
         )
 
 
