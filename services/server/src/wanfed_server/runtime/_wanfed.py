@@ -157,8 +157,8 @@ class _PrimaryClient:
         # appear in the WAN pool: that wait is what a broken local path looks
         # like (the WAN join through it fails too), so the round tries at once
         # and its failure counts. Three of them, seconds apart, send the leader
-        # to the primary's gateways directly, where the retried WAN join through
-        # ``*.<primary>`` finds the primary's servers and the next round works.
+        # to the primary's gateways directly, where the next round works (and
+        # the retried WAN join through ``*.<primary>`` refills the pool).
         # A fresh secondary has no path to judge yet: it waits, reporting nothing.
         federated = self._was_federated()
         if not federated and not await self._host.wait_for_datacenter(
