@@ -7,8 +7,9 @@ certificate handling needs.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from wanfed_agent._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from wanfed_agent.config import AgentConfig, ConfigError, load_config
@@ -35,14 +36,4 @@ _HOMES = {
 
 
 if not TYPE_CHECKING:  # mypy sees the imports above, so a misspelt name stays an error
-
-    def __getattr__(name: str) -> object:
-        home = _HOMES.get(name)
-        if home is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

@@ -11,8 +11,9 @@ import.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from wanfed_agent._lazy import lazy_exports
 
 from ._errors import TLSMaterialError
 from ._names import client_name, server_name
@@ -55,14 +56,4 @@ _HOMES = {
 
 
 if not TYPE_CHECKING:  # mypy sees the imports above, so a misspelt name stays an error
-
-    def __getattr__(name: str) -> object:
-        home = _HOMES.get(name)
-        if home is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home, __name__), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
