@@ -14,50 +14,28 @@ import sys
 import time
 
 import pytest
-from wanfed_topology import DatacenterSpec, Host, Supervisor, Topology
+from wanfed_topology import (
+    TCP_REFUSED,
+    DatacenterSpec,
+    Host,
+    Supervisor,
+    Topology,
+    start_tcp_listeners,
+    tcp_dial,
+)
 
 pytestmark = pytest.mark.integration
 
 PORT = 7000
-LISTENER = f"""
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {PORT})); s.listen()
-print("listening", flush=True)
-while True:
-    c, _ = s.accept(); c.sendall(b"ok"); c.close()
-"""
-DIAL = """
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    print(c.recv(2).decode())
-except OSError as exc:
-    print(type(exc).__name__, exc.errno)
-"""
 
 
 def dial(source: Host, address: str) -> str:
-    result = subprocess.run(
-        ["ip", "netns", "exec", source.netns, sys.executable, "-c", DIAL, address, str(PORT)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-def start_listeners(topology: Topology, supervisor: Supervisor) -> None:
-    for host in topology.hosts():
-        supervisor.start(f"listen-{host.netns}", host, [sys.executable, "-c", LISTENER])
-    for process in supervisor.processes.values():
-        process.wait_for_output("listening")
+    return tcp_dial(source, address, PORT)
 
 
 def test_only_gateways_cross(two_dc_network: tuple[Topology, Supervisor]) -> None:
     topology, supervisor = two_dc_network
-    start_listeners(topology, supervisor)
+    start_tcp_listeners(supervisor, topology.hosts(), PORT)
     s1, s2 = topology.host("dc1", "s1"), topology.host("dc2", "s1")
     gw1, gw2 = topology.host("dc1", "gw1"), topology.host("dc2", "gw1")
     assert gw1.wan_ip is not None
@@ -79,7 +57,7 @@ def test_only_gateways_cross(two_dc_network: tuple[Topology, Supervisor]) -> Non
     }
     elapsed = time.monotonic() - started
     assert all(answer == "ok" for answer in allowed.values()), allowed
-    assert all(answer == "ConnectionRefusedError 111" for answer in refused.values()), refused
+    assert all(answer == TCP_REFUSED for answer in refused.values()), refused
     assert elapsed < 8, "rejections must be immediate, not timeouts"
     print(f"10 paths checked in {elapsed:.2f} s")
 

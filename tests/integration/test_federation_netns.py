@@ -19,11 +19,8 @@ Phases (one bring-up, measured and printed as they go):
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,81 +28,20 @@ from typing import Any
 
 import pytest
 from wanfed_topology import (
-    HTTP_PORT,
+    TCP_REFUSED,
     DatacenterSpec,
-    Host,
     Supervisor,
     Topology,
     build,
+    http_json,
     start_federation,
+    tcp_dial,
     teardown,
-    wanfed_executable,
+    wait_until,
+    wanfed_cli,
 )
 
 pytestmark = pytest.mark.integration
-
-HTTP_GET = """
-import json, sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-"""
-HTTP_PUT = """
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="PUT")
-try:
-    with urllib.request.urlopen(req, timeout=5) as r:
-        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-"""
-CONNECT = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
-    print("connected")
-except OSError as exc:
-    print(type(exc).__name__)
-"""
-
-
-def in_netns(host: Host, *argv: str) -> str:
-    result = subprocess.run(
-        ["ip", "netns", "exec", host.netns, *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return result.stdout.strip()
-
-
-def get(host: Host, url: str) -> dict[str, Any]:
-    answer: dict[str, Any] = json.loads(in_netns(host, sys.executable, "-c", HTTP_GET, url))
-    return answer
-
-
-def put(host: Host, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = json.loads(
-        in_netns(host, sys.executable, "-c", HTTP_PUT, url, json.dumps(body))
-    )
-    return answer
-
-
-def wait_for(what: str, timeout: float, probe: Any) -> float:
-    """Poll ``probe`` (a process in a namespace answers; nothing to wait on here)."""
-    started = time.monotonic()
-    last: object = None
-    while time.monotonic() - started < timeout:
-        last = probe()
-        if last is True:
-            took = time.monotonic() - started
-            print(f"{what}: {took:.1f} s")
-            return took
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last})")
 
 
 @pytest.fixture
@@ -141,38 +77,34 @@ def test_three_datacenters_through_gateways_only(
     topology, supervisor = federation
     dc3 = topology.host("dc3", "s1")
     dc2 = topology.host("dc2", "s1")
-    http3 = f"http://{dc3.lan_ip}:{HTTP_PORT}"
     everyone = {f"s{i}.dc{d}" for i in (1, 2, 3) for d in (1, 2, 3)}
 
     def nine_alive() -> object:
-        out = in_netns(
-            dc3, wanfed_executable(), "members", "-wan", "-http-addr", f"{dc3.lan_ip}:{HTTP_PORT}"
-        )
+        out = wanfed_cli(dc3, "members", "-wan")
         alive = {line.split()[0] for line in out.splitlines()[1:] if " alive " in line}
         return alive == everyone or f"{len(alive & everyone)} of 9 alive"
 
     # 1. federation from primary_gateways alone
     with scenarios.run("1 federate from primary_gateways alone") as scenario:
-        formed = wait_for("all nine servers alive in dc3's view of the WAN pool", 150, nine_alive)
+        formed = wait_until("all nine servers alive in dc3's view of the WAN pool", 150, nine_alive)
 
         def dc2_answers_dc3() -> object:
-            answer = get(dc3, f"{http3}/v1/catalog/services?dc=dc2")
+            answer = http_json(dc3, "/v1/catalog/services?dc=dc2")
             return answer.get("status") == 200 or answer
 
-        scenario.recovered(formed + wait_for("?dc=dc2 answered in dc3", 60, dc2_answers_dc3))
+        scenario.recovered(formed + wait_until("?dc=dc2 answered in dc3", 60, dc2_answers_dc3))
 
     # 2. enforcement: direct server-to-server paths are rejected, ?dc= works
     with scenarios.run("2 only gateways cross"):
         s1_dc1 = topology.host("dc1", "s1")
         for port in (8300, 8302):
-            outcome = in_netns(dc2, sys.executable, "-c", CONNECT, s1_dc1.lan_ip, str(port))
-            assert outcome == "ConnectionRefusedError", (port, outcome)
-        http2 = f"http://{dc2.lan_ip}:{HTTP_PORT}"
-        assert get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1").get("status") == 200
+            outcome = tcp_dial(dc2, s1_dc1.lan_ip, port)
+            assert outcome == TCP_REFUSED, (port, outcome)
+        assert http_json(dc2, "/v1/catalog/nodes?dc=dc1").get("status") == 200
 
     # 3. kill -9 the primary's leader while writes are acknowledged
     with scenarios.run("3 kill -9 the primary's leader") as scenario:
-        leader_answer = get(dc3, f"{http3}/v1/status/leader?dc=dc1")
+        leader_answer = http_json(dc3, "/v1/status/leader?dc=dc1")
         leader_rpc = str(leader_answer.get("body", ""))
         leaders = [h for h in topology.servers("dc1") if leader_rpc.split(":")[0] == h.lan_ip]
         assert len(leaders) == 1, leader_answer
@@ -180,7 +112,7 @@ def test_three_datacenters_through_gateways_only(
         acknowledged = []
         for n in range(20):
             registration = {"Node": f"w{n}", "Address": "198.18.9.9", "Datacenter": "dc1"}
-            answer = put(dc2, f"{http2}/v1/catalog/register?dc=dc1", registration)
+            answer = http_json(dc2, "/v1/catalog/register?dc=dc1", method="PUT", body=registration)
             if answer.get("status") == 200:
                 acknowledged.append(f"w{n}")
         assert len(acknowledged) == 20
@@ -189,14 +121,14 @@ def test_three_datacenters_through_gateways_only(
         killed_at = time.monotonic()
 
         def cross_dc_again() -> object:
-            answer = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1")
+            answer = http_json(dc3, "/v1/catalog/nodes?dc=dc1")
             return answer.get("status") == 200 or answer
 
-        wait_for("cross-DC reads after kill -9 of the primary's leader", 30, cross_dc_again)
+        wait_until("cross-DC reads after kill -9 of the primary's leader", 30, cross_dc_again)
         recovered = scenario.recovered(time.monotonic() - killed_at)
         print(f"primary leader killed; cross-DC requests succeed again after {recovered:.1f} s")
         assert recovered < 5.0
-        nodes = get(dc3, f"{http3}/v1/catalog/nodes?dc=dc1&consistent")
+        nodes = http_json(dc3, "/v1/catalog/nodes?dc=dc1&consistent")
         names = {node["Node"] for node in nodes["body"]}
         assert set(acknowledged) <= names, sorted(set(acknowledged) - names)
 
@@ -213,12 +145,12 @@ def test_three_datacenters_through_gateways_only(
             supervisor.restart(name)
 
         def dc2_back() -> object:
-            answer = get(dc2, f"{http2}/v1/catalog/nodes?dc=dc1")
+            answer = http_json(dc2, "/v1/catalog/nodes?dc=dc1")
             return answer.get("status") == 200 or answer
 
-        wait_for("dc2 restarted from kill -9 answers ?dc=dc1", 60, dc2_back)
+        wait_until("dc2 restarted from kill -9 answers ?dc=dc1", 60, dc2_back)
         scenario.recovered(time.monotonic() - restarted_at)
-        states = get(dc2, f"{http2}/v1/internal/federation-states?stale")
+        states = http_json(dc2, "/v1/internal/federation-states?stale")
         assert {s["Datacenter"] for s in states["body"]} == {"dc1", "dc2", "dc3"}
         for name in dc2_servers:
             since_restart = supervisor.processes[name].log_text()[marks[name] :]

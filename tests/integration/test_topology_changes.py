@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from wanfed_topology import (
     PREFIX_ENV,
+    TCP_REFUSED,
     DatacenterSpec,
     Host,
     Supervisor,
@@ -28,49 +29,24 @@ from wanfed_topology import (
     reap_stale,
     remove_datacenter,
     replace_gateways,
+    start_tcp_listeners,
+    tcp_dial,
     teardown,
 )
 
 pytestmark = pytest.mark.integration
 
 PORT = 7000
-LISTENER = f"""
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {PORT})); s.listen()
-print("listening", flush=True)
-while True:
-    c, _ = s.accept(); c.sendall(b"ok"); c.close()
-"""
-DIAL = """
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    print(c.recv(2).decode())
-except OSError as exc:
-    print(type(exc).__name__, exc.errno)
-"""
-REFUSED = "ConnectionRefusedError 111"
+REFUSED = TCP_REFUSED
 
 
 def dial(source: Host, address: str | None) -> str:
     assert address is not None
-    result = subprocess.run(
-        ["ip", "netns", "exec", source.netns, sys.executable, "-c", DIAL, address, str(PORT)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    )
-    return result.stdout.strip()
+    return tcp_dial(source, address, PORT)
 
 
 def listen(supervisor: Supervisor, hosts: list[Host]) -> None:
-    started = [
-        supervisor.start(f"listen-{h.netns}", h, [sys.executable, "-c", LISTENER]) for h in hosts
-    ]
-    for process in started:
-        process.wait_for_output("listening")
+    start_tcp_listeners(supervisor, hosts, PORT)
 
 
 def netns_names() -> set[str]:

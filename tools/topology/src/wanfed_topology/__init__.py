@@ -44,13 +44,22 @@ from ._plan import (
     default_prefix,
     owner_pid,
 )
-from ._probe import http_json, run_in, wait_until, wanfed_cli
+from ._probe import (
+    TCP_REFUSED,
+    http_json,
+    run_in,
+    start_tcp_listeners,
+    tcp_dial,
+    wait_until,
+    wanfed_cli,
+)
 from ._processes import Process, Supervisor
 
 __all__ = [
     "GATEWAY_PORT",
     "HTTP_PORT",
     "PREFIX_ENV",
+    "TCP_REFUSED",
     "WAN_GATEWAY",
     "WAN_NETWORK",
     "DatacenterSpec",
@@ -81,6 +90,8 @@ __all__ = [
     "server_config",
     "start_federation",
     "start_gateway",
+    "start_tcp_listeners",
+    "tcp_dial",
     "teardown",
     "wait_until",
     "wanfed_cli",

@@ -11,13 +11,22 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._federation import HTTP_PORT, wanfed_executable
 from ._plan import Host
+from ._processes import Supervisor
 
-__all__ = ["http_json", "run_in", "wait_until", "wanfed_cli"]
+__all__ = [
+    "TCP_REFUSED",
+    "http_json",
+    "run_in",
+    "start_tcp_listeners",
+    "tcp_dial",
+    "wait_until",
+    "wanfed_cli",
+]
 
 _HTTP = """
 import json, sys, urllib.request
@@ -31,6 +40,26 @@ except urllib.error.HTTPError as exc:
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 """
+
+
+_TCP_LISTENER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen()
+print("listening", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"ok"); c.close()
+"""
+_TCP_DIAL = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print(c.recv(2).decode())
+except OSError as exc:
+    print(type(exc).__name__, exc.errno)
+"""
+TCP_REFUSED = "ConnectionRefusedError 111"
+"""What :func:`tcp_dial` prints when the firewall rejects the connection."""
 
 
 def run_in(host: Host, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -84,3 +113,23 @@ def wait_until(
         if took > timeout:
             raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last})")
         time.sleep(interval)
+
+
+def start_tcp_listeners(supervisor: Supervisor, hosts: Iterable[Host], port: int) -> None:
+    """A listener on ``port`` in every host's namespace that answers ``ok`` and hangs up:
+    the firewall tests dial these to see which paths are open."""
+    started = [
+        supervisor.start(f"listen-{h.netns}", h, [sys.executable, "-c", _TCP_LISTENER, str(port)])
+        for h in hosts
+    ]
+    for process in started:
+        process.wait_for_output("listening")
+
+
+def tcp_dial(source: Host, address: str, port: int) -> str:
+    """From ``source``'s namespace: ``ok`` when a listener answered, else the error
+    (e.g. :data:`TCP_REFUSED` for a firewall reject)."""
+    result = run_in(source, sys.executable, "-c", _TCP_DIAL, address, str(port), timeout=10)
+    if result.returncode != 0:
+        raise RuntimeError(f"tcp probe in {source.netns} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
