@@ -98,6 +98,7 @@ async def federation(host: ParkedHost) -> AsyncIterator[WanFederation]:
         options=FederationOptions(),
         clock_now=0.0,
     )
+    fed.locator.update_from_states([])  # as the refresh loop's first read would
     yield fed
     await fed.stop()
 
@@ -176,6 +177,39 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
     # through the gateways: the failure measured the path.
     assert host.any_server_calls >= 3
     assert "no route to host" in status().replication.last_error
+
+
+async def test_no_round_is_judged_before_the_locator_read_the_store(
+    host: ParkedHost,
+) -> None:
+    fed = WanFederation(
+        host,
+        datacenter="dc2",
+        primary_datacenter="dc1",
+        primary_gateways=[],
+        primary_gateways_interval=1.0,
+        registry=host,
+        options=FederationOptions(),
+        clock_now=0.0,
+    )
+    await host.consensus.apply(
+        FederationStateWrite(
+            request=FederationStateRequest(
+                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
+            )
+        )
+    )
+    host.rpc_error = RemoteError("No path to datacenter")
+    host.any_server_error = TransportError("Remote DC has no server currently reachable")
+    try:
+        fed.on_leadership(True)
+        await asyncio.sleep(0.2)  # several rate-limited rounds, none judged
+        assert host.any_server_calls == 0
+        assert fed.locator_service.status().replication.consecutive_failures == 0
+        fed.locator.update_from_states([])
+        await until(lambda: fed.locator_service.status().replication.consecutive_failures >= 1)
+    finally:
+        await fed.stop()
 
 
 async def test_a_restart_whose_local_path_works_stays_on_local_gateways(

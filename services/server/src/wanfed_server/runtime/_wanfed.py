@@ -143,10 +143,13 @@ class _StoreSource:
 class _PrimaryClient:
     """``FederationState.List`` in the primary, through the normal forwarding path."""
 
-    def __init__(self, host: FederationHost, primary: str, wait: float) -> None:
+    def __init__(
+        self, host: FederationHost, primary: str, wait: float, locator: GatewayLocator
+    ) -> None:
         self._host = host
         self._primary = primary
         self._wait = wait
+        self._locator = locator
 
     def _was_federated(self) -> bool:
         with self._host.store.read() as txn:
@@ -160,6 +163,10 @@ class _PrimaryClient:
         # to the primary's gateways directly, where the next round works (and
         # the retried WAN join through ``*.<primary>`` refills the pool).
         # A fresh secondary has no path to judge yet: it waits, reporting nothing.
+        if not self._locator.populated:
+            # Every dial would fail for want of a gateway, measuring no path: a
+            # new leader's refresh loop may read the store a few seconds late.
+            raise ReplicationNotReady("the gateway locator has not read the local store yet")
         federated = self._was_federated()
         if not federated and not await self._host.wait_for_datacenter(
             self._primary, min(self._wait, EMPTY_STORE_RECHECK)
@@ -401,7 +408,9 @@ class WanFederation:
             self.locator_service.set_use_replication_signal(True)
             replication = FederationStateReplication(
                 datacenter=self._datacenter,
-                primary=_PrimaryClient(self._host, self._primary, opts.replication_wait),
+                primary=_PrimaryClient(
+                    self._host, self._primary, opts.replication_wait, self.locator
+                ),
                 consensus=self._host.consensus,
                 feedback=self.locator_service,
             )
