@@ -74,7 +74,7 @@ def fixture_states() -> list[FederationState]:
     ]
 
 
-def original(dc: str) -> GatewayLocator:
+def original(dc: str, *, probe_local_path: bool = True) -> GatewayLocator:
     """A leader's locator with the original (no synthetic success) start."""
     locator = GatewayLocator(
         datacenter=dc,
@@ -82,6 +82,7 @@ def original(dc: str) -> GatewayLocator:
         now=0.0,
         rng=random.Random(7),
         assume_healthy_at_start=False,
+        probe_local_path=probe_local_path,
     )
     locator._use_replication_signal = True  # a leader running replication
     return locator
@@ -137,8 +138,8 @@ def test_secondary_with_data_and_fallback_no_replication() -> None:
     assert locator.list_gateways("dc1") == sorted(DC1 + FALLBACK)
 
 
-def _secondary_with_everything() -> GatewayLocator:
-    locator = original("dc2")
+def _secondary_with_everything(*, probe_local_path: bool = True) -> GatewayLocator:
+    locator = original("dc2", probe_local_path=probe_local_path)
     locator.update_from_states(fixture_states())
     locator.refresh_fallback_addresses(FALLBACK)
     return locator
@@ -167,6 +168,19 @@ def test_success_then_three_failures_goes_direct() -> None:
         locator.record_replication_result("boom", t)
     assert locator.dial_primary_through_local_gateway() is False
     assert locator.list_gateways("dc1") == sorted(DC1 + FALLBACK)
+
+
+def test_three_failures_then_success_goes_back_to_local_in_reference_mode() -> None:
+    """The table's row as the reference has it ("3 failures then success: true;
+    local list"), with the local-path probe turned off."""
+    locator = _secondary_with_everything(probe_local_path=False)
+    for t in (11.0, 12.0, 13.0):
+        locator.record_replication_result("boom", t)
+    assert locator.dial_primary_through_local_gateway() is False
+    assert locator.next_local_probe_at() is None  # no probing: a success is the way back
+    locator.record_replication_result(None, 14.0)
+    assert locator.dial_primary_through_local_gateway() is True
+    assert locator.list_gateways("dc1") == DC2
 
 
 def test_three_failures_then_success_stays_direct_until_a_local_probe_works() -> None:

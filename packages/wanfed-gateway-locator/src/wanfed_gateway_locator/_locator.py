@@ -192,12 +192,16 @@ class GatewayLocator:
         rng: random.Random | None = None,
         assume_healthy_at_start: bool = True,
         local_probe_interval: float = LOCAL_PROBE_INTERVAL,
+        probe_local_path: bool = True,
     ) -> None:
         """``assume_healthy_at_start`` records one synthetic replication success.
 
         That is the fix for restarted secondaries dialling the primary's
         gateways directly before replication ran once; ``False`` reproduces the
         original behaviour, where a server with no history dials directly.
+        ``probe_local_path=False`` likewise reproduces the reference's way
+        back: the next replication success, over whichever path, returns to
+        the local gateways (it flaps while the local path stays broken).
         """
         self.datacenter = datacenter
         self.primary_datacenter = primary_datacenter
@@ -221,6 +225,7 @@ class GatewayLocator:
         self._direct_since = 0.0
         self._direct_after: str = ""
         self._probe_interval = local_probe_interval
+        self._probe_local_path = probe_local_path
         self._probe_attempts = 0
         self._probe_failures = 0
         self._last_probe: float | None = None
@@ -305,6 +310,8 @@ class GatewayLocator:
             self._record_success(now)
             if from_replication:
                 self._use_replication_signal = True
+            if not self._probe_local_path:
+                self._direct = False
         else:
             self._last_failure = now
             self._failures += 1
@@ -354,7 +361,12 @@ class GatewayLocator:
     @property
     def probing_local_path(self) -> bool:
         """True while the leader dials the primary directly and waits for its local path."""
-        return not self.is_primary and self._use_replication_signal and self._direct
+        return (
+            self._probe_local_path
+            and not self.is_primary
+            and self._use_replication_signal
+            and self._direct
+        )
 
     def next_local_probe_at(self) -> float | None:
         """When the local path should be probed next; ``None`` when no probe is wanted."""
