@@ -130,7 +130,8 @@ class LocatorService:
             delay = due - self._clock()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._inputs_changed.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._inputs_changed.wait()
                 continue
             gateway = self.locator.pick_local_gateway()
             error: str | None = None

@@ -92,7 +92,8 @@ class PrimaryGatewayDiscovery:
         """Sleep one interval; True when replication made further discovery moot."""
         if stop_on_ready and self._ready is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._ready.wait()
                 return True
             return False
         await asyncio.sleep(self._interval)
