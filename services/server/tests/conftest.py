@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 import pytest
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from wanfed_agent.config import AgentConfig
+from wanfed_agent.config import AgentConfig, load_config
 from wanfed_fsm import (
     CommandRejectedError,
     DatacenterIndexedCheckServiceNodes,
@@ -59,7 +59,13 @@ from wanfed_proto import RemoteError, TransportError
 from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
 from wanfed_server.interfaces import Member
 from wanfed_server.local_agent import LocalAgent
-from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest, Server, ServerOptions
+from wanfed_server.runtime import (
+    IndexedHealthChecks,
+    NodeSpecificRequest,
+    Router,
+    Server,
+    ServerOptions,
+)
 from wanfed_server.runtime._wanfed import FederationOptions
 
 
@@ -517,6 +523,29 @@ def free_port() -> Callable[[], int]:
     return free_tcp_port
 
 
+# --- one in-process dev server per call ---------------------------------------------
+
+
+@pytest.fixture
+async def start_dev_server() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    """``await start_dev_server(node="s1", router=None, **config_overrides)``: a ``-dev``
+    server with its RPC port on an ephemeral port; every one started is stopped."""
+    started: list[Server] = []
+
+    async def start(node: str = "s1", router: Router | None = None, **overrides: Any) -> Server:
+        config = load_config(
+            overrides={"node_name": node, "ports": {"server": 0}, **overrides}, dev=True
+        )
+        server = Server(config, router=router)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
 # --- a 3-server datacenter of real ``wanfed agent`` processes -------------------------
 
 AGENT_NODES = ("s1", "s2", "s3")
@@ -771,7 +800,6 @@ class Federation:
             await self.register_gateway(dc.name)
 
     def _config(self, dc: FedDatacenter, node: str, port: int, peers: list[str]) -> AgentConfig:
-        from wanfed_agent.config import load_config
         from wanfed_agent.tls import create_server_cert
 
         folder = self.tmp_path / f"tls-{dc.name}-{node}"

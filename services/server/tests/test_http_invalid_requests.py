@@ -14,7 +14,6 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from wanfed_agent.config import load_config
 from wanfed_fsm import (
     DCSpecificRequest,
     HealthCheck,
@@ -43,26 +42,6 @@ from wanfed_server.runtime._endpoints_errors import typed_remote_error
 
 StartServer = Callable[..., Awaitable[Server]]
 Http = Callable[[Server], Awaitable["TestClient[Any, Any]"]]
-
-
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    started: list[Server] = []
-
-    async def start(
-        node: str = "s1", router: StaticRouter | None = None, **overrides: Any
-    ) -> Server:
-        config = load_config(
-            overrides={"node_name": node, "ports": {"server": 0}, **overrides}, dev=True
-        )
-        server = Server(config, router=router)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 @pytest.fixture
@@ -122,9 +101,9 @@ async def _node_names(server: Server, datacenter: str = "") -> list[str]:
     ],
 )
 async def test_register_refused_by_the_endpoint_is_a_400(
-    start_server: StartServer, http: Http, body: dict[str, object], wording: str
+    start_dev_server: StartServer, http: Http, body: dict[str, object], wording: str
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await http(server)
     status, text = await _put(client, "/v1/catalog/register", body)
     assert status == 400, text
@@ -137,13 +116,13 @@ async def test_register_refused_by_the_endpoint_is_a_400(
 
 
 async def test_a_refusal_from_another_datacenter_is_still_a_400(
-    start_server: StartServer, http: Http
+    start_dev_server: StartServer, http: Http
 ) -> None:
-    remote = await start_server("r1", datacenter="dc2", primary_datacenter="dc1")
+    remote = await start_dev_server("r1", datacenter="dc2", primary_datacenter="dc1")
     router = StaticRouter(
         "dc1", {"dc2": [RemoteServer(node="r1", datacenter="dc2", address=remote.rpc_address)]}
     )
-    local = await start_server("s1", router=router)
+    local = await start_dev_server("s1", router=router)
     client = await http(local)
 
     bad = _registration(Definition={"DeregisterCriticalServiceAfter": "soon"})
@@ -162,13 +141,13 @@ async def test_a_refusal_from_another_datacenter_is_still_a_400(
 
 
 async def test_invalid_requests_are_typed_for_in_process_and_forwarded_callers(
-    start_server: StartServer,
+    start_dev_server: StartServer,
 ) -> None:
-    remote = await start_server("r1", datacenter="dc2", primary_datacenter="dc1")
+    remote = await start_dev_server("r1", datacenter="dc2", primary_datacenter="dc1")
     router = StaticRouter(
         "dc1", {"dc2": [RemoteServer(node="r1", datacenter="dc2", address=remote.rpc_address)]}
     )
-    local = await start_server("s1", router=router)
+    local = await start_dev_server("s1", router=router)
     for datacenter in ("", "dc2"):
         with pytest.raises(InvalidRequestError, match="Must provide service name or service kind"):
             await local.rpc(
@@ -179,9 +158,9 @@ async def test_invalid_requests_are_typed_for_in_process_and_forwarded_callers(
 
 
 async def test_the_rpc_port_answers_invalid_requests_with_the_marked_text(
-    start_server: StartServer,
+    start_dev_server: StartServer,
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = RpcClient(await dial_plain(server.rpc_bind_address, RpcType.MULTIPLEX_V2))
     try:
         with pytest.raises(RemoteError) as undecodable:
@@ -261,14 +240,14 @@ def test_invalid_request_text_round_trips() -> None:
 
 
 async def test_an_index_beyond_uint64_is_a_400_not_an_encoding_failure(
-    start_server: StartServer, http: Http
+    start_dev_server: StartServer, http: Http
 ) -> None:
     """Consul parses ``?index=`` as a uint64; a larger one could not even be forwarded."""
-    remote = await start_server("r1", datacenter="dc2", primary_datacenter="dc1")
+    remote = await start_dev_server("r1", datacenter="dc2", primary_datacenter="dc1")
     router = StaticRouter(
         "dc1", {"dc2": [RemoteServer(node="r1", datacenter="dc2", address=remote.rpc_address)]}
     )
-    client = await http(await start_server("s1", router=router))
+    client = await http(await start_dev_server("s1", router=router))
     for dc in ("dc1", "dc2"):
         async with client.get(f"/v1/catalog/nodes?dc={dc}&index={2**64}&wait=1s") as response:
             assert (response.status, await response.text()) == (400, "Invalid index")

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from wanfed_agent.config import load_config
 from wanfed_fsm import (
     MESH_GATEWAY_KIND,
     CheckServiceNode,
@@ -45,26 +44,6 @@ from wanfed_server.runtime import (
 )
 
 StartServer = Callable[..., Awaitable[Server]]
-
-
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    started: list[Server] = []
-
-    async def start(
-        node: str = "s1", router: StaticRouter | None = None, **overrides: Any
-    ) -> Server:
-        config = load_config(
-            overrides={"node_name": node, "ports": {"server": 0}, **overrides}, dev=True
-        )
-        server = Server(config, router=router)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 @pytest.fixture
@@ -105,9 +84,9 @@ def _gateway(node: str, dc: str = "dc1") -> CheckServiceNode:
 
 
 async def test_status_endpoints_name_the_dev_server(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     assert await client.call("Status.Leader", None, type=str, timeout=5) == server.rpc_address
     assert await client.call("Status.Peers", None, type=list[str], timeout=5) == [
@@ -119,9 +98,9 @@ async def test_status_endpoints_name_the_dev_server(
 
 
 async def test_register_then_read_back_through_every_catalog_and_health_endpoint(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     assert await client.call("Catalog.Register", _web("n1"), type=bool, timeout=5)
     assert await client.call("Catalog.Register", _web("n2", "critical"), type=bool, timeout=5)
@@ -160,9 +139,9 @@ async def test_register_then_read_back_through_every_catalog_and_health_endpoint
 
 
 async def test_health_and_service_dump_by_kind(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     gateway = _gateway("gw1")
     await client.call(
@@ -179,9 +158,9 @@ async def test_health_and_service_dump_by_kind(
 
 
 async def test_bad_requests_get_clear_remote_errors(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     with pytest.raises(RemoteError, match="invalid request body"):
         await client.call("Catalog.Register", {"Node": 5}, timeout=5)
@@ -200,9 +179,9 @@ async def test_bad_requests_get_clear_remote_errors(
 
 
 async def test_federation_state_apply_get_list_and_mesh_gateways(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     before = time.time()
     state = FederationState(datacenter="dc2", mesh_gateways=[_gateway("gw2", "dc2")])
@@ -245,9 +224,9 @@ async def test_federation_state_apply_get_list_and_mesh_gateways(
 
 
 async def test_blocking_query_waits_until_a_write_and_times_out_unchanged(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     first = await client.call("Catalog.ListNodes", DCSpecificRequest(), type=IndexedNodes)
 
@@ -274,9 +253,9 @@ async def test_blocking_query_waits_until_a_write_and_times_out_unchanged(
 
 
 async def test_stale_and_consistent_reads_report_a_known_leader(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    server = await start_server()
+    server = await start_dev_server()
     client = await connect(server)
     for options in (
         DCSpecificRequest(allow_stale=True),
@@ -292,11 +271,11 @@ async def test_stale_and_consistent_reads_report_a_known_leader(
 
 
 async def test_other_datacenters_go_through_the_router(
-    start_server: StartServer,
+    start_dev_server: StartServer,
     connect: Callable[[Server], Awaitable[RpcClient]],
     free_port: Callable[[], int],
 ) -> None:
-    remote = await start_server("r1", datacenter="dc2", primary_datacenter="dc1")
+    remote = await start_dev_server("r1", datacenter="dc2", primary_datacenter="dc1")
     await remote.rpc("Catalog.Register", _web("far"), bool)
     router = StaticRouter(
         "dc1",
@@ -306,7 +285,7 @@ async def test_other_datacenters_go_through_the_router(
             "dc4": [],
         },
     )
-    server = await start_server("s1", router=router)
+    server = await start_dev_server("s1", router=router)
     client = await connect(server)
 
     far = await client.call(
@@ -336,13 +315,15 @@ async def test_other_datacenters_go_through_the_router(
 
 
 async def test_federation_state_apply_in_a_secondary_lands_in_the_primary(
-    start_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
 ) -> None:
-    primary = await start_server("s1", datacenter="dc1")
+    primary = await start_dev_server("s1", datacenter="dc1")
     router = StaticRouter(
         "dc2", {"dc1": [RemoteServer(node="s1", datacenter="dc1", address=primary.rpc_address)]}
     )
-    secondary = await start_server("r1", router=router, datacenter="dc2", primary_datacenter="dc1")
+    secondary = await start_dev_server(
+        "r1", router=router, datacenter="dc2", primary_datacenter="dc1"
+    )
     client = await connect(secondary)
     state = FederationState(datacenter="dc2", mesh_gateways=[_gateway("gw2", "dc2")])
     await client.call(
@@ -360,8 +341,8 @@ async def test_federation_state_apply_in_a_secondary_lands_in_the_primary(
     assert in_secondary.states == [], "secondaries only get states by replication"
 
 
-async def test_server_view_describes_the_dev_server(start_server: StartServer) -> None:
-    server = await start_server("s1")
+async def test_server_view_describes_the_dev_server(start_dev_server: StartServer) -> None:
+    server = await start_dev_server("s1")
     assert server.is_leader()
     assert server.leader_rpc_address() == server.rpc_address
     [member] = server.members(wan=False)
