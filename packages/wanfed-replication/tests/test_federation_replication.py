@@ -210,6 +210,55 @@ async def test_failures_are_reported_and_reset_to_full_sync() -> None:
     assert feedback.results == [None, "primary gateway refused the connection"]
 
 
+class CountingPrimary(Primary):
+    """A primary whose every ``FederationState.List`` call can be waited for."""
+
+    def __init__(self, consensus: LocalConsensus, wait: float) -> None:
+        super().__init__(consensus, wait)
+        self.called = asyncio.Event()
+
+    async def list_federation_states(self, min_index: int) -> IndexedFederationStates:
+        self.called.set()
+        return await super().list_federation_states(min_index)
+
+    async def next_call(self) -> None:
+        self.called.clear()
+        await self.called.wait()
+
+
+async def test_restart_round_abandons_the_long_poll_in_flight_uncounted() -> None:
+    """A path change must not leave the round waiting on a long-poll sent along
+    the old path: the fetch is abandoned and asked again at once, as no failure."""
+    primary, secondary = LocalConsensus(), LocalConsensus()
+    await upsert(primary, state("dc1", 1, 443))
+    feedback = Feedback()
+    source = CountingPrimary(primary, wait=300.0)
+    delegate = FederationStateReplication(
+        datacenter="dc2", primary=source, consensus=secondary, feedback=feedback
+    )
+    replicator = delegate.replicator(FAST)
+    assert replicator.restart_round("nothing in flight") is False
+    first_call = asyncio.ensure_future(source.next_call())
+    task = asyncio.create_task(replicator.run())
+    try:
+        await first_call
+        await converge(primary, secondary)
+        await source.next_call()  # the second round: a 300 s long-poll, parked
+        asked = source.calls
+        again = asyncio.ensure_future(source.next_call())
+        assert replicator.restart_round("path to the primary changed") is True
+        await again
+        assert source.calls == asked + 1
+        assert (replicator.failures, replicator.restarts) == (0, 1)
+        assert all(result is None for result in feedback.results)
+        await upsert(primary, state("dc3", 2, 443))  # the new long-poll answers
+        await converge(primary, secondary)
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the owner's cancellation is never mistaken for a restart
+
+
 async def test_remote_index_going_backwards_forces_full_resync() -> None:
     primary, secondary = LocalConsensus(), LocalConsensus()
     delegate = FederationStateReplication(

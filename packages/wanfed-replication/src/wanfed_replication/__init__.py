@@ -31,6 +31,7 @@ from ._replicator import (
     ReplicationNotReady,
     ReplicationPolicy,
     ReplicationRoundError,
+    RoundRestarted,
     diff_by_key,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "ReplicationNotReady",
     "ReplicationPolicy",
     "ReplicationRoundError",
+    "RoundRestarted",
     "diff_by_key",
     "federation_state_to_sync",
     "stale_datacenters",

@@ -9,7 +9,10 @@ cluster) forces a full resync. Rounds are rate limited by a token bucket
 replicator waits ``2**(n-1)`` seconds, capped at 120 s, plus up to 10 %
 jitter, so that a broken primary is not hammered by every secondary at once.
 Applies are paced (default at most 100/s) so that catching up never starves
-the local Raft log.
+the local Raft log. :meth:`IndexReplicator.restart_round` abandons a fetch in
+flight and starts the round again at once, uncounted: the owner calls it when
+the path to the remote changed, so a long-poll sent along the old path (which
+may be the broken one) does not hold the round for up to its wait time.
 
 :func:`diff_by_key` is the pure two-pointer diff; :class:`IndexReplicator`
 holds the round logic with the I/O behind a :class:`ReplicationDelegate`.
@@ -36,6 +39,7 @@ __all__ = [
     "ReplicationDelegate",
     "ReplicationNotReady",
     "ReplicationPolicy",
+    "RoundRestarted",
     "diff_by_key",
 ]
 
@@ -52,6 +56,13 @@ class ReplicationNotReady(Exception):
 
     Not a failed round: nothing was dialled, so it neither backs off nor tells
     the gateway locator anything about the path.
+    """
+
+
+class RoundRestarted(Exception):
+    """The owner abandoned the fetch in flight (see :meth:`IndexReplicator.restart_round`).
+
+    Not a failed round: it neither backs off nor tells the locator anything.
     """
 
 
@@ -163,15 +174,41 @@ class IndexReplicator(Generic[T]):
         self.last_remote_index = 0
         self.failures = 0
         self.rounds = 0
+        self.restarts = 0
+        self._fetch: asyncio.Future[tuple[int, Sequence[T]]] | None = None
+        self._restart_reason = ""
+
+    def restart_round(self, reason: str) -> bool:
+        """Abandon the fetch in flight, if any; the round starts again at once.
+
+        True when a fetch was abandoned. Nothing was applied from it, so the
+        next round asks from the same index.
+        """
+        fetch = self._fetch
+        if fetch is None or fetch.done():
+            return False
+        self._restart_reason = reason
+        fetch.cancel()
+        return True
 
     async def replicate_once(self) -> None:
         """One round; raises on failure (the caller decides how to wait)."""
+        fetch = asyncio.ensure_future(self.delegate.fetch_remote(self.last_remote_index))
+        self._fetch = fetch
         try:
-            remote_index, remote = await self.delegate.fetch_remote(self.last_remote_index)
-        except (asyncio.CancelledError, ReplicationNotReady):
+            remote_index, remote = await fetch
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if fetch.cancelled() and self._restart_reason and not (task and task.cancelling()):
+                raise RoundRestarted(self._restart_reason) from None
+            raise
+        except ReplicationNotReady:
             raise
         except Exception as exc:
             raise ReplicationRoundError(f"failed to retrieve {self.delegate.name}: {exc}") from exc
+        finally:
+            self._fetch = None
+            self._restart_reason = ""
         local = await self.delegate.fetch_local()
         last = self.last_remote_index
         if remote_index < last:
@@ -215,6 +252,13 @@ class IndexReplicator(Generic[T]):
                 await self.replicate_once()
             except asyncio.CancelledError:
                 raise
+            except RoundRestarted as exc:
+                self.restarts += 1
+                log.info(
+                    "replication round restarted: %s; asking again now",
+                    exc,
+                    extra={"table": self.delegate.name},
+                )
             except ReplicationNotReady as exc:
                 log.info(
                     "replication waiting: %s",

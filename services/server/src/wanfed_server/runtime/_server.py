@@ -847,9 +847,10 @@ class Server:
     def _on_primary_path_change(self, path: str) -> None:
         """Connections dialled along the old path would keep using it: retire them.
 
-        Both pools: RPC (calls in flight, such as a replication long-poll,
-        finish on their old connection) and WAN gossip packets, whose pooled
-        connections would otherwise live as long as gossip keeps using them.
+        Both pools: RPC (calls in flight finish on their old connection) and
+        WAN gossip packets, whose pooled connections would otherwise live as
+        long as gossip keeps using them. The one long call, the leader's
+        replication long-poll, is abandoned and asked again on the new path.
         """
         # The path stays the line's last word: operators and tests read it there.
         logger.info("path to the primary datacenter is now %s", path)
@@ -857,6 +858,8 @@ class Server:
             self._pool.retire_datacenter(self.primary_datacenter)
         if self._gateway_transport is not None:
             self._gateway_transport.retire_datacenter(self.primary_datacenter)
+        if self._federation is not None:
+            self._federation.restart_replication_round(f"path to the primary is now {path}")
 
     def _local_path_probe(self) -> PrimaryPingProbe:
         d = self._config.tls.defaults

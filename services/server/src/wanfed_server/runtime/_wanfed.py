@@ -49,6 +49,7 @@ from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, se
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
+    IndexReplicator,
     Pruner,
     ReplicationNotReady,
     ReplicationPolicy,
@@ -328,6 +329,7 @@ class WanFederation:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
+        self._replicator: IndexReplicator[FederationState] | None = None
         self._reaping: set[asyncio.Task[None]] = set()
 
     @property
@@ -421,9 +423,17 @@ class WanFederation:
                     max_retry_wait=opts.replication_max_retry_wait,
                 )
             )
+            self._replicator = replicator
             self._leader_tasks.append(
                 asyncio.create_task(replicator.run(), name="fed-state-replication")
             )
+
+    def restart_replication_round(self, reason: str) -> None:
+        """The path to the primary changed: a replication long-poll in flight was
+        sent along the old one (perhaps the broken one) and would hold the round
+        for up to its wait time; ask again along the new path now."""
+        if self._replicator is not None and self._replicator.restart_round(reason):
+            logger.info("replication long-poll in flight abandoned: %s", reason)
 
     def _release_leader(self) -> None:
         """Stop the leader's routines *now*; awaiting them happens in the background.
@@ -439,6 +449,7 @@ class WanFederation:
         if not self._leader_tasks:
             return
         tasks, self._leader_tasks = self._leader_tasks, []
+        self._replicator = None
         for task in tasks:
             task.cancel()
         if not self.is_primary:
