@@ -10,13 +10,25 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["KeyValueFormatter", "configure_logging", "run_main", "stop_on_signals"]
+__all__ = [
+    "STOP_SIGNALS",
+    "KeyValueFormatter",
+    "configure_logging",
+    "run_main",
+    "stop_on_signals",
+]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What stops a long-running command cleanly (Ctrl-C, ``kill``, ``docker stop``)."""
+
+logger = logging.getLogger("wanfed_server.commands")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -57,19 +69,21 @@ def run_main(main: Coroutine[Any, Any, int]) -> int:
 def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """Set ``stop`` on SIGINT/SIGTERM while the block runs.
 
-    Signal handlers can only be installed from the main thread (and not on
-    every platform); tests run these commands' coroutines elsewhere and stop
-    them through ``stop`` directly, so a refusal to install is not an error.
+    Python delivers signals to the main thread only: a command run anywhere
+    else (tests drive these coroutines from worker threads and stop them by
+    setting ``stop`` themselves) installs no handler and says so.
     """
     import asyncio  # imported by the commands that run a loop, not by every command
 
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("not on the main thread: no signal handlers; stop through the event")
+        yield
+        return
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
