@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from wanfed_fsm import CheckServiceNode, FederationState, Node, RetryPolicy, Service
-from wanfed_gateway_locator import GatewayLocator, LocalProbeStatus, LocatorService
+from wanfed_gateway_locator import GatewayLocator, LocatorService
 
 
-def primary_state(address: str) -> FederationState:
+def gateway_state(datacenter: str, node: str, address: str) -> FederationState:
+    """``datacenter``'s federation state with one opted-in gateway at ``address``."""
     host, port = address.split(":")
     return FederationState(
-        datacenter="dc1",
+        datacenter=datacenter,
         mesh_gateways=[
             CheckServiceNode(
-                node=Node(node="gw", address=host),
+                node=Node(node=node, address=host),
                 service=Service(
                     kind="mesh-gateway",
                     service="mesh-gateway",
@@ -26,6 +27,14 @@ def primary_state(address: str) -> FederationState:
             )
         ],
     )
+
+
+def primary_state(address: str) -> FederationState:
+    return gateway_state("dc1", "gw", address)
+
+
+def local_state(address: str) -> FederationState:
+    return gateway_state("dc2", "gw2", address)
 
 
 class FakeSource:
@@ -102,13 +111,19 @@ class FakeProbe:
     def __init__(self) -> None:
         self.works = False
         self.dialled: list[str] = []
-        self.called = asyncio.Event()
+        self.called = asyncio.Condition()
 
     async def probe(self, gateway: str) -> None:
-        self.dialled.append(gateway)
-        self.called.set()
+        async with self.called:
+            self.dialled.append(gateway)
+            self.called.notify_all()
         if not self.works:
             raise ConnectionRefusedError("connection refused")
+
+    async def calls(self, count: int) -> None:
+        """Until the ``count``-th probe started: every earlier one has been recorded."""
+        async with self.called:
+            await self.called.wait_for(lambda: len(self.dialled) >= count)
 
 
 async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works() -> None:
@@ -128,49 +143,21 @@ async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works
         assert probe.dialled == []  # on the local path: nothing to probe
         for _ in range(3):
             service.on_replication_result("no route to host")
-        await asyncio.wait_for(probe.called.wait(), 10)
+        await asyncio.wait_for(probe.calls(1), 10)
         assert probe.dialled[0] == "10.0.2.10:8443"
         assert not service.dial_primary_through_local_gateway()
-        await _until(lambda: (service.status().local_probe or _NO_PROBE).consecutive_failures >= 2)
+        await asyncio.wait_for(probe.calls(3), 10)
         last = service.status().local_probe
         assert last is not None
+        assert last.consecutive_failures >= 2
         assert last.last_error == "via 10.0.2.10:8443: connection refused"
+        switched = asyncio.Event()
+        locator.on_primary_path_change = lambda path: switched.set()
         probe.works = True
-        await _until(service.dial_primary_through_local_gateway)
+        await asyncio.wait_for(switched.wait(), 10)
+        assert service.dial_primary_through_local_gateway()
         count = len(probe.dialled)
         await asyncio.sleep(0.05)
         assert len(probe.dialled) == count  # back on the local path: probing stopped
     finally:
         await service.stop()
-
-
-_NO_PROBE = LocalProbeStatus(
-    attempts=0, consecutive_failures=0, last_attempt_age=None, last_error=""
-)
-
-
-async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
-
-
-def local_state(address: str) -> FederationState:
-    host, port = address.split(":")
-    return FederationState(
-        datacenter="dc2",
-        mesh_gateways=[
-            CheckServiceNode(
-                node=Node(node="gw2", address=host),
-                service=Service(
-                    kind="mesh-gateway",
-                    service="mesh-gateway",
-                    address=host,
-                    port=int(port),
-                    meta={"consul-wan-federation": "1"},
-                ),
-            )
-        ],
-    )
