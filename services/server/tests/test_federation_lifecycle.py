@@ -149,11 +149,8 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quickly(
-    host: ParkedHost, federation: WanFederation
-) -> None:
-    # Stored states (a restart) and the primary nowhere in the WAN pool: the round
-    # must not sit out the 300 s long-poll before it counts as failed.
+async def store_a_replicated_state(host: ParkedHost) -> None:
+    """What a restarted secondary finds in its store: a federation state of the primary."""
     await host.consensus.apply(
         FederationStateWrite(
             request=FederationStateRequest(
@@ -161,6 +158,14 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
             )
         )
     )
+
+
+async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quickly(
+    host: ParkedHost, federation: WanFederation
+) -> None:
+    # Stored states (a restart) and the primary nowhere in the WAN pool: the round
+    # must not sit out the 300 s long-poll before it counts as failed.
+    await store_a_replicated_state(host)
     host.primary_seen = False
     host.rpc_error = RemoteError("No path to datacenter")
     host.any_server_error = TransportError("dial 198.18.2.21:8443 failed: no route to host")
@@ -192,13 +197,7 @@ async def test_no_round_is_judged_before_the_locator_read_the_store(
         options=FederationOptions(),
         clock_now=0.0,
     )
-    await host.consensus.apply(
-        FederationStateWrite(
-            request=FederationStateRequest(
-                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
-            )
-        )
-    )
+    await store_a_replicated_state(host)
     host.rpc_error = RemoteError("No path to datacenter")
     host.any_server_error = TransportError("Remote DC has no server currently reachable")
     try:
@@ -215,13 +214,7 @@ async def test_no_round_is_judged_before_the_locator_read_the_store(
 async def test_a_restart_whose_local_path_works_stays_on_local_gateways(
     host: ParkedHost, federation: WanFederation
 ) -> None:
-    await host.consensus.apply(
-        FederationStateWrite(
-            request=FederationStateRequest(
-                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
-            )
-        )
-    )
+    await store_a_replicated_state(host)
     host.primary_seen = False
     host.rpc_error = RemoteError("No path to datacenter")
     federation.on_leadership(True)  # any-server calls park: a long-poll in progress
@@ -254,12 +247,6 @@ async def test_states_restored_after_leadership_began_make_rounds_try_at_once(
     federation.on_leadership(True)
     await until(lambda: EMPTY_STORE_RECHECK in host.waits)
     assert host.any_server_calls == 0  # a fresh secondary only waits
-    await host.consensus.apply(
-        FederationStateWrite(
-            request=FederationStateRequest(
-                datacenter="dc2", op="upsert", state=FederationState(datacenter="dc1")
-            )
-        )
-    )
+    await store_a_replicated_state(host)
     status = federation.locator_service.status
     await until(lambda: status().replication.consecutive_failures >= 1)
