@@ -23,7 +23,8 @@ from wanfed_fsm import (
     LocalConsensus,
     StateStore,
 )
-from wanfed_proto import RemoteError, TransportError
+from wanfed_proto import TransportError
+from wanfed_server.runtime import NoPathToDatacenterError
 from wanfed_server.runtime._wanfed import EMPTY_STORE_RECHECK, FederationOptions, WanFederation
 
 T = TypeVar("T")
@@ -167,7 +168,7 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
     # must not sit out the 300 s long-poll before it counts as failed.
     await store_a_replicated_state(host)
     host.primary_seen = False
-    host.rpc_error = RemoteError("No path to datacenter")
+    host.rpc_error = NoPathToDatacenterError()
     host.any_server_error = TransportError("dial 198.18.2.21:8443 failed: no route to host")
     federation.on_leadership(True)
     status = federation.locator_service.status
@@ -198,7 +199,7 @@ async def test_no_round_is_judged_before_the_locator_read_the_store(
         clock_now=0.0,
     )
     await store_a_replicated_state(host)
-    host.rpc_error = RemoteError("No path to datacenter")
+    host.rpc_error = NoPathToDatacenterError()
     host.any_server_error = TransportError("Remote DC has no server currently reachable")
     try:
         fed.on_leadership(True)
@@ -216,7 +217,7 @@ async def test_a_restart_whose_local_path_works_stays_on_local_gateways(
 ) -> None:
     await store_a_replicated_state(host)
     host.primary_seen = False
-    host.rpc_error = RemoteError("No path to datacenter")
+    host.rpc_error = NoPathToDatacenterError()
     federation.on_leadership(True)  # any-server calls park: a long-poll in progress
     await until(lambda: host.any_server_calls == 1)
     await settle()
@@ -229,7 +230,7 @@ async def test_a_fresh_secondary_waits_for_the_primary_without_reporting_a_failu
     host: ParkedHost, federation: WanFederation
 ) -> None:
     host.primary_seen = False
-    host.rpc_error = RemoteError("No path to datacenter")
+    host.rpc_error = NoPathToDatacenterError()
     federation.on_leadership(True)
     await until(lambda: host.waits.count(EMPTY_STORE_RECHECK) >= 2)
     await settle()
@@ -242,7 +243,7 @@ async def test_states_restored_after_leadership_began_make_rounds_try_at_once(
     # The log replay may restore the states only after replication started: the
     # waiting round looks at the store again and turns into a restart's round.
     host.primary_seen = False
-    host.rpc_error = RemoteError("No path to datacenter")
+    host.rpc_error = NoPathToDatacenterError()
     host.any_server_error = TransportError("dial 198.18.2.21:8443 failed: connection refused")
     federation.on_leadership(True)
     await until(lambda: EMPTY_STORE_RECHECK in host.waits)

@@ -32,6 +32,7 @@ from ._reaper import (
 from ._router import (
     NO_PATH_TO_DATACENTER,
     NO_SERVER_REACHABLE,
+    NoPathToDatacenterError,
     RemoteServer,
     Router,
     StaticRouter,
@@ -64,6 +65,7 @@ __all__ = [
     "IndexedHealthChecks",
     "InvalidRequestError",
     "LeaderRoutines",
+    "NoPathToDatacenterError",
     "NodeSpecificRequest",
     "PlainDialer",
     "ProbeTcp",

@@ -48,7 +48,7 @@ from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_errors import InvalidRequestError, typed_remote_error
 from ._messages import ServerInfo
 from ._pool import DialError, RpcPool
-from ._router import NO_PATH_TO_DATACENTER, NO_SERVER_REACHABLE, Router
+from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, Router
 
 __all__ = ["NO_CLUSTER_LEADER", "Dispatcher"]
 
@@ -178,7 +178,7 @@ class Dispatcher:
     ) -> Any:
         servers = self._router.servers(datacenter)
         if servers is None:
-            raise RemoteError(NO_PATH_TO_DATACENTER)
+            raise NoPathToDatacenterError
         for server in servers:
             try:
                 return await self._call(

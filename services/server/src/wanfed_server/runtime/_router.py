@@ -15,9 +15,12 @@ from typing import Final, Protocol
 
 import msgspec
 
+from wanfed_proto import RemoteError
+
 __all__ = [
     "NO_PATH_TO_DATACENTER",
     "NO_SERVER_REACHABLE",
+    "NoPathToDatacenterError",
     "RemoteServer",
     "Router",
     "StaticRouter",
@@ -25,6 +28,17 @@ __all__ = [
 
 NO_PATH_TO_DATACENTER: Final = "No path to datacenter"
 NO_SERVER_REACHABLE: Final = "Remote DC has no server currently reachable"
+
+
+class NoPathToDatacenterError(RemoteError):
+    """The router knows no server of that datacenter: nothing was dialled.
+
+    Typed so that callers judging a path (federation-state replication) can
+    tell "no path was tried" from a dial that failed, without reading text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NO_PATH_TO_DATACENTER)
 
 
 class RemoteServer(msgspec.Struct, frozen=True, kw_only=True):

@@ -45,7 +45,7 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, server_sni
+from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -55,7 +55,7 @@ from wanfed_replication import (
     ReplicationPolicy,
 )
 
-from ._router import NO_PATH_TO_DATACENTER
+from ._router import NoPathToDatacenterError
 
 __all__ = ["FederationHost", "FederationOptions", "PrimaryPingProbe", "WanFederation"]
 
@@ -184,8 +184,8 @@ class _PrimaryClient:
         )
         try:
             return await self._host.rpc(method, request, IndexedFederationStates)
-        except RemoteError as exc:
-            if not federated or NO_PATH_TO_DATACENTER not in str(exc):
+        except NoPathToDatacenterError:
+            if not federated:
                 raise
         # The WAN pool knows no primary server yet (a restart, its join still
         # pending): nothing was dialled, so this says nothing about the path.
