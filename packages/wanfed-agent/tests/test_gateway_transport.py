@@ -224,6 +224,23 @@ async def test_no_gateway_drops_the_packet_and_logs_once(
     assert "Remote DC has no server currently reachable" in lines[0]
 
 
+async def test_a_packet_handed_over_after_close_is_dropped_quietly(
+    two_dcs: tuple[Member, Member],
+) -> None:
+    """A probe may fire while the agent shuts down: no error escapes as an
+    unretrieved task exception."""
+    primary, secondary = two_dcs
+    host, port = secondary.rpc.address
+    primary.picker.gateways["dc2"] = f"{host}:{port}"
+    await primary.transport.close()
+    primary.transport.send_packet("s1.dc2", ("192.0.2.2", 8302), b"\x00ping")
+    tasks = list(primary.transport._tasks)
+    assert tasks
+    await asyncio.gather(*tasks)
+    assert all(task.exception() is None for task in tasks)
+    assert primary.picker.asked == []  # nothing was dialled
+
+
 async def test_unparsable_member_names_are_refused(two_dcs: tuple[Member, Member]) -> None:
     primary, _ = two_dcs
     with pytest.raises(Exception, match="node name does not encode a datacenter: s1"):

@@ -230,6 +230,30 @@ async def test_dial_alpn_refuses_a_context_without_hostname_checks(
         await dial_alpn(port.address, SNI, Alpn.RPC_MULTI, context)
 
 
+async def test_a_peer_closing_in_the_handshake_is_named_in_the_dial_error(
+    pki: dict[str, Path],
+) -> None:
+    """What a gateway without a route does to a client: the error must say so,
+    not end in an empty "failed:"."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(16)  # the start of the ClientHello
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    try:
+        with pytest.raises(TransportError) as caught:
+            await dial_alpn(f"{host}:{port}", SNI, Alpn.RPC_MULTI, client_ctx(pki))
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert message.startswith(f"dial {host}:{port} (SNI {SNI}, ALPN wanfed/rpc-multi) failed: ")
+    assert message.rstrip().endswith(")"), message
+    assert "closed by the peer during the TLS handshake" in message or "EOF" in message, message
+
+
 async def test_dial_failure_is_a_transport_error() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -143,7 +143,7 @@ class LocatorService:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = f"via {gateway}: {exc or type(exc).__name__}"
+                    error = f"via {gateway}: {str(exc) or type(exc).__name__}"
             if error is None:
                 log.info("local path to the primary works again via=%s", gateway)
             else:

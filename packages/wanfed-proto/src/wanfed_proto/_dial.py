@@ -88,7 +88,9 @@ async def dial_alpn(
             f"dial {host}:{port}: certificate of SNI {sni} rejected: {exc.verify_message}"
         ) from exc
     except (OSError, EOFError) as exc:
-        raise TransportError(f"dial {host}:{port} (SNI {sni}, ALPN {alpn}) failed: {exc}") from exc
+        raise TransportError(
+            f"dial {host}:{port} (SNI {sni}, ALPN {alpn}) failed: {_cause(exc)}"
+        ) from exc
     _tune(transport)
     info = describe_transport(transport, sni=sni)
     if info.alpn != alpn:
@@ -117,7 +119,22 @@ async def dial_plain(
     except TimeoutError:
         raise TransportError(f"dial {host}:{port} timed out after {timeout:g}s") from None
     except OSError as exc:
-        raise TransportError(f"dial {host}:{port} failed: {exc}") from exc
+        raise TransportError(f"dial {host}:{port} failed: {_cause(exc)}") from exc
     _tune(transport)
     transport.write(bytes([int(rpc_type)]))
     return Connection(transport, forwarder, describe_transport(transport, rpc_type=rpc_type))
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a dial failed, never empty.
+
+    A peer that closes during the handshake surfaces as a bare
+    ``ConnectionResetError()``: a mesh gateway does that when it has no route
+    for the SNI or cannot reach any upstream, so say it in words.
+    """
+    text = str(exc)
+    if text:
+        return text
+    if isinstance(exc, ConnectionResetError | EOFError):
+        return f"connection closed by the peer during the TLS handshake ({type(exc).__name__})"
+    return type(exc).__name__

@@ -44,7 +44,7 @@ from wanfed_proto import (
     write_packet,
 )
 
-from ._pool import PacketConnectionPool
+from ._pool import PacketConnectionPool, PoolClosedError
 
 __all__ = [
     "DC_NOT_AVAILABLE",
@@ -202,6 +202,10 @@ class GatewayTransport:
             conn = await self._pool.acquire(name)
         except NoGatewayError as exc:
             self._log_unreachable(exc.datacenter, f"Failed to send gossip to {name}: {exc}")
+            return
+        except PoolClosedError:
+            # A probe's packet handed over while the transport was closing.
+            log.debug("not sending gossip to %s: the transport is closed", name)
             return
         except (ProtoError, OSError) as exc:
             log.warning("Failed to send gossip to %s: %s", name, exc)

@@ -161,7 +161,7 @@ class _Api:
                     raise ApiError(response.status, payload.decode(errors="replace"))
                 index_text = response.headers.get("X-Consul-Index", "0")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ServerUnreachableError(f"{base}: {exc or type(exc).__name__}") from exc
+            raise ServerUnreachableError(f"{base}: {str(exc) or type(exc).__name__}") from exc
         try:
             index = int(index_text)
         except ValueError:

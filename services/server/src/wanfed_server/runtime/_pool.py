@@ -121,10 +121,9 @@ class RpcPool:
                 return client
             try:
                 connection = await _in_task(self._dialer.dial(node, datacenter, address))
-            except ProtoError as exc:
-                raise DialError(f"dial {node}.{datacenter} at {address} failed: {exc}") from exc
-            except (OSError, ValueError) as exc:
-                raise DialError(f"dial {node}.{datacenter} at {address} failed: {exc}") from exc
+            except (ProtoError, OSError, ValueError) as exc:
+                cause = str(exc) or type(exc).__name__
+                raise DialError(f"dial {node}.{datacenter} at {address} failed: {cause}") from exc
             client = RpcClient(connection)
             self._clients[key] = client
             logger.debug("rpc pool connected node=%s dc=%s address=%s", node, datacenter, address)
