@@ -69,10 +69,13 @@ FAST = RetryPolicy(rate=1000.0, burst=5, backoff_base=0.001, backoff_cap=0.01)
 async def test_refresh_waits_for_initialisation_then_follows_writes() -> None:
     source = FakeSource()
     locator = GatewayLocator(datacenter="dc2", primary_datacenter="dc1", now=0.0)
-    service = LocatorService(locator, source, policy=FAST)
+    # Two tokens for all time, one per read: waiting for a leader must spend
+    # none, or the first read would wait for a token that never comes.
+    stingy = RetryPolicy(rate=1e-6, burst=2, backoff_base=0.001, backoff_cap=0.01)
+    service = LocatorService(locator, source, policy=stingy, initialized_poll=0.001)
     service.start()
     try:
-        await asyncio.sleep(0.01)  # let several not-initialised rounds pass
+        await asyncio.sleep(0.02)  # several looks at the uninitialised store
         assert source.reads == []
         assert not locator.status(0.0).populated
         before = service.refreshes

@@ -202,7 +202,7 @@ async def test_a_follower_reaches_the_primary_through_its_local_gateways(
         # Retried: on a loaded machine a WAN probe may time out and leave the
         # follower's pool without a live dc1 server for a moment.
         try:
-            return await follower.rpc("Catalog.Register", register, bool)
+            return bool(await follower.rpc("Catalog.Register", register, bool))
         except RemoteError:
             return False
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from wanfed_fsm import FederationState, RetryPolicy, retry_loop
 
@@ -32,11 +32,16 @@ __all__ = [
 
 log = logging.getLogger("wanfed.gateway_locator")
 
+INITIALIZED_POLL: Final = 0.1
+"""Seconds between looks at whether this server has heard from a leader yet.
+Raft announces a follower's leader to nobody, so this is polled; the look is
+an attribute read."""
+
 
 class LocalStateNotInitialized(Exception):
     """This server has never heard from a leader: its store may be empty for no reason.
 
-    Not a failure: the refresh loop retries without backing off.
+    Not a failure: the refresh loop waits for a leader, spending no retry token.
     """
 
     def __init__(self) -> None:
@@ -80,9 +85,11 @@ class LocatorService:
         clock: Callable[[], float] = time.monotonic,
         policy: RetryPolicy | None = None,
         probe: LocalPathProbe | None = None,
+        initialized_poll: float = INITIALIZED_POLL,
     ) -> None:
         """Without ``probe`` a leader that went direct stays direct until its term ends."""
         self.locator = locator
+        self._initialized_poll = initialized_poll
         self.probe = probe
         self._probe_task: asyncio.Task[None] | None = None
         self._inputs_changed = asyncio.Event()
@@ -152,9 +159,7 @@ class LocatorService:
 
     async def _refresh_once(self) -> None:
         if not self._source.local_state_initialized():
-            # Not a failure: wait for the next token, not for a backoff.
-            log.debug("gateway locator waiting: %s", LocalStateNotInitialized())
-            return
+            await self._wait_initialized()
         index, states = await self._source.federation_states(self._index)
         self.locator.update_from_states(states)
         self._index = index
@@ -163,6 +168,22 @@ class LocatorService:
         async with self._refreshed:
             self.refreshes += 1
             self._refreshed.notify_all()
+
+    async def _wait_initialized(self) -> None:
+        """Until this server leads or has heard from a leader, within this round.
+
+        Not a failure and not a round of its own: waiting for the next token
+        instead spent the burst during an election and then looked only every
+        1/rate seconds (5 s), so a new leader's replication, which waits for
+        the locator's first read, started seconds late.
+        """
+        log.info(
+            "gateway locator waiting: %s; reading the federation states once a leader is known",
+            LocalStateNotInitialized(),
+        )
+        # No event to wait on: raft tells nobody when a follower hears its leader.
+        while not self._source.local_state_initialized():  # noqa: ASYNC110
+            await asyncio.sleep(self._initialized_poll)
 
     async def wait_refreshed(self, since: int) -> int:
         """Wait until a refresh completed after the count ``since``; return the new count.

@@ -165,8 +165,8 @@ class _PrimaryClient:
         # the retried WAN join through ``*.<primary>`` refills the pool).
         # A fresh secondary has no path to judge yet: it waits, reporting nothing.
         if not self._locator.populated:
-            # Every dial would fail for want of a gateway, measuring no path: a
-            # new leader's refresh loop may read the store a few seconds late.
+            # Every dial would fail for want of a gateway, measuring no path: the
+            # refresh loop reads the store as soon as this server knows a leader.
             raise ReplicationNotReady("the gateway locator has not read the local store yet")
         federated = self._was_federated()
         if not federated and not await self._host.wait_for_datacenter(
