@@ -136,11 +136,24 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
         DatacenterSpec(name="dc2", servers=3, gateways=2),
     )
     converged(topology)
-    leader = leader_of(topology, "dc2")
     seen: dict[str, str] = {}
 
+    # Only the leader acts on the replication signal, and leadership may move
+    # at any moment (an election on a loaded machine): every look at "dc2's
+    # leader" asks who leads now.
+    def leader_now() -> Host | str:
+        try:
+            return leader_of(topology, "dc2")
+        except AssertionError as exc:
+            return f"no single leader: {exc}"
+
     def routes() -> str:
-        return wanfed_cli(leader, "federation", "routes")
+        leader = leader_now()
+        return leader if isinstance(leader, str) else wanfed_cli(leader, "federation", "routes")
+
+    def leader_answers(path: str) -> object:
+        leader = leader_now()
+        return leader if isinstance(leader, str) else answers(leader, path)
 
     def route_is(path: str) -> Callable[[], object]:
         def probe() -> object:
@@ -161,6 +174,7 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
     # Bootstrap dials the primary's gateways directly (no local gateway is known
     # yet); when the local gateways appear, the pooled RPC and WAN gossip
     # connections along the direct path are retired. A follower keeps none.
+    leader = leader_of(topology, "dc2")
     followers = [h for h in topology.servers("dc2") if h.name != leader.name]
     wait_until(
         "no dc2 follower keeps a connection straight to the primary's gateways",
@@ -172,7 +186,7 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
     # the direct path is abandoned at the switch and asked again locally.
     def only_local_paths() -> object:
         direct = direct_connections(topology.servers("dc2"))
-        return (not direct and answers(leader, "/v1/catalog/nodes?dc=dc1") is True) or direct
+        return (not direct and leader_answers("/v1/catalog/nodes?dc=dc1") is True) or direct
 
     wait_until("dc2 reaches dc1 through its own gateways only", 60, only_local_paths)
 
@@ -199,14 +213,14 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
         first = wait_until(
             "dc2's leader answers ?dc=dc1 while cut",
             60,
-            lambda: answers(leader, "/v1/catalog/nodes?dc=dc1"),
+            lambda: leader_answers("/v1/catalog/nodes?dc=dc1"),
         )
         scenario.recovered(time.monotonic() - cut_at)
         # Not one lucky request: ask twice a second for 15 s; every one must be answered.
         outcomes: list[object] = []
         until = time.monotonic() + 15
         while time.monotonic() < until:
-            outcomes.append(answers(leader, "/v1/catalog/nodes?dc=dc1"))
+            outcomes.append(leader_answers("/v1/catalog/nodes?dc=dc1"))
             time.sleep(0.5)
         failed = [o for o in outcomes if o is not True]
         print(f"while cut: {len(outcomes) - len(failed)} of {len(outcomes)} ?dc=dc1 answered")
@@ -226,7 +240,7 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
 
         scenario.recovered(wait_until("dc2's leader back on local gateways", 360, settled_local))
         assert "Primary-bound traffic: local gateways first" in routes()
-        assert answers(leader, "/v1/catalog/nodes?dc=dc1") is True
+        assert leader_answers("/v1/catalog/nodes?dc=dc1") is True
     scenarios.check()
 
 
