@@ -98,6 +98,36 @@ async def test_retired_connections_are_closed_idle_now_and_in_use_on_release() -
     await pool.close()
 
 
+async def test_a_dial_in_flight_when_retired_carries_one_packet_then_closes() -> None:
+    """Its gateway was picked along the old path; pooled, it would keep it for good."""
+    go, started = asyncio.Event(), asyncio.Event()
+    dialled: list[FakeWriter] = []
+
+    async def dial(key: str) -> asyncio.StreamWriter:
+        writer = FakeWriter()
+        dialled.append(writer)
+        if len(dialled) == 1:
+            started.set()
+            await go.wait()
+        return writer  # type: ignore[return-value]
+
+    pool = PacketConnectionPool(dial)
+    acquiring = asyncio.create_task(pool.acquire("s1.dc1"))
+    await started.wait()
+    assert pool.retire(lambda key: key.endswith(".dc1")) == 1
+    go.set()
+    old_path = await acquiring
+    assert not old_path.writer.is_closing()  # its packet still goes out
+    pool.release(old_path)
+    assert old_path.writer.is_closing()
+    assert pool.idle_count("s1.dc1") == 0
+    fresh = await pool.acquire("s1.dc1")
+    assert pool.dials == 2
+    pool.release(fresh)
+    assert pool.idle_count("s1.dc1") == 1  # dialled after the retirement: kept
+    await pool.close()
+
+
 # --- two datacenters ----------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ Because busy members keep their connections forever (gossip reuses them every
 second or so), a connection keeps the gateway it was dialled through until
 it is *retired*: :meth:`PacketConnectionPool.retire` closes the idle ones and
 marks those in use to be closed on release, so the next packets dial the
-current path.
+current path. A dial still in flight at the retirement was started along the
+old path: its connection carries its one packet and is closed on release.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ class PacketConnection:
 Dialer = Callable[[str], Awaitable[asyncio.StreamWriter]]
 
 
+class _PendingDial:
+    """A dial in flight; ``stale`` once a retirement covered its key."""
+
+    __slots__ = ("key", "stale")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.stale = False
+
+
 class PacketConnectionPool:
     """Idle connections per member name, reused last-in-first-out."""
 
@@ -72,6 +83,7 @@ class PacketConnectionPool:
         self._clock = clock
         self._idle: dict[str, list[PacketConnection]] = {}
         self._in_use: set[PacketConnection] = set()
+        self._dialling: set[_PendingDial] = set()
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
         self.dials = 0
@@ -102,11 +114,17 @@ class PacketConnectionPool:
                 return conn
             conn.close()
         self.dials += 1
-        writer = await self._dial(key)
+        pending = _PendingDial(key)
+        self._dialling.add(pending)
+        try:
+            writer = await self._dial(key)
+        finally:
+            self._dialling.discard(pending)
         if self.closed:  # closed while we were dialling
             writer.close()
             raise PoolClosedError
         conn = PacketConnection(key, writer, self._clock())
+        conn.retired = pending.stale
         self._in_use.add(conn)
         return conn
 
@@ -121,8 +139,9 @@ class PacketConnectionPool:
     def retire(self, matches: Callable[[str], bool]) -> int:
         """Stop reusing the connections of the keys ``matches`` accepts; return how many.
 
-        Idle ones close now; those in use close when released, after their
-        packet was written. Dials from now on follow the current path.
+        Idle ones close now; those in use, and those still being dialled
+        (along the old path), close when released, after their packet was
+        written. Dials from now on follow the current path.
         """
         retired = 0
         for key in [key for key in self._idle if matches(key)]:
@@ -132,6 +151,10 @@ class PacketConnectionPool:
         for conn in self._in_use:
             if matches(conn.key) and not conn.retired:
                 conn.retired = True
+                retired += 1
+        for pending in self._dialling:
+            if matches(pending.key) and not pending.stale:
+                pending.stale = True
                 retired += 1
         return retired
 

@@ -86,6 +86,9 @@ class RpcPool:
         self._dialer = dialer
         self._clients: dict[tuple[str, str, str], RpcClient] = {}
         self._dialing: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._generation: dict[str, int] = {}
+        """Per datacenter, bumped by each retirement: a dial that saw it change
+        went along the old path."""
         self._closed = False
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -119,11 +122,25 @@ class RpcPool:
             client = self._clients.get(key)
             if client is not None and not client.is_closed:
                 return client
-            try:
-                connection = await _in_task(self._dialer.dial(node, datacenter, address))
-            except (ProtoError, OSError, ValueError) as exc:
-                cause = str(exc) or type(exc).__name__
-                raise DialError(f"dial {node}.{datacenter} at {address} failed: {cause}") from exc
+            while True:
+                generation = self._generation.get(key[0], 0)
+                try:
+                    connection = await _in_task(self._dialer.dial(node, datacenter, address))
+                except (ProtoError, OSError, ValueError) as exc:
+                    cause = str(exc) or type(exc).__name__
+                    raise DialError(
+                        f"dial {node}.{datacenter} at {address} failed: {cause}"
+                    ) from exc
+                if self._generation.get(key[0], 0) == generation:
+                    break
+                # The path changed while we dialled: this connection went the old
+                # way, and cached it would keep that way for good.
+                logger.info(
+                    "rpc pool: path to dc=%s changed during the dial to %s; dialling again",
+                    datacenter,
+                    node,
+                )
+                connection.abort()
             client = RpcClient(connection)
             self._clients[key] = client
             logger.debug("rpc pool connected node=%s dc=%s address=%s", node, datacenter, address)
@@ -134,9 +151,11 @@ class RpcPool:
 
         A pooled connection keeps the path (the gateway) it was dialled
         through; when the path to a datacenter changes, retiring its
-        connections makes the next calls follow the new path.
+        connections makes the next calls follow the new path. A dial in
+        flight meanwhile is thrown away and made again.
         """
         wanted = datacenter.lower()
+        self._generation[wanted] = self._generation.get(wanted, 0) + 1
         retired = [key for key in self._clients if key[0] == wanted]
         for key in retired:
             client = self._clients.pop(key)
