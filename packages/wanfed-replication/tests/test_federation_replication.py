@@ -259,6 +259,47 @@ async def test_restart_round_abandons_the_long_poll_in_flight_uncounted() -> Non
         await task  # the owner's cancellation is never mistaken for a restart
 
 
+class LongBackoff(ReplicationPolicy):
+    """Every failed round earns five minutes of backoff."""
+
+    def retry_wait(self, failures: int, rng: random.Random) -> float:
+        return 300.0
+
+
+async def test_restart_round_cuts_the_backoff_after_a_failure_short() -> None:
+    """The locator sends the leader to the primary's gateways right after a
+    failed round: the new path is tried at once, not after that round's backoff."""
+    primary, secondary = LocalConsensus(), LocalConsensus()
+    await upsert(primary, state("dc1", 1, 443))
+    feedback = Feedback()
+    source = CountingPrimary(primary, wait=300.0)
+    source.broken = True
+    delegate = FederationStateReplication(
+        datacenter="dc2", primary=source, consensus=secondary, feedback=feedback
+    )
+    replicator = delegate.replicator(LongBackoff(rate=1000.0, burst=100, apply_limit=1e6))
+    first_call = asyncio.ensure_future(source.next_call())
+    task = asyncio.create_task(replicator.run())
+    try:
+        await first_call
+        for _ in range(100):  # the failure reaches the round's task a few steps later
+            if replicator._backoff is not None:
+                break
+            await asyncio.sleep(0)
+        assert replicator.failures == 1
+        source.broken = False  # the new path works
+        again = asyncio.ensure_future(source.next_call())
+        assert replicator.restart_round("path to the primary is now primary-gateways") is True
+        await asyncio.wait_for(again, 5)
+        await converge(primary, secondary)
+        assert replicator.restarts == 1
+        assert feedback.results[0] == "primary gateway refused the connection"
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_remote_index_going_backwards_forces_full_resync() -> None:
     primary, secondary = LocalConsensus(), LocalConsensus()
     delegate = FederationStateReplication(

@@ -10,9 +10,10 @@ replicator waits ``2**(n-1)`` seconds, capped at 120 s, plus up to 10 %
 jitter, so that a broken primary is not hammered by every secondary at once.
 Applies are paced (default at most 100/s) so that catching up never starves
 the local Raft log. :meth:`IndexReplicator.restart_round` abandons a fetch in
-flight and starts the round again at once, uncounted: the owner calls it when
-the path to the remote changed, so a long-poll sent along the old path (which
-may be the broken one) does not hold the round for up to its wait time.
+flight and starts the round again at once, uncounted, or cuts the backoff
+after a failure short: the owner calls it when the path to the remote
+changed, so neither a long-poll sent along the old path (which may be the
+broken one) nor a backoff earned on it holds the round back from the new one.
 
 :func:`diff_by_key` is the pure two-pointer diff; :class:`IndexReplicator`
 holds the round logic with the I/O behind a :class:`ReplicationDelegate`.
@@ -21,6 +22,7 @@ holds the round logic with the I/O behind a :class:`ReplicationDelegate`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -176,20 +178,27 @@ class IndexReplicator(Generic[T]):
         self.rounds = 0
         self.restarts = 0
         self._fetch: asyncio.Future[tuple[int, Sequence[T]]] | None = None
+        self._backoff: asyncio.Event | None = None
         self._restart_reason = ""
 
     def restart_round(self, reason: str) -> bool:
-        """Abandon the fetch in flight, if any; the round starts again at once.
+        """Ask again now: abandon the fetch in flight, or end the backoff wait.
 
-        True when a fetch was abandoned. Nothing was applied from it, so the
-        next round asks from the same index.
+        True when there was one or the other. Nothing was applied from an
+        abandoned fetch, so the next round asks from the same index; the
+        failure count stays, so failing along the new path too backs off on.
         """
         fetch = self._fetch
-        if fetch is None or fetch.done():
-            return False
-        self._restart_reason = reason
-        fetch.cancel()
-        return True
+        if fetch is not None and not fetch.done():
+            self._restart_reason = reason
+            fetch.cancel()
+            return True
+        backoff = self._backoff
+        if backoff is not None and not backoff.is_set():
+            self._restart_reason = reason
+            backoff.set()
+            return True
+        return False
 
     async def replicate_once(self) -> None:
         """One round; raises on failure (the caller decides how to wait)."""
@@ -275,9 +284,26 @@ class IndexReplicator(Generic[T]):
                     exc,
                     extra={"table": self.delegate.name, "failures": self.failures},
                 )
-                await asyncio.sleep(wait)
+                await self._back_off(wait)
             else:
                 self.failures = 0
+
+    async def _back_off(self, wait: float) -> None:
+        backoff = self._backoff = asyncio.Event()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await backoff.wait()
+        finally:
+            self._backoff = None
+        if backoff.is_set():
+            self.restarts += 1
+            log.info(
+                "replication backoff cut short: %s; asking again now",
+                self._restart_reason,
+                extra={"table": self.delegate.name, "failures": self.failures},
+            )
+            self._restart_reason = ""
 
 
 class ReplicationRoundError(Exception):

@@ -431,9 +431,11 @@ class WanFederation:
     def restart_replication_round(self, reason: str) -> None:
         """The path to the primary changed: a replication long-poll in flight was
         sent along the old one (perhaps the broken one) and would hold the round
-        for up to its wait time; ask again along the new path now."""
+        for up to its wait time, and a backoff earned on it would delay the first
+        try of the new one (the switch to the primary's gateways comes right
+        after a failure); ask again along the new path now."""
         if self._replicator is not None and self._replicator.restart_round(reason):
-            logger.info("replication long-poll in flight abandoned: %s", reason)
+            logger.info("replication asks the primary again at once: %s", reason)
 
     def _release_leader(self) -> None:
         """Stop the leader's routines *now*; awaiting them happens in the background.
