@@ -300,6 +300,46 @@ async def test_restart_round_cuts_the_backoff_after_a_failure_short() -> None:
         await task
 
 
+class SwitchingFeedback(Feedback):
+    """Like the locator: the failure it is told of changes the path, and the
+    owner asks the replicator to restart from inside that very report."""
+
+    def __init__(self, source: Primary) -> None:
+        super().__init__()
+        self.source = source
+        self.replicator: IndexReplicator[FederationState] | None = None
+        self.switched = False
+
+    def on_replication_result(self, error: str | None, *, from_replication: bool = True) -> None:
+        super().on_replication_result(error, from_replication=from_replication)
+        if error is not None and not self.switched and self.replicator is not None:
+            self.switched = True
+            self.source.broken = False  # the new path works
+            assert self.replicator.restart_round("path to the primary is now primary-gateways")
+
+
+async def test_a_failure_that_changes_the_path_earns_no_backoff() -> None:
+    primary, secondary = LocalConsensus(), LocalConsensus()
+    await upsert(primary, state("dc1", 1, 443))
+    source = CountingPrimary(primary, wait=300.0)
+    source.broken = True
+    feedback = SwitchingFeedback(source)
+    delegate = FederationStateReplication(
+        datacenter="dc2", primary=source, consensus=secondary, feedback=feedback
+    )
+    replicator = delegate.replicator(LongBackoff(rate=1000.0, burst=100, apply_limit=1e6))
+    feedback.replicator = replicator
+    task = asyncio.create_task(replicator.run())
+    try:
+        await asyncio.wait_for(converge(primary, secondary), 5)
+        assert feedback.results[:2] == ["primary gateway refused the connection", None]
+        assert (replicator.failures, replicator.restarts) == (0, 1)
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_remote_index_going_backwards_forces_full_resync() -> None:
     primary, secondary = LocalConsensus(), LocalConsensus()
     delegate = FederationStateReplication(

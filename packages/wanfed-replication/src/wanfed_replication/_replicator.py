@@ -217,7 +217,6 @@ class IndexReplicator(Generic[T]):
             raise ReplicationRoundError(f"failed to retrieve {self.delegate.name}: {exc}") from exc
         finally:
             self._fetch = None
-            self._restart_reason = ""
         local = await self.delegate.fetch_local()
         last = self.last_remote_index
         if remote_index < last:
@@ -257,6 +256,7 @@ class IndexReplicator(Generic[T]):
             if delay > 0:
                 await asyncio.sleep(delay)
             self.rounds += 1
+            self._restart_reason = ""
             try:
                 await self.replicate_once()
             except asyncio.CancelledError:
@@ -277,6 +277,17 @@ class IndexReplicator(Generic[T]):
             except Exception as exc:
                 self.failures += 1
                 self.last_remote_index = 0
+                if self._restart_reason:
+                    # The fetch failed as the restart was asked for (the failure's
+                    # own feedback changed the path): its backoff is the old path's.
+                    self.restarts += 1
+                    log.warning(
+                        "replication round failed: %s; %s, so asking again now",
+                        exc,
+                        self._restart_reason,
+                        extra={"table": self.delegate.name, "failures": self.failures},
+                    )
+                    continue
                 wait = self.policy.retry_wait(self.failures, self._rng)
                 log.warning(
                     "replication round failed; retrying in %.1f s: %s",
