@@ -205,7 +205,7 @@ def test_wan_cut_sends_the_leader_to_the_primary_gateways_and_back(
         print(shown)
         assert "Primary-bound traffic: the primary's gateways directly" in shown, shown
         why = shown.split("dc1: primary-gateways", 1)[1].splitlines()[1]
-        assert "3 consecutive replication failures since the last success" in why, shown
+        assert "3 consecutive replication failures" in why, shown
         for gateway in topology.gateways("dc1"):
             assert f"{gateway.wan_ip}:8443 (" in shown, shown
 

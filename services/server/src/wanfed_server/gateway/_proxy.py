@@ -7,7 +7,8 @@ timer. Once the hello parses, the server name is looked up in the current
 :class:`~wanfed_server.gateway.RouteTable` — no route, no hello, garbage or a
 silent client all end in a close, so the gateway is never an open relay.
 With a route, one upstream is dialed (random order among the candidates,
-the next one on failure, each attempt under a connect timeout) while any
+the next one on failure, each attempt under a connect timeout; upstreams
+whose connect recently failed slowly are skipped, see ``_outliers``) while any
 further client bytes are held, at most a hello's worth; then the held bytes
 are replayed and the two transports are spliced: each side's ``data_received``
 writes straight into the other transport, ``pause_writing``/``resume_writing``
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from functools import partial
 from typing import TypeAlias, cast
 
@@ -42,6 +42,7 @@ from wanfed_proto import (
 )
 
 from ._counters import GatewayCounters, GatewayStats, RejectReason
+from ._outliers import SLOW_FAILURE, UpstreamHealth
 from ._routes import Route, RouteTable, Upstream
 
 __all__ = ["GatewayConfig", "MeshGateway"]
@@ -65,8 +66,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     hello_timeout: float = 5.0
     max_hello_size: int = 16 * 1024
-    connect_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    """Per upstream attempt; Envoy's default. Two slow attempts then still end
+    before a client's own 10 s dial timeout, so the client sees a clean close."""
     connect_attempts: int = 3
+    upstream_ejection: float = 15.0
+    """Seconds an upstream whose connect failed slowly is skipped (0: never)."""
     idle_timeout: float = 3600.0
     max_connections: int = 4000
     write_buffer_limit: int = 64 * 1024
@@ -83,6 +88,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("hello_timeout", "connect_timeout", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.upstream_ejection < 0:
+            raise ValueError("upstream_ejection must not be negative")
         if self.stats_log_interval < 0:
             raise ValueError("stats_log_interval must not be negative")
         for name in ("connect_attempts", "max_connections", "backlog"):
@@ -110,6 +117,7 @@ class MeshGateway:
         self._routes = routes
         self.config = config or GatewayConfig()
         self.counters = GatewayCounters()
+        self.upstream_health = UpstreamHealth(self.config.upstream_ejection)
         self._connections: set[_Downstream] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -230,8 +238,10 @@ class _Downstream(asyncio.Protocol):
         "_candidates",
         "_client_eof",
         "_closed",
+        "_dial_started",
         "_dial_task",
         "_dial_timer",
+        "_dialing",
         "_gateway",
         "_hello_timer",
         "_idle_mark",
@@ -262,6 +272,8 @@ class _Downstream(asyncio.Protocol):
         self._candidates: list[Upstream] = []
         self._dial_task: _DialTask | None = None
         self._dial_timer: asyncio.TimerHandle | None = None
+        self._dialing: Upstream | None = None
+        self._dial_started = 0.0
         self._client_eof = False
         self._server_eof = False
         self._closed = False
@@ -351,6 +363,7 @@ class _Downstream(asyncio.Protocol):
             self._hello_timer = None
         if self._dial_task is not None:
             self._dial_task.cancel()
+            self._client_gave_up_on(self._dialing)
         up = self._up
         if up is not None:
             if exc is None:
@@ -469,10 +482,11 @@ class _Downstream(asyncio.Protocol):
         self._pending.append(hello.raw)
         self._pending_size = len(hello.raw)
         self._route = route
-        candidates = list(route.upstreams)
-        if len(candidates) > 1:
-            random.shuffle(candidates)
-        self._candidates = candidates[: self._gateway.config.connect_attempts]
+        gateway = self._gateway
+        assert gateway._loop is not None
+        self._candidates = gateway.upstream_health.candidates(
+            route.upstreams, gateway.config.connect_attempts, gateway._loop.time()
+        )
         self._dial_next()
 
     # Dialing is done with callbacks on one task per attempt rather than a
@@ -484,10 +498,17 @@ class _Downstream(asyncio.Protocol):
         route = self._route
         assert route is not None
         if not self._candidates:
-            self._gateway.counters.route(route.label).unreachable += 1
+            gateway = self._gateway
+            gateway.counters.route(route.label).unreachable += 1
+            assert gateway._loop is not None
+            skipped = gateway.upstream_health.ejected(gateway._loop.time())
             log.warning(
                 "no upstream reachable; closing the client connection",
-                extra={"route": route.label, "candidates": [str(u) for u in route.upstreams]},
+                extra={
+                    "route": route.label,
+                    "candidates": [str(u) for u in route.upstreams],
+                    "skipped_after_slow_failures": [str(u) for u in skipped],
+                },
             )
             if self._transport is not None:
                 self._transport.close()
@@ -499,11 +520,31 @@ class _Downstream(asyncio.Protocol):
             loop.create_connection(partial(_Upstream, self), upstream.host, upstream.port)
         )
         self._dial_task = task
+        self._dialing = upstream
+        self._dial_started = loop.time()
         self._dial_timer = loop.call_later(self._gateway.config.connect_timeout, task.cancel)
         task.add_done_callback(partial(self._dialed, upstream))
 
+    def _client_gave_up_on(self, upstream: Upstream | None) -> None:
+        """The client left while ``upstream``'s connect was pending: its own dial
+        timeout outran ours. A connect pending that long is as good as failed
+        slowly, and the next client should not wait on it again."""
+        loop = self._gateway._loop
+        if upstream is None or loop is None:
+            return
+        now = loop.time()
+        slow = now - self._dial_started >= SLOW_FAILURE
+        if self._gateway.upstream_health.connect_failed(upstream, now, slow=slow):
+            log.info(
+                "client left while the upstream connect was pending; skipping the upstream "
+                "for a while",
+                extra={"route": self.route_label, "upstream": str(upstream)},
+            )
+
     def _dialed(self, upstream: Upstream, task: _DialTask) -> None:
         self._dial_task = None
+        self._dialing = None
+        gateway = self._gateway
         if self._dial_timer is not None:
             self._dial_timer.cancel()
             self._dial_timer = None
@@ -520,6 +561,7 @@ class _Downstream(asyncio.Protocol):
         else:
             error = task.exception()
         if error is None:
+            gateway.upstream_health.connected(upstream)
             self._splice(task.result()[0])
             return
         # ValueError: a name DNS cannot encode (UnicodeError) is one bad
@@ -533,10 +575,19 @@ class _Downstream(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.abort()
             return
-        self._gateway.counters.route(route.label).connect_failures += 1
+        gateway.counters.route(route.label).connect_failures += 1
+        assert gateway._loop is not None
+        now = gateway._loop.time()
+        slow = isinstance(error, TimeoutError) or now - self._dial_started >= SLOW_FAILURE
+        ejected = gateway.upstream_health.connect_failed(upstream, now, slow=slow)
         log.warning(
             "upstream connect failed; trying the next candidate if any",
-            extra={"route": route.label, "upstream": str(upstream), "error": repr(error)},
+            extra={
+                "route": route.label,
+                "upstream": str(upstream),
+                "error": repr(error),
+                "skipped_for": gateway.config.upstream_ejection if ejected else 0,
+            },
         )
         self._dial_next()
 
