@@ -485,6 +485,24 @@ async def test_anti_entropy_writes_only_on_change_and_debounces() -> None:
     assert stored(primary)[0].mesh_gateways[0].checks[0].status == "critical"
 
 
+async def test_the_first_usable_gateway_is_published_without_waiting_out_the_debounce() -> None:
+    """Bootstrap, or every gateway replaced: until the record names a usable
+    gateway, no other datacenter can reach this one."""
+    primary = LocalConsensus()
+    applier = LocalApplier(primary)
+    ae = AntiEntropy(
+        datacenter="dc1", view=StoreView(primary, "dc1"), applier=applier, sync_interval=3600.0
+    )
+    await register_gateway(primary, "old", "critical")
+    assert await ae.sync_once() is True  # a record naming no usable gateway
+    await register_gateway(primary, "new", "passing")
+    assert await asyncio.wait_for(ae.sync_once(), 5) is True
+    names = sorted(
+        g.node.node for g in stored(primary)[0].mesh_gateways if g.checks[0].status != "critical"
+    )
+    assert names == ["new"]
+
+
 def test_sync_decision_ignores_times_and_indexes() -> None:
     gateways = [gw("dc2", 1, 443)]
     stored_record = FederationState(

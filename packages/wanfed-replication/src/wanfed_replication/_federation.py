@@ -169,6 +169,20 @@ def federation_state_to_sync(
     return msgspec.structs.replace(current, updated_at=now)
 
 
+def _usable(state: FederationState | None) -> bool:
+    return state is not None and any(not g.has_critical_check() for g in state.mesh_gateways)
+
+
+def _restores_a_path(stored: FederationState | None, current: FederationState) -> bool:
+    """The stored record names no gateway other datacenters could use, the new one does.
+
+    Such a write is not debounced: until it lands every other datacenter's path
+    to this one is broken (a bootstrap, every gateway replaced), and it cannot
+    repeat faster than the debounced writes that take the gateways away again.
+    """
+    return not _usable(stored) and _usable(current)
+
+
 class LocalGatewayView(Protocol):
     """Consistent blocking read of this DC's stored record and its mesh-gateway dump."""
 
@@ -213,7 +227,7 @@ class AntiEntropy:
         if state is None:
             self._index = index
             return False
-        if self._last_sync is not None:
+        if self._last_sync is not None and not _restores_a_path(stored, state):
             wait = self._last_sync + self._sync_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
