@@ -15,7 +15,7 @@ import random
 import shutil
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -569,70 +569,63 @@ async def test_unusable_upstream_name_is_one_failed_candidate(
     assert gateway.stats().routes["local-server:s1"].unreachable == 1
 
 
-async def test_upstream_connect_timeout(pki: Pki, start_gateway: StartGateway) -> None:
-    # A listener whose accept queue is full drops SYNs, so connecting to it
-    # hangs until the gateway's connect timeout fires.
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """The port of a listener whose accept queue is full: it drops SYNs, so a
+    connect to it hangs until the connector's own timeout, like a vanished host."""
     listener = socket.socket()
     fillers: list[socket.socket] = []
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
-        port = listener.getsockname()[1]
+        port = int(listener.getsockname()[1])
         for _ in range(3):
             filler = socket.socket()
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
-        gateway = await start_gateway(routes(servers={"s1": port}), connect_timeout=0.1)
-        with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
-            await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
-        stats = gateway.stats().routes["local-server:s1"]
-        assert (stats.connect_failures, stats.unreachable) == (1, 1)
+        yield port
     finally:
         for sock in (*fillers, listener):
             sock.close()
 
 
+async def test_upstream_connect_timeout(
+    pki: Pki, start_gateway: StartGateway, black_hole: int
+) -> None:
+    gateway = await start_gateway(routes(servers={"s1": black_hole}), connect_timeout=0.1)
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
+        await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+    stats = gateway.stats().routes["local-server:s1"]
+    assert (stats.connect_failures, stats.unreachable) == (1, 1)
+
+
 async def test_an_upstream_that_timed_out_is_skipped_for_a_while(
-    pki: Pki, tls_servers: StartServer, start_gateway: StartGateway
+    pki: Pki, tls_servers: StartServer, start_gateway: StartGateway, black_hole: int
 ) -> None:
     """A black-holed upstream (an address that vanished) costs the first client
     the connect timeout; the next ones are closed at once instead of each waiting
     on it again, and a working candidate beside it is used without delay."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        for _ in range(3):  # a full accept queue: SYNs are dropped
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        gateway = await start_gateway(
-            routes(servers={"s1": port}), connect_timeout=0.2, upstream_ejection=60.0
-        )
-        for _ in range(3):
-            with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
-                await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
-        stats = gateway.stats().routes["local-server:s1"]
-        assert (stats.connect_failures, stats.unreachable) == (1, 3)
+    gateway = await start_gateway(
+        routes(servers={"s1": black_hole}), connect_timeout=0.2, upstream_ejection=60.0
+    )
+    for _ in range(3):
+        with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)):
+            await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+    stats = gateway.stats().routes["local-server:s1"]
+    assert (stats.connect_failures, stats.unreachable) == (1, 3)
 
-        s1 = await tls_servers("s1")
-        black_hole = Upstream("127.0.0.1", port)
-        both = Route("local-server:s1", (black_hole, Upstream("127.0.0.1", s1.port)))
-        gateway.update_routes(
-            RouteTable(local_dc="dc1", domain="consul", exact={"s1.server.dc1.consul": both})
-        )
-        for _ in range(5):
-            greeting, _, writer = await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
-            assert greeting.startswith("s1 ")
-            await close(writer)
-        assert gateway.stats().routes["local-server:s1"].connect_failures == 1
-    finally:
-        for sock in (*fillers, listener):
-            sock.close()
+    s1 = await tls_servers("s1")
+    dead = Upstream("127.0.0.1", black_hole)
+    both = Route("local-server:s1", (dead, Upstream("127.0.0.1", s1.port)))
+    gateway.update_routes(
+        RouteTable(local_dc="dc1", domain="consul", exact={"s1.server.dc1.consul": both})
+    )
+    for _ in range(5):
+        greeting, _, writer = await tls_session(pki, gateway.address[1], "s1.server.dc1.consul")
+        assert greeting.startswith("s1 ")
+        await close(writer)
+    assert gateway.stats().routes["local-server:s1"].connect_failures == 1
 
 
 async def test_hello_data_and_eof_sent_at_once_all_arrive(start_gateway: StartGateway) -> None:
