@@ -8,6 +8,7 @@ ingestion; the SNI-routing proxy has its own tests in the server package.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -269,6 +270,34 @@ async def test_a_packet_handed_over_after_close_is_dropped_quietly(
     await asyncio.gather(*tasks)
     assert all(task.exception() is None for task in tasks)
     assert primary.picker.asked == []  # nothing was dialled
+
+
+async def test_failed_sends_are_reported_once_per_interval_with_a_count(
+    two_dcs: tuple[Member, Member], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead gateway fails every probe; the log says so once per 10 s per
+    datacenter, with how many failures the line stands for."""
+    primary, _ = two_dcs
+    caplog.set_level("WARNING", logger="wanfed.gossip.gateway")
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        primary.picker.gateways["dc2"] = f"127.0.0.1:{refused.getsockname()[1]}"
+        for _ in range(4):
+            primary.transport.send_packet("s1.dc2", ("192.0.2.2", 8302), b"\x00ping")
+            await asyncio.gather(*primary.transport._tasks)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("Failed to send gossip to s1.dc2: dial 127.0.0.1:")
+        assert lines[0].endswith("; the next packet dials again")
+        caplog.clear()
+        primary.transport._failures_logged["dc2"] = (-1e9, 3)  # the interval has passed
+        primary.transport.send_packet("s1.dc2", ("192.0.2.2", 8302), b"\x00ping")
+        await asyncio.gather(*primary.transport._tasks)
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert line.endswith("(3 more to dc dc2 since the last report)")
+    finally:
+        refused.close()
 
 
 async def test_unparsable_member_names_are_refused(two_dcs: tuple[Member, Member]) -> None:

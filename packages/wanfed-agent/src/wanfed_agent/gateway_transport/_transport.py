@@ -57,6 +57,9 @@ log = logging.getLogger("wanfed.gossip.gateway")
 
 DC_NOT_AVAILABLE: Final = "Remote DC has no server currently reachable"
 
+SEND_FAILURE_LOG_INTERVAL: Final = 10.0
+"""Seconds between two reports of failed gossip sends to one datacenter."""
+
 PacketHandler = Callable[[bytes, HostPort], None]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -104,7 +107,8 @@ class GatewayTransport:
         self._on_packet: PacketHandler | None = None
         self._on_stream: StreamHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unreachable_logged: dict[str, float] = {}
+        self._failures_logged: dict[str, tuple[float, int]] = {}
+        """Per datacenter: when a send failure was last logged, how many since."""
         self._clock = clock
 
     # --- GossipTransport ----------------------------------------------------------
@@ -198,32 +202,46 @@ class GatewayTransport:
         return writer
 
     async def _send_remote(self, name: str, data: bytes) -> None:
+        dc = name.rpartition(".")[2]
         try:
             conn = await self._pool.acquire(name)
         except NoGatewayError as exc:
-            self._log_unreachable(exc.datacenter, f"Failed to send gossip to {name}: {exc}")
+            self._log_send_failure(
+                exc.datacenter,
+                f"Failed to send gossip to {name}: {exc}",
+                f"will retry when a gateway of {exc.datacenter} is known",
+            )
             return
         except PoolClosedError:
             # A probe's packet handed over while the transport was closing.
             log.debug("not sending gossip to %s: the transport is closed", name)
             return
         except (ProtoError, OSError) as exc:
-            log.warning("Failed to send gossip to %s: %s", name, exc)
+            self._log_send_failure(
+                dc, f"Failed to send gossip to {name}: {exc}", "the next packet dials again"
+            )
             return
         try:
             await write_packet(conn.writer, data)
         except (ConnectionError, OSError, ProtoError) as exc:
             conn.failed = True
-            log.warning("Failed to send gossip to %s: %s", name, exc)
+            self._log_send_failure(
+                dc, f"Failed to send gossip to {name}: {exc}", "the next packet dials again"
+            )
         finally:
             self._pool.release(conn)
 
-    def _log_unreachable(self, dc: str, message: str) -> None:
-        """At most one line per datacenter per 10 s: this fires on every probe."""
+    def _log_send_failure(self, dc: str, message: str, next_step: str) -> None:
+        """At most one line per datacenter per 10 s: during an outage this fires on
+        every probe and every gossip packet, several times a second per member."""
         now = self._clock()
-        if now - self._unreachable_logged.get(dc, -1e9) >= 10.0:
-            self._unreachable_logged[dc] = now
-            log.warning("%s; will retry when a gateway of %s is known", message, dc)
+        logged_at, suppressed = self._failures_logged.get(dc, (-1e9, 0))
+        if now - logged_at < SEND_FAILURE_LOG_INTERVAL:
+            self._failures_logged[dc] = (logged_at, suppressed + 1)
+            return
+        self._failures_logged[dc] = (now, 0)
+        more = f" ({suppressed} more to dc {dc} since the last report)" if suppressed else ""
+        log.warning("%s; %s%s", message, next_step, more)
 
     # --- incoming (the RPC port's ALPN handlers) ---------------------------------------
 
