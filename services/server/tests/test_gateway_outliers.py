@@ -7,8 +7,10 @@ import pytest
 from wanfed_server.gateway._outliers import UpstreamHealth
 from wanfed_server.gateway._routes import Upstream
 
-OLD_A, OLD_B, NEW = Upstream("198.19.0.11", 8443), Upstream("198.19.0.12", 8443), Upstream(
-    "198.19.0.13", 8443
+OLD_A, OLD_B, NEW = (
+    Upstream("198.19.0.11", 8443),
+    Upstream("198.19.0.12", 8443),
+    Upstream("198.19.0.13", 8443),
 )
 
 
