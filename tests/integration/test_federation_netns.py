@@ -92,7 +92,25 @@ def test_three_datacenters_through_gateways_only(
             answer = http_json(dc3, "/v1/catalog/services?dc=dc2")
             return answer.get("status") == 200 or answer
 
-        scenario.recovered(formed + wait_until("?dc=dc2 answered in dc3", 60, dc2_answers_dc3))
+        answered = wait_until("?dc=dc2 answered in dc3", 60, dc2_answers_dc3)
+
+        # Federated means every datacenter reaches every other one; the next
+        # scenarios start from there (dc3 may be ready before dc2 knows dc1's
+        # gateways).
+        def every_pair_answers() -> object:
+            failing: dict[str, object] = {}
+            for asked in ("dc1", "dc2", "dc3"):
+                for target in ("dc1", "dc2", "dc3"):
+                    if asked == target:
+                        continue
+                    host = topology.host(asked, "s1")
+                    answer = http_json(host, f"/v1/catalog/services?dc={target}")
+                    if answer.get("status") != 200:
+                        failing[f"{asked} -> {target}"] = answer
+            return failing or True
+
+        meshed = wait_until("every datacenter answers ?dc= for every other", 60, every_pair_answers)
+        scenario.recovered(formed + answered + meshed)
 
     # 2. enforcement: direct server-to-server paths are rejected, ?dc= works
     with scenarios.run("2 only gateways cross"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_proto import RemoteError
@@ -292,3 +292,45 @@ async def test_every_primary_gateway_replaced_under_a_running_secondary(
 
     await eventually_async(local_path_works, 30, "dc2's leader back on a working local path")
     await eventually(lambda: "s1.dc1" in wan_alive(server), 30, "s1.dc1 alive in dc2's pool")
+
+
+async def test_a_cross_dc_blocking_read_in_flight_survives_a_path_change(
+    make_federation: MakeFederation,
+) -> None:
+    """A gateway's route watch is a blocking query forwarded to another
+    datacenter: when the path changes it is cut after the retire grace (the old
+    path may be the broken one) and asked again along the new path, unseen by
+    its caller."""
+    fed = await make_federation({"dc1": 1, "dc2": 1})
+    dc2 = fed["dc2"]
+    server = dc2.require_server()
+    local = ("local-gateways", [dc2.gateway_address])
+    await eventually(lambda: route_to(server, "dc1") == local, 30, "dc2 settled on its gateway")
+    await eventually_async(lambda: rpc_ok(server, "dc1"), 30, "dc2 reaches dc1")
+    pool = server._pool
+    assert pool is not None
+    pool._retire_grace = 0.1
+    first = await server.rpc("Catalog.ListNodes", DCSpecificRequest(datacenter="dc1"), IndexedNodes)
+    blocking = DCSpecificRequest(datacenter="dc1", min_query_index=first.index, max_query_time=30.0)
+
+    # Count the sends of our read. The pooled connection is open (``first`` used
+    # it), so a send puts the call on the wire before its task yields.
+    sends: list[object] = []
+    send = pool.call
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if args[3] == "Catalog.ListNodes" and args[4] == blocking:
+            sends.append(args)
+        return await send(*args, **kwargs)
+
+    pool.call = counted
+    query = asyncio.create_task(server.rpc("Catalog.ListNodes", blocking, IndexedNodes))
+    await eventually(lambda: len(sends) == 1, 10, "the blocking read is on the wire")
+    assert pool.retire_datacenter("dc1") >= 1
+    await eventually(lambda: len(sends) == 2, 10, "cut after the grace, asked again")
+    assert not query.done()
+    primary = fed["dc1"].require_server()
+    after = RegisterRequest(datacenter="dc1", node=Node(node="after-switch", address="127.0.1.8"))
+    await primary.rpc("Catalog.Register", after, bool)
+    reply = await asyncio.wait_for(query, 10)
+    assert "after-switch" in {n.node for n in reply.nodes}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from wanfed_proto import (
     Connection,
     RpcCall,
@@ -13,7 +15,8 @@ from wanfed_proto import (
     serve_rpc,
     serve_rpc_port,
 )
-from wanfed_server.runtime import RpcPool
+from wanfed_server.runtime import PlainDialer, RpcPool
+from wanfed_server.runtime._pool import PathChangedError
 
 
 class GatedDialer:
@@ -70,6 +73,51 @@ async def test_a_dial_in_flight_when_the_path_changes_is_made_again() -> None:
         assert await pool.call("s1", "dc1", "10.0.0.1:8300", "Status.Ping", None, bool) is True
         assert len(dialer.connections) == 2
         assert not new_path.is_closed
+    finally:
+        await pool.close()
+        await server.close()
+
+
+async def slow_server(release: asyncio.Event) -> RpcPortServer:
+    """``Status.Ping`` answers at once; ``Slow.Wait`` only once ``release`` is set."""
+
+    async def ping(call: RpcCall) -> bool:
+        return True
+
+    async def wait(call: RpcCall) -> bool:
+        await release.wait()
+        return True
+
+    async def rpc(connection: Connection) -> None:
+        await serve_rpc(connection, {"Status.Ping": ping, "Slow.Wait": wait})
+
+    return await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={},
+        ssl_context=None,
+    )
+
+
+async def test_a_call_outliving_the_retire_grace_fails_as_a_path_change() -> None:
+    """A blocking query sent along the old path must not hold it for minutes;
+    its caller learns the path changed (and may ask again)."""
+    release = asyncio.Event()
+    server = await slow_server(release)
+    host, port = server.address
+    pool = RpcPool(PlainDialer(), retire_grace=0.05)
+    address = f"{host}:{port}"
+    try:
+        assert await pool.call("s1", "dc1", address, "Status.Ping", None, bool) is True
+        long_poll = asyncio.create_task(pool.call("s1", "dc1", address, "Slow.Wait", None, bool))
+        assert await pool.call("s1", "dc1", address, "Status.Ping", None, bool) is True
+        assert pool.retire_datacenter("dc1") == 1
+        with pytest.raises(PathChangedError, match="the path to dc dc1 changed"):
+            await asyncio.wait_for(long_poll, 5)
+        # The next call dials the current path and is served.
+        release.set()
+        assert await pool.call("s1", "dc1", address, "Slow.Wait", None, bool) is True
     finally:
         await pool.close()
         await server.close()

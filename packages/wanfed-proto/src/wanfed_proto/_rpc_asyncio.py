@@ -247,15 +247,16 @@ class RpcClient:
             del protocol.calls[seq]
         return decode_body(raw, type, method, "unexpected response body")
 
-    async def close_when_idle(self) -> None:
-        """Close once the calls in flight now have finished; they are not failed.
+    async def close_when_idle(self, grace: float | None = None) -> None:
+        """Close once the calls in flight now have finished, or ``grace`` seconds passed.
 
         For retiring a connection that should no longer take new calls (its
-        owner stopped handing it out) without cutting a long blocking query.
+        owner stopped handing it out). Calls still pending when the grace ends
+        fail with :class:`TransportError`; without a grace none is cut.
         """
         pending = [future for future in self._protocol.calls.values() if not future.done()]
         if pending:
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=grace)
         await self.close()
 
     async def close(self) -> None:

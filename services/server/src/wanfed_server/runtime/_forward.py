@@ -47,8 +47,8 @@ from wanfed_proto import (
 from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_errors import InvalidRequestError, typed_remote_error
 from ._messages import ServerInfo
-from ._pool import DialError, RpcPool
-from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, Router
+from ._pool import DialError, PathChangedError, RpcPool
+from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, RemoteServer, Router
 
 __all__ = ["NO_CLUSTER_LEADER", "Dispatcher"]
 
@@ -56,6 +56,8 @@ logger = logging.getLogger("wanfed_server.runtime.forward")
 
 NO_CLUSTER_LEADER: Final = "No cluster leader"
 _LEADER_POLL: Final = 0.02
+_PATH_CHANGE_ATTEMPTS: Final = 3
+"""A cross-DC read is sent at most this often when path changes keep cutting it."""
 
 
 class Dispatcher:
@@ -181,9 +183,7 @@ class Dispatcher:
             raise NoPathToDatacenterError
         for server in servers:
             try:
-                return await self._call(
-                    server.node, server.datacenter, server.address, endpoint, request
-                )
+                return await self._call_across_path_changes(server, endpoint, request)
             except DialError as exc:
                 logger.warning(
                     "cross-dc rpc dial failed method=%s dc=%s server=%s error=%s; "
@@ -194,10 +194,37 @@ class Dispatcher:
                     exc,
                 )
                 self._router.notify_failed(server)
+            except PathChangedError:
+                raise  # the server did nothing wrong
             except TransportError:
                 self._router.notify_failed(server)
                 raise
         raise RemoteError(NO_SERVER_REACHABLE)
+
+    async def _call_across_path_changes(
+        self, server: RemoteServer, endpoint: Endpoint[Any, Any], request: Any
+    ) -> Any:
+        """A read (often a blocking query) cut because the path to its datacenter
+        changed is asked again, along the new path; its caller never sees the
+        switch. A write is not: it may have been applied."""
+        attempt = 1
+        while True:
+            try:
+                return await self._call(
+                    server.node, server.datacenter, server.address, endpoint, request
+                )
+            except PathChangedError as exc:
+                if endpoint.kind is EndpointKind.WRITE or attempt == _PATH_CHANGE_ATTEMPTS:
+                    raise
+                attempt += 1
+                logger.info(
+                    "cross-dc read cut by a path change; asking again method=%s dc=%s "
+                    "server=%s: %s",
+                    endpoint.method,
+                    server.datacenter,
+                    server.node,
+                    exc,
+                )
 
     async def _call(
         self, node: str, datacenter: str, address: str, endpoint: Endpoint[Any, Any], request: Any

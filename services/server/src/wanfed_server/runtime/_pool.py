@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import weakref
 from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from wanfed_proto import (
     Alpn,
@@ -28,15 +29,38 @@ from wanfed_proto import (
     server_sni,
 )
 
-__all__ = ["AlpnDialer", "DialError", "PlainDialer", "RpcDialer", "RpcPool"]
+__all__ = [
+    "RETIRE_GRACE",
+    "AlpnDialer",
+    "DialError",
+    "PathChangedError",
+    "PlainDialer",
+    "RpcDialer",
+    "RpcPool",
+]
 
 logger = logging.getLogger("wanfed_server.runtime.pool")
 
 T = TypeVar("T")
 
 
+RETIRE_GRACE: Final = 5.0
+"""Seconds the calls in flight on a retired connection get to finish. Longer
+ones (blocking queries wait minutes) are cut: the path they were sent along
+may be the broken one, and a gateway's route watch would otherwise keep
+following it for the whole wait."""
+
+
 class DialError(TransportError):
     """The connection could not be opened; the request was never sent."""
+
+
+class PathChangedError(TransportError):
+    """The call was cut because the path to its datacenter changed under it.
+
+    A read may simply be asked again (it goes the new way); a write may or may
+    not have been applied, as with any connection lost mid-call.
+    """
 
 
 class RpcDialer(Protocol):
@@ -82,8 +106,9 @@ async def _in_task(coro: Coroutine[Any, Any, T]) -> T:
 class RpcPool:
     """Cached clients keyed by ``(datacenter, node, address)``."""
 
-    def __init__(self, dialer: RpcDialer) -> None:
+    def __init__(self, dialer: RpcDialer, *, retire_grace: float = RETIRE_GRACE) -> None:
         self._dialer = dialer
+        self._retire_grace = retire_grace
         self._clients: dict[tuple[str, str, str], RpcClient] = {}
         self._dialing: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._generation: dict[str, int] = {}
@@ -91,6 +116,7 @@ class RpcPool:
         went along the old path."""
         self._closed = False
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: weakref.WeakSet[RpcClient] = weakref.WeakSet()
 
     async def call(
         self,
@@ -106,8 +132,12 @@ class RpcPool:
         client = await self._client(node, datacenter, address)
         try:
             return await client.call(method, body, type=reply_type, timeout=timeout)
-        except TransportError:
+        except TransportError as exc:
             self._drop((datacenter.lower(), node.lower(), address), client)
+            if client in self._retired:
+                raise PathChangedError(
+                    f"{exc} (retired: the path to dc {datacenter} changed)"
+                ) from exc
             raise
 
     async def _client(self, node: str, datacenter: str, address: str) -> RpcClient:
@@ -147,26 +177,32 @@ class RpcPool:
             return client
 
     def retire_datacenter(self, datacenter: str) -> int:
-        """New calls to ``datacenter`` dial again; calls in flight finish on the old links.
+        """New calls to ``datacenter`` dial again; calls in flight get ``RETIRE_GRACE``.
 
         A pooled connection keeps the path (the gateway) it was dialled
         through; when the path to a datacenter changes, retiring its
         connections makes the next calls follow the new path. A dial in
-        flight meanwhile is thrown away and made again.
+        flight meanwhile is thrown away and made again. Calls still running
+        after the grace fail with :class:`PathChangedError`.
         """
         wanted = datacenter.lower()
         self._generation[wanted] = self._generation.get(wanted, 0) + 1
         retired = [key for key in self._clients if key[0] == wanted]
         for key in retired:
             client = self._clients.pop(key)
-            task = asyncio.get_running_loop().create_task(client.close_when_idle())
+            self._retired.add(client)
+            task = asyncio.get_running_loop().create_task(
+                client.close_when_idle(self._retire_grace)
+            )
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         if retired:
             logger.info(
-                "rpc pool retired %d connection(s) to dc=%s; new calls dial the current path",
+                "rpc pool retired %d connection(s) to dc=%s; new calls dial the current path, "
+                "calls in flight get %g s to finish",
                 len(retired),
                 datacenter,
+                self._retire_grace,
             )
         return len(retired)
 
