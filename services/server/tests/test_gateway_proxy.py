@@ -628,6 +628,37 @@ async def test_an_upstream_that_timed_out_is_skipped_for_a_while(
     assert gateway.stats().routes["local-server:s1"].connect_failures == 1
 
 
+async def test_a_pending_candidate_does_not_hold_the_client_when_another_works(
+    pki: Pki,
+    tls_servers: StartServer,
+    start_gateway: StartGateway,
+    black_hole: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The black hole is dialled first and never answers; the working candidate
+    is dialled beside it after the stagger, long before the connect timeout."""
+    monkeypatch.setattr(random, "shuffle", lambda items: None)  # candidates in route order
+    s1 = await tls_servers("s1")
+    good, dead = Upstream("127.0.0.1", s1.port), Upstream("127.0.0.1", black_hole)
+    table = RouteTable(
+        local_dc="dc1",
+        domain="consul",
+        exact={"s1.server.dc1.consul": Route("local-server:s1", (good, dead))},  # pops dead
+    )
+    gateway = await start_gateway(table, connect_timeout=60.0)
+    for _ in range(3):
+        greeting, reader, writer = await tls_session(
+            pki, gateway.address[1], "s1.server.dc1.consul"
+        )
+        assert greeting.startswith("s1 ")
+        assert await echo(reader, writer, b"still spliced\n") == b"still spliced\n"
+        await close(writer)
+    stats = gateway.stats().routes["local-server:s1"]
+    # The abandoned attempts were neither failures nor leaks.
+    assert (stats.connect_failures, stats.unreachable) == (0, 0)
+    assert gateway.upstream_health.ejected(0.0) == []
+
+
 async def test_hello_data_and_eof_sent_at_once_all_arrive(start_gateway: StartGateway) -> None:
     # The client is done before the gateway has even dialed: the bytes and
     # the EOF must both reach the upstream, in order.

@@ -7,8 +7,10 @@ timer. Once the hello parses, the server name is looked up in the current
 :class:`~wanfed_server.gateway.RouteTable` — no route, no hello, garbage or a
 silent client all end in a close, so the gateway is never an open relay.
 With a route, one upstream is dialed (random order among the candidates,
-the next one on failure, each attempt under a connect timeout; upstreams
-whose connect recently failed slowly are skipped, see ``_outliers``) while any
+the next one on failure or, staggered, after :data:`CONNECT_STAGGER` while
+the previous one is still pending, each attempt under a connect timeout;
+upstreams whose connect recently failed slowly are skipped, see
+``_outliers``) while any
 further client bytes are held, at most a hello's worth; then the held bytes
 are replayed and the two transports are spliced: each side's ``data_received``
 writes straight into the other transport, ``pause_writing``/``resume_writing``
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from typing import TypeAlias, cast
+from typing import NamedTuple, TypeAlias, cast
 
 import msgspec
 
@@ -54,6 +56,11 @@ _MIN_HELLO_CAP = 64
 
 _IDLE_SWEEPS = 4
 """An idle connection is closed after this many quiet sweeps (sweep = timeout / 4)."""
+
+CONNECT_STAGGER = 0.25
+"""Seconds a pending upstream connect gets before the next candidate is dialled
+beside it (RFC 8305's connection attempt delay): a black-holed candidate then
+costs a client a quarter second, not the connect timeout, when another works."""
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +109,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DialTask: TypeAlias = "asyncio.Task[tuple[asyncio.Transport, asyncio.Protocol]]"
+
+
+class _Attempt(NamedTuple):
+    """One pending upstream connect of a client."""
+
+    upstream: Upstream
+    started: float
+    timer: asyncio.TimerHandle
+
 
 _HELLO_REJECTS: dict[type[HelloError], RejectReason] = {
     NotTLSError: RejectReason.NOT_TLS,
@@ -238,10 +254,7 @@ class _Downstream(asyncio.Protocol):
         "_candidates",
         "_client_eof",
         "_closed",
-        "_dial_started",
-        "_dial_task",
-        "_dial_timer",
-        "_dialing",
+        "_dials",
         "_gateway",
         "_hello_timer",
         "_idle_mark",
@@ -252,6 +265,7 @@ class _Downstream(asyncio.Protocol):
         "_pending_size",
         "_route",
         "_server_eof",
+        "_stagger",
         "_transport",
         "_up",
         "bytes_to_downstream",
@@ -270,10 +284,8 @@ class _Downstream(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._route: Route | None = None
         self._candidates: list[Upstream] = []
-        self._dial_task: _DialTask | None = None
-        self._dial_timer: asyncio.TimerHandle | None = None
-        self._dialing: Upstream | None = None
-        self._dial_started = 0.0
+        self._dials: dict[_DialTask, _Attempt] = {}
+        self._stagger: asyncio.TimerHandle | None = None
         self._client_eof = False
         self._server_eof = False
         self._closed = False
@@ -361,9 +373,9 @@ class _Downstream(asyncio.Protocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
-        if self._dial_task is not None:
-            self._dial_task.cancel()
-            self._client_gave_up_on(self._dialing)
+        if self._dials:
+            for attempt in self._cancel_dials():
+                self._client_gave_up_on(attempt)
         up = self._up
         if up is not None:
             if exc is None:
@@ -495,9 +507,14 @@ class _Downstream(asyncio.Protocol):
     # measurable share of the gateway's CPU per new connection.
 
     def _dial_next(self) -> None:
+        if self._stagger is not None:
+            self._stagger.cancel()
+            self._stagger = None
         route = self._route
         assert route is not None
         if not self._candidates:
+            if self._dials:
+                return  # the last attempt still pending decides
             gateway = self._gateway
             gateway.counters.route(route.label).unreachable += 1
             assert gateway._loop is not None
@@ -519,49 +536,61 @@ class _Downstream(asyncio.Protocol):
         task = loop.create_task(
             loop.create_connection(partial(_Upstream, self), upstream.host, upstream.port)
         )
-        self._dial_task = task
-        self._dialing = upstream
-        self._dial_started = loop.time()
-        self._dial_timer = loop.call_later(self._gateway.config.connect_timeout, task.cancel)
-        task.add_done_callback(partial(self._dialed, upstream))
+        timer = loop.call_later(self._gateway.config.connect_timeout, task.cancel)
+        self._dials[task] = _Attempt(upstream, loop.time(), timer)
+        task.add_done_callback(self._dialed)
+        if self._candidates:
+            self._stagger = loop.call_later(CONNECT_STAGGER, self._dial_next)
 
-    def _client_gave_up_on(self, upstream: Upstream | None) -> None:
-        """The client left while ``upstream``'s connect was pending: its own dial
-        timeout outran ours. A connect pending that long is as good as failed
-        slowly, and the next client should not wait on it again."""
+    def _cancel_dials(self) -> list[_Attempt]:
+        """Stop every pending attempt; a late winner is closed by :meth:`_dialed`."""
+        if self._stagger is not None:
+            self._stagger.cancel()
+            self._stagger = None
+        attempts = list(self._dials.values())
+        for task, attempt in self._dials.items():
+            attempt.timer.cancel()
+            task.cancel()
+        self._dials = {}
+        return attempts
+
+    def _client_gave_up_on(self, attempt: _Attempt) -> None:
+        """The client left while ``attempt`` was pending: its own dial timeout
+        outran ours. A connect pending that long is as good as failed slowly,
+        and the next client should not wait on it again."""
         loop = self._gateway._loop
-        if upstream is None or loop is None:
+        if loop is None:
             return
         now = loop.time()
-        slow = now - self._dial_started >= SLOW_FAILURE
-        if self._gateway.upstream_health.connect_failed(upstream, now, slow=slow):
+        slow = now - attempt.started >= SLOW_FAILURE
+        if self._gateway.upstream_health.connect_failed(attempt.upstream, now, slow=slow):
             log.info(
                 "client left while the upstream connect was pending; skipping the upstream "
                 "for a while",
-                extra={"route": self.route_label, "upstream": str(upstream)},
+                extra={"route": self.route_label, "upstream": str(attempt.upstream)},
             )
 
-    def _dialed(self, upstream: Upstream, task: _DialTask) -> None:
-        self._dial_task = None
-        self._dialing = None
-        gateway = self._gateway
-        if self._dial_timer is not None:
-            self._dial_timer.cancel()
-            self._dial_timer = None
-        if self._closed:
-            # The client left while we dialed; the task may still have won.
+    def _dialed(self, task: _DialTask) -> None:
+        attempt = self._dials.pop(task, None)
+        if attempt is None or self._closed or self._up is not None:
+            # Cancelled: the client left, or another attempt won. It may still
+            # have connected; that connection is not wanted.
             if not task.cancelled() and task.exception() is None:
                 task.result()[0].close()
             return
+        attempt.timer.cancel()
+        gateway = self._gateway
+        upstream = attempt.upstream
         route = self._route
         assert route is not None
         error: BaseException | None
         if task.cancelled():
-            error = TimeoutError(f"connect timed out after {self._gateway.config.connect_timeout}s")
+            error = TimeoutError(f"connect timed out after {gateway.config.connect_timeout}s")
         else:
             error = task.exception()
         if error is None:
             gateway.upstream_health.connected(upstream)
+            self._cancel_dials()
             self._splice(task.result()[0])
             return
         # ValueError: a name DNS cannot encode (UnicodeError) is one bad
@@ -578,7 +607,7 @@ class _Downstream(asyncio.Protocol):
         gateway.counters.route(route.label).connect_failures += 1
         assert gateway._loop is not None
         now = gateway._loop.time()
-        slow = isinstance(error, TimeoutError) or now - self._dial_started >= SLOW_FAILURE
+        slow = isinstance(error, TimeoutError) or now - attempt.started >= SLOW_FAILURE
         ejected = gateway.upstream_health.connect_failed(upstream, now, slow=slow)
         log.warning(
             "upstream connect failed; trying the next candidate if any",
@@ -594,6 +623,11 @@ class _Downstream(asyncio.Protocol):
     def _splice(self, up: asyncio.Transport) -> None:
         client = self._transport
         assert client is not None
+        if up.is_closing():
+            # The upstream hung up between connecting and this callback: its
+            # connection_lost found no splice to report to.
+            client.close()
+            return
         limit = self._gateway.config.write_buffer_limit
         up.set_write_buffer_limits(high=limit)
         client.set_write_buffer_limits(high=limit)
@@ -640,12 +674,16 @@ class _Downstream(asyncio.Protocol):
 class _Upstream(asyncio.Protocol):
     """The server side of one proxied connection; forwards everything to its client."""
 
-    __slots__ = ("_down", "_write")
+    __slots__ = ("_down", "_transport", "_write")
 
     def __init__(self, down: _Downstream) -> None:
         assert down._transport is not None
         self._down = down
         self._write = down._transport.write
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         # The hot path: straight into the client transport, one addition.
@@ -663,4 +701,6 @@ class _Upstream(asyncio.Protocol):
         self._down.resume_client()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._down.upstream_lost(exc)
+        # A losing parallel attempt is closed unused: its end is not the client's.
+        if self._down._up is self._transport:
+            self._down.upstream_lost(exc)
