@@ -9,6 +9,7 @@ import pytest
 from wanfed_proto import (
     Connection,
     RpcCall,
+    RpcHandler,
     RpcPortServer,
     RpcType,
     dial_plain,
@@ -37,12 +38,15 @@ class GatedDialer:
         return connection
 
 
-async def ping_server() -> RpcPortServer:
-    async def ping(call: RpcCall) -> bool:
-        return True
+async def ping(call: RpcCall) -> bool:
+    return True
+
+
+async def plain_rpc_server(handlers: dict[str, RpcHandler]) -> RpcPortServer:
+    """A plain multiplexed RPC port on loopback answering ``handlers``."""
 
     async def rpc(connection: Connection) -> None:
-        await serve_rpc(connection, {"Status.Ping": ping})
+        await serve_rpc(connection, handlers)
 
     return await serve_rpc_port(
         "127.0.0.1",
@@ -54,7 +58,7 @@ async def ping_server() -> RpcPortServer:
 
 
 async def test_a_dial_in_flight_when_the_path_changes_is_made_again() -> None:
-    server = await ping_server()
+    server = await plain_rpc_server({"Status.Ping": ping})
     host, port = server.address
     dialer = GatedDialer(f"{host}:{port}")
     pool = RpcPool(dialer)
@@ -78,33 +82,16 @@ async def test_a_dial_in_flight_when_the_path_changes_is_made_again() -> None:
         await server.close()
 
 
-async def slow_server(release: asyncio.Event) -> RpcPortServer:
-    """``Status.Ping`` answers at once; ``Slow.Wait`` only once ``release`` is set."""
-
-    async def ping(call: RpcCall) -> bool:
-        return True
+async def test_a_call_outliving_the_retire_grace_fails_as_a_path_change() -> None:
+    """A blocking query sent along the old path must not hold it for minutes;
+    its caller learns the path changed (and may ask again)."""
+    release = asyncio.Event()
 
     async def wait(call: RpcCall) -> bool:
         await release.wait()
         return True
 
-    async def rpc(connection: Connection) -> None:
-        await serve_rpc(connection, {"Status.Ping": ping, "Slow.Wait": wait})
-
-    return await serve_rpc_port(
-        "127.0.0.1",
-        0,
-        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
-        alpn_handlers={},
-        ssl_context=None,
-    )
-
-
-async def test_a_call_outliving_the_retire_grace_fails_as_a_path_change() -> None:
-    """A blocking query sent along the old path must not hold it for minutes;
-    its caller learns the path changed (and may ask again)."""
-    release = asyncio.Event()
-    server = await slow_server(release)
+    server = await plain_rpc_server({"Status.Ping": ping, "Slow.Wait": wait})
     host, port = server.address
     pool = RpcPool(PlainDialer(), retire_grace=0.05)
     address = f"{host}:{port}"
