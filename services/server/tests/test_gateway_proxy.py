@@ -487,6 +487,9 @@ def test_config_validates() -> None:
         GatewayConfig(write_buffer_limit=10)
     with pytest.raises(ValueError, match="max_hello_size must be at least 64 bytes"):
         GatewayConfig(max_hello_size=8)
+    with pytest.raises(ValueError, match="upstream_ejection must not be negative"):
+        GatewayConfig(upstream_ejection=-1)
+    assert GatewayConfig(upstream_ejection=0).upstream_ejection == 0  # 0: never skip
 
 
 async def test_counters_are_logged_periodically(
