@@ -100,6 +100,21 @@ def test_config_is_validated(fields: dict[str, object], message: str) -> None:
         msgspec.convert(fields, RaftConfig)
 
 
+def test_scaled_lengthens_every_failure_detection_time_only() -> None:
+    base = RaftConfig(address="127.0.0.1:1", data_dir="d")
+    slow = base.scaled(4)
+    assert (slow.election_timeout_min, slow.election_timeout_max) == (
+        base.election_timeout_min * 4,
+        base.election_timeout_max * 4,
+    )
+    assert slow.heartbeat_interval == base.heartbeat_interval * 4
+    assert slow.leader_lease_timeout == base.leader_lease_timeout * 4
+    assert (slow.address, slow.apply_timeout) == (base.address, base.apply_timeout)
+    assert base.scaled(1) == base
+    with pytest.raises(ValueError, match=r"at least 1, got 0\.5"):
+        base.scaled(0.5)
+
+
 async def test_single_server_applies_persists_and_restores_from_its_snapshot(
     tmp_path: Path,
 ) -> None:

@@ -155,3 +155,43 @@ async def test_a_stopped_server_turns_critical_in_serf_health(
             break
         index = reply.index
     assert statuses[leader.node_name] == "passing"
+
+
+async def test_raft_multiplier_slows_failure_detection(
+    runtime_pki: RuntimePki,
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="wanfed_fsm._raft")
+    files = runtime_pki.certs["s1"]
+    config = load_config(
+        overrides={
+            "node_name": "s1",
+            "server": True,
+            "bootstrap_expect": 1,
+            "data_dir": str(tmp_path / "s1"),
+            "bind_addr": "127.0.0.1",
+            "ports": {"server": free_port(), "raft": free_port(), "serf_wan": free_port()},
+            "encrypt": base64.b64encode(os.urandom(32)).decode(),
+            "performance": {"raft_multiplier": 3},
+            "tls": {
+                "defaults": {
+                    "ca_file": str(runtime_pki.ca),
+                    "cert_file": str(files.cert),
+                    "key_file": str(files.key),
+                    "verify_incoming": True,
+                    "verify_outgoing": True,
+                }
+            },
+        }
+    )
+    server = Server(config, options=ServerOptions(formation_retry=0.1))
+    await server.start()
+    try:
+        await asyncio.wait_for(server.wait_ready(), 30)
+        started = [r.getMessage() for r in caplog.records if "raft started" in r.getMessage()]
+        assert started, caplog.text
+        assert "election_timeout=0.45-0.9s" in started[0], started[0]
+    finally:
+        await server.stop()

@@ -126,6 +126,24 @@ class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not self.election_timeout_max > self.election_timeout_min:
             raise ValueError("election_timeout_max must exceed election_timeout_min")
 
+    def scaled(self, multiplier: float) -> RaftConfig:
+        """These settings with every failure-detection time ``multiplier`` times longer.
+
+        Consul's ``performance.raft_multiplier``: the defaults suit servers
+        that answer within milliseconds; a server on a busy host, or whose
+        event loop stalls (a large response, a garbage collection), must not
+        lose its leadership for it, at the price of slower failover.
+        """
+        if multiplier < 1:
+            raise ValueError(f"raft timing multiplier must be at least 1, got {multiplier}")
+        return msgspec.structs.replace(
+            self,
+            election_timeout_min=self.election_timeout_min * multiplier,
+            election_timeout_max=self.election_timeout_max * multiplier,
+            heartbeat_interval=self.heartbeat_interval * multiplier,
+            leader_lease_timeout=self.leader_lease_timeout * multiplier,
+        )
+
 
 def raft_password(encrypt_key: bytes) -> str:
     """Derive pysyncobj's password from the ``encrypt`` key.
@@ -246,11 +264,14 @@ class RaftConsensus:
         else:
             transport = "tcp+password" if config.encrypt_key else "tcp, unauthenticated (dev)"
         logger.info(
-            "raft started address=%s peers=%s data_dir=%s transport=%s; waiting for a leader",
+            "raft started address=%s peers=%s data_dir=%s transport=%s election_timeout=%g-%gs; "
+            "waiting for a leader",
             config.address,
             ",".join(config.peers),
             config.data_dir,
             transport,
+            config.election_timeout_min,
+            config.election_timeout_max,
         )
 
     # --- Consensus -------------------------------------------------------------

@@ -28,6 +28,7 @@ from ._values import (
     parse_port,
     parse_positive_duration,
     parse_primary_gateway,
+    parse_raft_multiplier,
     parse_retry_join,
     parse_str,
 )
@@ -94,6 +95,7 @@ SCHEMA: Block = {
         "internal_rpc": {"verify_server_hostname": Key(parse_bool)},
     },
     "limits": {"rpc_handshake_timeout": Key(parse_positive_duration)},
+    "performance": {"raft_multiplier": Key(parse_raft_multiplier)},
     "encrypt": Key(parse_encrypt_key),
     "log_level": Key(parse_log_level),
     "log_json": Key(parse_bool),

@@ -279,6 +279,13 @@ def parse_bootstrap_expect(value: object) -> int:
     return count
 
 
+def parse_raft_multiplier(value: object) -> int:
+    multiplier = parse_int(value)
+    if not 1 <= multiplier <= 10:
+        raise ValueError(f"expected an integer from 1 to 10, got {multiplier}")
+    return multiplier
+
+
 def parse_non_negative_int(value: object) -> int:
     count = parse_int(value)
     if count < 0:

@@ -550,7 +550,7 @@ class Server:
                 peers=[m for m in members if m != me],
                 data_dir=str(data_dir / "raft"),
                 encrypt_key=config.encrypt_key,
-            ),
+            ).scaled(config.performance.raft_multiplier),
             fsm=self._fsm,
             link=self._raft_link,
         )
