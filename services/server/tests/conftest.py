@@ -481,6 +481,20 @@ class RuntimePki:
     """``s1``..``s3`` (dc1 servers), ``r1`` (dc2 server), ``client`` (dc1), ``foreign``."""
     foreign_ca: Path
 
+    def mutual_tls(self, node: str) -> dict[str, Any]:
+        """The agent config's ``tls`` section for ``node``: its certificate, both
+        directions verified."""
+        files = self.certs[node]
+        return {
+            "defaults": {
+                "ca_file": str(self.ca),
+                "cert_file": str(files.cert),
+                "key_file": str(files.key),
+                "verify_incoming": True,
+                "verify_outgoing": True,
+            }
+        }
+
 
 @pytest.fixture(scope="session")
 def runtime_pki(tmp_path_factory: pytest.TempPathFactory) -> RuntimePki:
@@ -598,7 +612,6 @@ def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, AgentP
     key = base64.b64encode(os.urandom(32)).decode()
     started: dict[str, AgentProcess] = {}
     for node in AGENT_NODES:
-        files = runtime_pki.certs[node]
         http_port = free_tcp_port()
         config = {
             "node_name": node,
@@ -616,13 +629,7 @@ def agents(runtime_pki: RuntimePki, tmp_path: Path) -> Iterator[dict[str, AgentP
             "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
             "encrypt": key,
             "tls": {
-                "defaults": {
-                    "ca_file": str(runtime_pki.ca),
-                    "cert_file": str(files.cert),
-                    "key_file": str(files.key),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                },
+                **runtime_pki.mutual_tls(node),
                 "internal_rpc": {"verify_server_hostname": True},
             },
         }

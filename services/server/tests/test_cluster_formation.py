@@ -42,7 +42,6 @@ async def cluster(
     key = base64.b64encode(os.urandom(32)).decode()
     servers: dict[str, Server] = {}
     for node in NODES:
-        files = runtime_pki.certs[node]
         config = load_config(
             overrides={
                 "node_name": node,
@@ -57,15 +56,7 @@ async def cluster(
                 },
                 "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
                 "encrypt": key,
-                "tls": {
-                    "defaults": {
-                        "ca_file": str(runtime_pki.ca),
-                        "cert_file": str(files.cert),
-                        "key_file": str(files.key),
-                        "verify_incoming": True,
-                        "verify_outgoing": True,
-                    }
-                },
+                "tls": runtime_pki.mutual_tls(node),
             }
         )
         servers[node] = Server(config, options=ServerOptions(formation_retry=0.1))
@@ -164,7 +155,6 @@ async def test_raft_multiplier_slows_failure_detection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("INFO", logger="wanfed_fsm._raft")
-    files = runtime_pki.certs["s1"]
     config = load_config(
         overrides={
             "node_name": "s1",
@@ -175,15 +165,7 @@ async def test_raft_multiplier_slows_failure_detection(
             "ports": {"server": free_port(), "raft": free_port(), "serf_wan": free_port()},
             "encrypt": base64.b64encode(os.urandom(32)).decode(),
             "performance": {"raft_multiplier": 3},
-            "tls": {
-                "defaults": {
-                    "ca_file": str(runtime_pki.ca),
-                    "cert_file": str(files.cert),
-                    "key_file": str(files.key),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                }
-            },
+            "tls": runtime_pki.mutual_tls("s1"),
         }
     )
     server = Server(config, options=ServerOptions(formation_retry=0.1))

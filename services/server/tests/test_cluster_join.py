@@ -36,7 +36,6 @@ async def start_server(
     started: list[Server] = []
 
     async def start(node: str, options: ServerOptions | None = None, **overrides: Any) -> Server:
-        files = runtime_pki.certs[node]
         config = load_config(
             overrides={
                 "node_name": node,
@@ -45,15 +44,7 @@ async def start_server(
                 "bind_addr": "127.0.0.1",
                 "ports": {"server": 0, "serf_wan": free_port()},
                 "encrypt": key,
-                "tls": {
-                    "defaults": {
-                        "ca_file": str(runtime_pki.ca),
-                        "cert_file": str(files.cert),
-                        "key_file": str(files.key),
-                        "verify_incoming": True,
-                        "verify_outgoing": True,
-                    }
-                },
+                "tls": runtime_pki.mutual_tls(node),
                 **overrides,
             }
         )

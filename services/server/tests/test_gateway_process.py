@@ -65,7 +65,6 @@ async def _start_datacenter(
     runtime_pki: RuntimePki, directory: Path, free_port: Callable[[], int], node: str, dc: str
 ) -> Datacenter:
     """A one-server datacenter (its own primary) with mTLS on RPC, and its HTTP API."""
-    s1 = runtime_pki.certs[node]
     config = load_config(
         overrides={
             "node_name": node,
@@ -76,15 +75,7 @@ async def _start_datacenter(
             "bind_addr": "127.0.0.1",
             "ports": {"server": 0, "http": 0, "raft": free_port(), "serf_wan": free_port()},
             "encrypt": base64.b64encode(os.urandom(32)).decode(),
-            "tls": {
-                "defaults": {
-                    "ca_file": str(runtime_pki.ca),
-                    "cert_file": str(s1.cert),
-                    "key_file": str(s1.key),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                }
-            },
+            "tls": runtime_pki.mutual_tls(node),
         }
     )
     server = Server(config)

@@ -50,7 +50,6 @@ SNI = "server.dc1.consul"
 async def tls_server(
     runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
 ) -> AsyncIterator[Server]:
-    s1 = runtime_pki.certs["s1"]
     config = load_config(
         overrides={
             "node_name": "s1",
@@ -60,15 +59,7 @@ async def tls_server(
             "bind_addr": "127.0.0.1",
             "ports": {"server": 0, "raft": free_port(), "serf_wan": free_port()},
             "encrypt": base64.b64encode(os.urandom(32)).decode(),
-            "tls": {
-                "defaults": {
-                    "ca_file": str(runtime_pki.ca),
-                    "cert_file": str(s1.cert),
-                    "key_file": str(s1.key),
-                    "verify_incoming": True,
-                    "verify_outgoing": True,
-                }
-            },
+            "tls": runtime_pki.mutual_tls("s1"),
         }
     )
     server = Server(config)
