@@ -13,6 +13,7 @@ from wanfed_proto import (
     Alpn,
     Connection,
     RpcClient,
+    RpcPortServer,
     TransportError,
     client_context,
     serve_rpc,
@@ -50,28 +51,35 @@ def files(tmp: Path, ca: PemPair, node: str, dc: str) -> tuple[Path, Path, Path]
     return out
 
 
+async def pong_server(
+    cert: tuple[Path, Path, Path], seen: list[str | None] | None = None
+) -> RpcPortServer:
+    """The far server: ``Status.Ping`` over ``wanfed/rpc-multi``; records each SNI in ``seen``."""
+
+    async def pong(call: object) -> str:
+        return "pong"
+
+    async def handle(connection: Connection) -> None:
+        if seen is not None:
+            seen.append(connection.info.sni)
+        await serve_rpc(connection, {"Status.Ping": pong})
+
+    return await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={},
+        alpn_handlers={Alpn.RPC_MULTI: handle},
+        ssl_context=server_context(*cert),
+    )
+
+
 async def test_other_datacenter_goes_through_the_gateway_with_node_sni(
     tmp_path: Path, ca_pair: PemPair
 ) -> None:
     remote = files(tmp_path, ca_pair, "s2", "dc2")
     local = files(tmp_path, ca_pair, "s1", "dc1")
     seen: list[str | None] = []
-
-    async def handle(connection: Connection) -> None:
-        seen.append(connection.info.sni)
-
-        async def echo(call: object) -> str:
-            return "pong"
-
-        await serve_rpc(connection, {"Status.Ping": echo})
-
-    server = await serve_rpc_port(
-        "127.0.0.1",
-        0,
-        plain_handlers={},
-        alpn_handlers={Alpn.RPC_MULTI: handle},
-        ssl_context=server_context(*remote),
-    )
+    server = await pong_server(remote, seen)
     try:
         host, port = server.address
         picker = Picker(f"{host}:{port}")
@@ -139,20 +147,7 @@ async def test_a_dead_gateway_among_the_candidates_is_skipped(
 ) -> None:
     remote = files(tmp_path, ca_pair, "s2", "dc2")
     local = files(tmp_path, ca_pair, "s1", "dc1")
-
-    async def handle(connection: Connection) -> None:
-        async def pong(call: object) -> str:
-            return "pong"
-
-        await serve_rpc(connection, {"Status.Ping": pong})
-
-    server = await serve_rpc_port(
-        "127.0.0.1",
-        0,
-        plain_handlers={},
-        alpn_handlers={Alpn.RPC_MULTI: handle},
-        ssl_context=server_context(*remote),
-    )
+    server = await pong_server(remote)
     try:
         host, port = server.address
         dead = dead_address()
