@@ -87,9 +87,9 @@ def host() -> ParkedHost:
     return ParkedHost()
 
 
-@pytest.fixture
-async def federation(host: ParkedHost) -> AsyncIterator[WanFederation]:
-    fed = WanFederation(
+def secondary_federation(host: ParkedHost) -> WanFederation:
+    """dc2's federation routines over the parked host, production timings."""
+    return WanFederation(
         host,
         datacenter="dc2",
         primary_datacenter="dc1",
@@ -99,6 +99,11 @@ async def federation(host: ParkedHost) -> AsyncIterator[WanFederation]:
         options=FederationOptions(),
         clock_now=0.0,
     )
+
+
+@pytest.fixture
+async def federation(host: ParkedHost) -> AsyncIterator[WanFederation]:
+    fed = secondary_federation(host)
     fed.locator.update_from_states([])  # as the refresh loop's first read would
     yield fed
     await fed.stop()
@@ -188,16 +193,7 @@ async def test_a_restarted_secondary_counts_an_absent_primary_as_a_failure_quick
 async def test_no_round_is_judged_before_the_locator_read_the_store(
     host: ParkedHost,
 ) -> None:
-    fed = WanFederation(
-        host,
-        datacenter="dc2",
-        primary_datacenter="dc1",
-        primary_gateways=[],
-        primary_gateways_interval=1.0,
-        registry=host,
-        options=FederationOptions(),
-        clock_now=0.0,
-    )
+    fed = secondary_federation(host)
     await store_a_replicated_state(host)
     host.rpc_error = NoPathToDatacenterError()
     host.any_server_error = TransportError("Remote DC has no server currently reachable")
