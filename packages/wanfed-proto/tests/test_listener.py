@@ -30,6 +30,7 @@ from wanfed_proto import (
     client_context,
     dial_alpn,
     dial_plain,
+    error_text,
     parse_address,
     read_packet,
     serve_rpc_port,
@@ -553,3 +554,9 @@ async def test_loss_before_attach_is_replayed() -> None:
     target = _Recorder(keep_open=False)
     forwarder.attach(target)
     assert target.events == ["made", b"x", ("lost", error)]
+
+
+def test_error_text_is_never_empty() -> None:
+    assert error_text(ConnectionResetError()) == "ConnectionResetError"
+    assert error_text(TimeoutError()) == "TimeoutError"
+    assert error_text(OSError(111, "Connection refused")) == "[Errno 111] Connection refused"

@@ -34,6 +34,7 @@ from ._errors import (
     TLSConfigError,
     TransportError,
     UnknownRpcTypeError,
+    error_text,
 )
 from ._frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
 from ._hello import (
@@ -139,6 +140,7 @@ __all__ = [
     "encode_frame",
     "encode_request",
     "encode_response",
+    "error_text",
     "normalize_domain",
     "parse_address",
     "parse_client_hello",

@@ -14,7 +14,7 @@ import ssl
 from typing import Final
 
 from ._connection import Connection, _Forwarder, describe_transport
-from ._errors import AlpnNotServedError, TransportError
+from ._errors import AlpnNotServedError, TransportError, error_text
 from ._tls import check_dial_context
 from ._types import RpcType
 
@@ -126,15 +126,9 @@ async def dial_plain(
 
 
 def _cause(exc: BaseException) -> str:
-    """Why a dial failed, never empty.
-
-    A peer that closes during the handshake surfaces as a bare
-    ``ConnectionResetError()``: a mesh gateway does that when it has no route
-    for the SNI or cannot reach any upstream, so say it in words.
-    """
-    text = str(exc)
-    if text:
-        return text
-    if isinstance(exc, ConnectionResetError | EOFError):
+    """A peer closing during the handshake is a bare ``ConnectionResetError()``:
+    a mesh gateway does that when it has no route for the SNI or cannot reach
+    any upstream, so say it in words."""
+    if not str(exc) and isinstance(exc, ConnectionResetError | EOFError):
         return f"connection closed by the peer during the TLS handshake ({type(exc).__name__})"
-    return type(exc).__name__
+    return error_text(exc)

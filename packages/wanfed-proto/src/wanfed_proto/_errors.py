@@ -21,6 +21,7 @@ __all__ = [
     "TLSConfigError",
     "TransportError",
     "UnknownRpcTypeError",
+    "error_text",
 ]
 
 
@@ -94,3 +95,9 @@ class TransportError(ProtoError):
 
 class TLSConfigError(ProtoError):
     """TLS material is missing, unreadable or inconsistent."""
+
+
+def error_text(exc: BaseException) -> str:
+    """Why something failed, never empty: an exception without a message (a bare
+    ``ConnectionResetError()``, a ``TimeoutError``) is named by its type."""
+    return str(exc) or type(exc).__name__

@@ -19,7 +19,7 @@ import msgspec
 
 from ._connection import Connection, ConnectionInfo
 from ._envelope import Request, unknown_method_error
-from ._errors import ProtoError, RemoteError
+from ._errors import ProtoError, RemoteError, error_text
 from ._frames import DEFAULT_MAX_FRAME
 from ._rpc import ProtocolViolation, RequestReceived, RpcServerConnection
 from ._rpc_asyncio import WriteBatcher, decode_body, encode_body
@@ -231,7 +231,7 @@ class _ServerProtocol(asyncio.Protocol):
             )
         if self.core.closed:
             return
-        self.out.write(self.core.send_error(call.seq, str(exc) or type(exc).__name__))
+        self.out.write(self.core.send_error(call.seq, error_text(exc)))
         self._finished()
 
     def _finished(self) -> None:

@@ -33,7 +33,7 @@ import aiohttp
 import msgspec
 
 from wanfed_fsm import CheckServiceNode
-from wanfed_proto import InvalidNameError, normalize_domain
+from wanfed_proto import InvalidNameError, error_text, normalize_domain
 
 from ._feed import RouteFeed
 from ._proxy import GatewayConfig, MeshGateway
@@ -161,7 +161,7 @@ class _Api:
                     raise ApiError(response.status, payload.decode(errors="replace"))
                 index_text = response.headers.get("X-Consul-Index", "0")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ServerUnreachableError(f"{base}: {str(exc) or type(exc).__name__}") from exc
+            raise ServerUnreachableError(f"{base}: {error_text(exc)}") from exc
         try:
             index = int(index_text)
         except ValueError:

@@ -26,6 +26,7 @@ from wanfed_proto import (
     TransportError,
     dial_alpn,
     dial_plain,
+    error_text,
     server_sni,
 )
 
@@ -157,9 +158,8 @@ class RpcPool:
                 try:
                     connection = await _in_task(self._dialer.dial(node, datacenter, address))
                 except (ProtoError, OSError, ValueError) as exc:
-                    cause = str(exc) or type(exc).__name__
                     raise DialError(
-                        f"dial {node}.{datacenter} at {address} failed: {cause}"
+                        f"dial {node}.{datacenter} at {address} failed: {error_text(exc)}"
                     ) from exc
                 if self._generation.get(key[0], 0) == generation:
                     break
