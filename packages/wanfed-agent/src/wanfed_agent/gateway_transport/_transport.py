@@ -133,7 +133,7 @@ class GatewayTransport:
                 "gossip packet size %d exceeds threshold of %d", len(data), DEFAULT_MAX_FRAME
             )
             return
-        task = asyncio.create_task(self._send_remote(name, data))
+        task = asyncio.create_task(self._send_remote(name, dc, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -201,15 +201,14 @@ class GatewayTransport:
         _reader, writer = connection.open_streams()
         return writer
 
-    async def _send_remote(self, name: str, data: bytes) -> None:
-        dc = name.rpartition(".")[2]
+    async def _send_remote(self, name: str, dc: str, data: bytes) -> None:
         try:
             conn = await self._pool.acquire(name)
         except NoGatewayError as exc:
             self._log_send_failure(
-                exc.datacenter,
+                dc,
                 f"Failed to send gossip to {name}: {exc}",
-                f"will retry when a gateway of {exc.datacenter} is known",
+                f"will retry when a gateway of {dc} is known",
             )
             return
         except PoolClosedError:
