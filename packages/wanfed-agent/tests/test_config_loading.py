@@ -332,9 +332,7 @@ def test_config_round_trips_through_json() -> None:
     assert msgspec.json.decode(msgspec.json.encode(config), type=AgentConfig) == config
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200), suffix=st.sampled_from([".json", ".hcl"]))
 def test_arbitrary_file_content_gives_config_or_config_error(
     write_config: WriteConfig, text: str, suffix: str
@@ -369,9 +367,7 @@ known_keys = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(known_keys, json_values, max_size=4))
 def test_arbitrary_json_values_give_config_or_config_error(
     write_config: WriteConfig, document: dict[str, Any]

@@ -138,7 +138,7 @@ def _query_everything(store: StateStore) -> list[object]:
         return _all_queries(txn)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150)
 @given(st.lists(_COMMANDS, max_size=40))
 def test_replicas_agree_and_snapshots_round_trip(commands: list[Command]) -> None:
     entries = [encode_command(c) for c in commands]
@@ -167,13 +167,11 @@ def test_replicas_agree_and_snapshots_round_trip(commands: list[Command]) -> Non
     assert resumed.store.contents() == one.store.contents()
 
 
-@settings(derandomize=True)
 @given(_COMMANDS)
 def test_commands_round_trip_through_bytes(command: Command) -> None:
     assert decode_command(encode_command(command)) == command
 
 
-@settings(derandomize=True)
 @given(st.binary(max_size=64))
 def test_garbage_entries_are_rejected_not_raised(data: bytes) -> None:
     fsm = Fsm()

@@ -229,7 +229,7 @@ def _named(name: str) -> Callable[[Service], bool]:
     return lambda service: service.service == name
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(_OPS, max_size=12))
 def test_answers_always_equal_a_recomputation(ops: list[_Op]) -> None:
     store = StateStore()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import itertools
 import ssl
-from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wanfed_proto import (
@@ -39,14 +38,8 @@ from wanfed_proto import (
     wan_member_name,
 )
 
-# Deterministic and quick: the same examples every run, a few seconds in all.
-PROPERTY = settings(
-    max_examples=150,
-    derandomize=True,
-    deadline=timedelta(seconds=2),
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+# How random and how patient a run is comes from the hypothesis profile (conftest.py).
+PROPERTY = settings(max_examples=150)
 
 
 def _python_hello() -> bytes:

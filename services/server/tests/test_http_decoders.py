@@ -34,7 +34,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(_JSON)
 def test_service_definitions_decode_or_raise_definition_error(body: object) -> None:
     try:
@@ -52,7 +52,7 @@ def test_service_definitions_decode_or_raise_definition_error(body: object) -> N
         assert (check.ttl is None) != (check.tcp == "")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(_JSON)
 def test_catalog_registrations_decode_or_raise_a_client_error(body: object) -> None:
     status = 0

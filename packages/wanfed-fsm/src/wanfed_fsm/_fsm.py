@@ -99,6 +99,8 @@ def decode_command(data: bytes) -> Command:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise CommandDecodeError(f"undecodable FSM command: {exc}") from exc
+    except RecursionError:
+        raise CommandDecodeError("undecodable FSM command: nested too deeply") from None
 
 
 class ApplyResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -467,6 +467,10 @@ def _load_snapshot_file(path: str) -> _SnapshotFile:
         snapshot = _snapshot_file_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise SnapshotFormatError(f"raft snapshot file {path} is unreadable: {exc}") from exc
+    except RecursionError:
+        raise SnapshotFormatError(
+            f"raft snapshot file {path} is unreadable: nested too deeply"
+        ) from None
     if snapshot.version != _SNAPSHOT_FILE_VERSION:
         raise SnapshotFormatError(
             f"raft snapshot file {path} has format version {snapshot.version}; this build "

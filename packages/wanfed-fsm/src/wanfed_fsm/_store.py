@@ -358,18 +358,23 @@ class StateStore:
         be lower than the one it was blocking on, so it must not keep waiting.
         """
         contents = decode_snapshot(data)
+        # Every table is built before any is replaced: a snapshot is restored whole or
+        # (refused above) not at all, never in part.
+        nodes = {_key(node.node): node for node in contents.nodes}
+        services: dict[str, dict[str, Service]] = {}
+        for node_name, service in contents.services:
+            services.setdefault(_key(node_name), {})[service.service_id] = service
+        checks: dict[str, dict[str, HealthCheck]] = {}
+        for check in contents.checks:
+            checks.setdefault(_key(check.node), {})[check.check_id] = check
+        states = {_key(state.datacenter): state for state in contents.federation_states}
+        indexes = {table: contents.indexes.get(table.value, 0) for table in Table}
         with self._lock:
-            self._nodes = {_key(node.node): node for node in contents.nodes}
-            self._services = {}
-            for node_name, service in contents.services:
-                self._services.setdefault(_key(node_name), {})[service.service_id] = service
-            self._checks = {}
-            for check in contents.checks:
-                self._checks.setdefault(_key(check.node), {})[check.check_id] = check
-            self._federation_states = {
-                _key(state.datacenter): state for state in contents.federation_states
-            }
-            self._indexes = {table: contents.indexes.get(table.value, 0) for table in Table}
+            self._nodes = nodes
+            self._services = services
+            self._checks = checks
+            self._federation_states = states
+            self._indexes = indexes
             self._health_answers.clear()
             fire = list(self._all_watches)
             for watch in fire:
@@ -434,9 +439,60 @@ def decode_snapshot(data: bytes) -> StoreContents:
             f"which reads version {SNAPSHOT_VERSION}; restore it with a matching wanfed release"
         )
     try:
-        return _snapshot_v1_decoder.decode(data[_HEADER_SIZE:])
+        contents = _snapshot_v1_decoder.decode(data[_HEADER_SIZE:])
     except msgspec.DecodeError as exc:
         raise SnapshotFormatError(f"corrupt snapshot (format version {version}): {exc}") from exc
+    except RecursionError:
+        raise SnapshotFormatError(
+            f"corrupt snapshot (format version {version}): nested too deeply"
+        ) from None
+    problem = _inconsistency(contents)
+    if problem:
+        raise SnapshotFormatError(f"inconsistent snapshot (format version {version}): {problem}")
+    return contents
+
+
+def _inconsistency(contents: StoreContents) -> str:
+    """What makes decoded contents impossible for a store to have held, or ``""``.
+
+    A snapshot that decodes can still be garbage: a service of a node that is
+    not there (the next snapshot would fail on it), two records under one key
+    (one would silently vanish). The store's own writes never produce these,
+    so a restore refuses them rather than serve a store no write could make.
+    """
+    tables = {table.value for table in Table}
+    for table, index in contents.indexes.items():
+        if table not in tables:
+            return f"index of unknown table {table!r}"
+        if not 0 <= index < 2**64:
+            return f"index {index} of table {table!r} is out of range"
+    nodes: set[str] = set()
+    for node in contents.nodes:
+        if _key(node.node) in nodes:
+            return f"node {node.node!r} appears twice"
+        nodes.add(_key(node.node))
+    services: set[tuple[str, str]] = set()
+    for node_name, service in contents.services:
+        key = (_key(node_name), service.service_id)
+        if key[0] not in nodes:
+            return f"service {service.service_id!r} belongs to unknown node {node_name!r}"
+        if key in services:
+            return f"service {service.service_id!r} appears twice on node {node_name!r}"
+        services.add(key)
+    checks: set[tuple[str, str]] = set()
+    for check in contents.checks:
+        key = (_key(check.node), check.check_id)
+        if key[0] not in nodes:
+            return f"check {check.check_id!r} belongs to unknown node {check.node!r}"
+        if key in checks:
+            return f"check {check.check_id!r} appears twice on node {check.node!r}"
+        if check.service_id and (key[0], check.service_id) not in services:
+            return f"check {check.check_id!r} names unknown service {check.service_id!r}"
+        checks.add(key)
+    datacenters = [_key(state.datacenter) for state in contents.federation_states]
+    if len(set(datacenters)) != len(datacenters):
+        return "a datacenter has two federation states"
+    return ""
 
 
 class ReadTxn:

@@ -5,6 +5,12 @@ wire reads like the protocol it mirrors. ``Body`` stays msgpack
 (:class:`msgspec.Raw`) so this layer never needs the request and response
 types: each handler and each caller decodes the body into its own Struct.
 Absent fields take their defaults, so an envelope holds only what is set.
+
+The decoders below face untrusted bytes: a frame is already capped in size by
+the frame decoder, and nesting is bounded by the interpreter's recursion
+limit, at which msgspec raises :class:`RecursionError`. Both that and
+:class:`msgspec.DecodeError` become an :class:`EnvelopeError`, so a body of
+``[[[[...`` is the caller's error like any other garbage.
 """
 
 from __future__ import annotations
@@ -54,6 +60,17 @@ class Response(msgspec.Struct, frozen=True, omit_defaults=True):
     Body: msgspec.Raw = NIL_BODY
 
 
+DECODE_ERRORS: Final = (msgspec.DecodeError, RecursionError)
+"""What msgspec raises on bytes it cannot decode (RecursionError: nested too deeply)."""
+
+
+def decode_failure(exc: Exception) -> str:
+    """Why decoding failed, in words; msgspec's own message where it has one."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _REQUEST_DECODER: Final = msgspec.msgpack.Decoder(Request)
 _RESPONSE_DECODER: Final = msgspec.msgpack.Decoder(Response)
@@ -73,16 +90,16 @@ def decode_request(data: bytes) -> Request:
     """Parse one request envelope; anything malformed is an :class:`EnvelopeError`."""
     try:
         return _REQUEST_DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"malformed rpc request: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise EnvelopeError(f"malformed rpc request: {decode_failure(exc)}") from None
 
 
 def decode_response(data: bytes) -> Response:
     """Parse one response envelope; anything malformed is an :class:`EnvelopeError`."""
     try:
         return _RESPONSE_DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"malformed rpc response: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise EnvelopeError(f"malformed rpc response: {decode_failure(exc)}") from None
 
 
 def unknown_method_error(method: str) -> str:

@@ -32,9 +32,11 @@ from ._envelope import (
     _ENCODER,
     _REQUEST_DECODER,
     _RESPONSE_DECODER,
+    DECODE_ERRORS,
     NIL_BODY,
     Request,
     Response,
+    decode_failure,
 )
 from ._errors import EnvelopeError, FrameTooLargeError, ProtoError, TransportError
 from ._frames import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
@@ -223,8 +225,8 @@ class RpcClientConnection:
         for frame in frames:
             try:
                 response = decode(frame)
-            except msgspec.DecodeError as exc:
-                error = EnvelopeError(f"malformed rpc response: {exc}")
+            except DECODE_ERRORS as exc:
+                error = EnvelopeError(f"malformed rpc response: {decode_failure(exc)}")
                 break
             seq = response.Seq
             if seq not in pending:
@@ -292,8 +294,8 @@ class RpcServerConnection:
         for frame in frames:
             try:
                 request = decode(frame)
-            except msgspec.DecodeError as exc:
-                error = EnvelopeError(f"malformed rpc request: {exc}")
+            except DECODE_ERRORS as exc:
+                error = EnvelopeError(f"malformed rpc request: {decode_failure(exc)}")
                 break
             if request.Seq in in_flight:
                 error = EnvelopeError(f"rpc request reuses sequence id {request.Seq} in flight")

@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast, overload
 import msgspec
 
 from ._connection import Connection
-from ._envelope import NIL_BODY
+from ._envelope import DECODE_ERRORS, NIL_BODY, decode_failure
 from ._errors import EnvelopeError, ProtoError, RemoteError, TransportError
 from ._frames import DEFAULT_MAX_FRAME
 from ._rpc import (
@@ -64,8 +64,8 @@ def decode_body(body: msgspec.Raw, tp: Any, method: str, what: str) -> Any:
     """``body`` as ``tp``, or an :class:`EnvelopeError` naming the method."""
     try:
         return (_ANY_DECODER if tp is Any else _decoder(tp)).decode(body)
-    except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"rpc {method}: {what}: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise EnvelopeError(f"rpc {method}: {what}: {decode_failure(exc)}") from None
 
 
 def encode_body(value: object) -> msgspec.Raw:

@@ -91,7 +91,8 @@ def decode_json(raw: bytes) -> object:
     else:
         depth = json_depth(value)
     if depth is None or depth > MAX_JSON_DEPTH:
-        raise HttpError(400, f"Request decode failed: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        message = f"Request decode failed: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        raise HttpError(400, message)
     return value
 
 
