@@ -100,6 +100,8 @@ def decode_command(data: bytes) -> Command:
     except msgspec.DecodeError as exc:
         raise CommandDecodeError(f"undecodable FSM command: {exc}") from exc
     except RecursionError:
+        # Unknown fields are skipped by descending into them, so even a typed
+        # decoder meets arbitrary nesting and gives up at the recursion limit.
         raise CommandDecodeError("undecodable FSM command: nested too deeply") from None
 
 

@@ -443,6 +443,8 @@ def decode_snapshot(data: bytes) -> StoreContents:
     except msgspec.DecodeError as exc:
         raise SnapshotFormatError(f"corrupt snapshot (format version {version}): {exc}") from exc
     except RecursionError:
+        # Unknown fields are skipped by descending into them: nesting is unbounded
+        # even though every field is typed.
         raise SnapshotFormatError(
             f"corrupt snapshot (format version {version}): nested too deeply"
         ) from None
