@@ -3,6 +3,13 @@
 python-hcl2 represents every block as a list of dicts (a block may repeat) and
 keeps string quotes unless told otherwise; :func:`read_config_file` smooths
 that into the same shape a JSON file has, so one schema checks both.
+
+A config file is read whole, so its size is capped (:data:`MAX_CONFIG_FILE_BYTES`,
+far above any real configuration) and so is its nesting
+(:data:`MAX_CONFIG_DEPTH`): the JSON and HCL parsers and the code after them
+recurse, and a file of ``[[[[...`` must be a clear error naming the file, not
+a RecursionError traceback at start-up. Parsing is local and linear in the
+size, so the size cap also bounds its time.
 """
 
 from __future__ import annotations
@@ -14,9 +21,19 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["CONFIG_SUFFIXES", "config_dir_files", "parse_hcl", "read_config_file"]
+__all__ = [
+    "CONFIG_SUFFIXES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_FILE_BYTES",
+    "config_dir_files",
+    "parse_hcl",
+    "read_config_file",
+]
 
 CONFIG_SUFFIXES = (".json", ".hcl")
+MAX_CONFIG_FILE_BYTES = 16 * 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of blocks, objects and lists (real configs nest about 5 deep)."""
 
 _BLOCK_MARKER = "__is_block__"
 
@@ -52,7 +69,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if path.suffix not in CONFIG_SUFFIXES:
         raise ConfigError(f"{source}: expected a config file named *.json or *.hcl", source=source)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_FILE_BYTES + 1)
+        if len(raw) > MAX_CONFIG_FILE_BYTES:
+            raise ConfigError(
+                f"{source}: config file is larger than {MAX_CONFIG_FILE_BYTES} bytes",
+                source=source,
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file does not exist", source=source) from None
     except (OSError, UnicodeDecodeError) as error:
@@ -67,9 +91,30 @@ def _parse_json(text: str, source: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{source}: invalid JSON: {error}", source=source) from None
+    except RecursionError:
+        raise _too_deep(source) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level", source=source)
+    _check_depth(data, source)
     return data
+
+
+def _too_deep(source: str) -> ConfigError:
+    return ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels", source=source)
+
+
+def _check_depth(value: object, source: str) -> None:
+    """Refuse nesting beyond :data:`MAX_CONFIG_DEPTH`, measured level by level without
+    recursion (so that any depth can be measured)."""
+    depth = 0
+    level = [value]
+    while containers := [item for item in level if isinstance(item, dict | list)]:
+        depth += 1
+        if depth > MAX_CONFIG_DEPTH:
+            raise _too_deep(source)
+        level = []
+        for container in containers:
+            level.extend(container.values() if isinstance(container, dict) else container)
 
 
 def parse_hcl(text: str, source: str) -> dict[str, Any]:
@@ -78,10 +123,13 @@ def parse_hcl(text: str, source: str) -> dict[str, Any]:
         import hcl2
 
         data = hcl2.loads(text, serialization_options=_hcl_options())
+    except RecursionError:
+        raise _too_deep(source) from None
     except Exception as error:  # the parser raises several unrelated lark types
         detail = str(error).strip()
         first_line = detail.splitlines()[0] if detail else type(error).__name__
         raise ConfigError(f"{source}: invalid HCL: {first_line}", source=source) from None
+    _check_depth(data, source)
     return _merge_blocks(data, source, "")
 
 
