@@ -182,3 +182,20 @@ def bench(session: nox.Session) -> None:
         session.error(f"unknown benchmark(s) {unknown}; available: {BENCHMARKS}")
     for name in names:
         session.run("python", f"tools/bench/{name}.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Every decoder of untrusted bytes under a coverage-guided fuzzer, for a bounded time.
+
+    ``nox -s fuzz -- --minutes 10`` (default 2 in all); ``-- --only snapshot,http-body``.
+    atheris (libFuzzer) where it installs, else hypothesis; reproducers land in build/fuzz/.
+    """
+    _install_workspace(session, "hypothesis>=6.100", "cryptography>=42")
+    try:
+        session.install("atheris>=2.3")
+    except nox.command.CommandFailed:
+        session.warn(
+            "atheris does not install here; fuzzing with hypothesis (no coverage guidance)"
+        )
+    session.run("python", "-m", "tools.fuzz", *session.posargs)
