@@ -1,4 +1,4 @@
-"""Config files are bounded: size and nesting are capped with an error naming the file.
+"""Config files are bounded: size, nesting and durations are capped with a clear error.
 
 Without the caps a file of ``[[[[...`` stops start-up with a RecursionError
 traceback from the JSON or HCL parser (or from the code that walks the
@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from wanfed_agent.config import ConfigError, load_config
+from wanfed_agent.config import ConfigError, load_config, parse_duration
 from wanfed_agent.config._files import MAX_CONFIG_DEPTH, MAX_CONFIG_FILE_BYTES
+from wanfed_agent.config._values import MAX_DURATION
 
 WriteConfig = Callable[[str, str | dict[str, Any]], Path]
 
@@ -72,3 +73,27 @@ def test_a_file_over_the_size_cap_is_refused(write_config: WriteConfig) -> None:
     assert str(caught.value) == (
         f"{path}: config file is larger than {MAX_CONFIG_FILE_BYTES} bytes"
     )
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "h", "99999999999h", "292000y", "1e400s"])
+def test_durations_beyond_gos_range_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration") as caught:
+        parse_duration(text)
+    if text[0] == "9":
+        assert "out of range" in str(caught.value)
+
+
+def test_the_longest_duration_is_accepted() -> None:
+    assert parse_duration("2562047h") == 2562047 * 3600.0
+    with pytest.raises(ValueError, match="out of range"):
+        parse_duration("2562048h")
+    assert pytest.approx(9223372036.854776) == MAX_DURATION
+
+
+def test_an_out_of_range_duration_in_a_config_file_names_the_key(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config("long.json", {"retry_interval_wan": "9" * 30 + "h"})
+    with pytest.raises(ConfigError, match="retry_interval_wan") as caught:
+        load_config([path])
+    assert "out of range" in str(caught.value)

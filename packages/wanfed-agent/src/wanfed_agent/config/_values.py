@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_SERVER_PORT",
     "ENCRYPT_KEY_SIZES",
     "LOG_LEVELS",
+    "MAX_DURATION",
     "describe",
     "normalise_domain",
     "parse_advertise_ip",
@@ -104,6 +105,11 @@ def parse_port(value: object) -> int:
     return port
 
 
+MAX_DURATION = (2**63 - 1) / 1e9
+"""Go's longest duration (about 292 years) in seconds: longer ones are refused, as
+Go's parser refuses them, instead of becoming an infinite timer or a float overflow."""
+
+
 def parse_duration(value: object) -> float:
     """Go-style durations (``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``) as seconds.
 
@@ -125,6 +131,8 @@ def parse_duration(value: object) -> float:
         position = match.end()
     if position == 0 or position != len(text):
         raise ValueError(f"{expected}, got {value!r}")
+    if not total <= MAX_DURATION:  # also inf, from a number too long for a float
+        raise ValueError(f"duration out of range (at most {MAX_DURATION:.0f}s), got {value!r}")
     return total
 
 
