@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._targets import TARGETS
+from ._targets import TARGETS, with_repetition
 
 ROOT = Path(__file__).resolve().parents[2]
 _RUNS = re.compile(r"Done (\d+) runs in (\d+) second")
@@ -59,7 +59,8 @@ def _fuzz_one(name: str, seconds: int, out: Path, engine: str) -> Outcome:
         code = -1
     (folder / "log.txt").write_text(output)
     runs_match = _RUNS.findall(output)
-    runs = int(runs_match[-1][0]) if runs_match else 0
+    progress = re.findall(r"^#(\d+)\s", output, re.MULTILINE)  # libFuzzer's status lines
+    runs = int(runs_match[-1][0]) if runs_match else int(progress[-1]) if progress else 0
     coverage_match = _COVERAGE.findall(output)
     coverage = (
         f"{coverage_match[-1][0]} edges, {coverage_match[-1][2]} inputs in corpus"
@@ -94,7 +95,7 @@ def _summary(output: str, code: int, elapsed: float) -> str:
 def _replay(path: Path) -> int:
     name = path.parent.name
     print(f"replaying {path} against {name}")
-    TARGETS[name].run(path.read_bytes())
+    with_repetition(TARGETS[name].run)(path.read_bytes())
     print("no exception: fixed (or not reproducible)")
     return 0
 

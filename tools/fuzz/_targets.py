@@ -28,7 +28,13 @@ from unittest import mock
 
 import msgspec
 
-__all__ = ["TARGETS", "Target"]
+__all__ = ["REPEAT", "TARGETS", "Target", "with_repetition"]
+
+REPEAT = b"\xfe\xfe"
+"""An input that starts with this is also tried expanded: ``REPEAT``, a two-byte
+count, a one-byte unit length, the unit, then the tail → unit × count + tail.
+Nesting a thousand levels deep takes a kilobyte that random mutation never
+assembles; a repetition lets the fuzzer reach it by changing two bytes."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,41 @@ class Target:
     what: str
     run: Callable[[bytes], None]
     seeds: Callable[[], list[bytes]] = field(default=list)
+
+    def all_seeds(self) -> list[bytes]:
+        """The target's own seeds plus the repetition seeds every target gets."""
+        return [*self.seeds(), *_repetition_seeds()]
+
+
+def expand(data: bytes) -> bytes | None:
+    """The expanded form of a repetition input (see :data:`REPEAT`), else None."""
+    if not data.startswith(REPEAT) or len(data) < 5:
+        return None
+    count = int.from_bytes(data[2:4], "big") % 8192
+    size = data[4] % 16 + 1
+    unit, tail = data[5 : 5 + size], data[5 + size :]
+    return unit * count + tail
+
+
+def with_repetition(run: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """``run`` on the input as it is and, for a repetition input, expanded too."""
+
+    def run_both(data: bytes) -> None:
+        run(data)
+        expanded = expand(data)
+        if expanded is not None:
+            run(expanded)
+
+    return run_both
+
+
+def _repetition_seeds() -> list[bytes]:
+    """Three levels of msgpack arrays and maps and of JSON arrays, as repetitions."""
+    return [
+        REPEAT + b"\x00\x03\x00" + b"\x91" + b"\xc0",
+        REPEAT + b"\x00\x03\x02" + b"\x81\xa1k" + b"\xc0",
+        REPEAT + b"\x00\x03\x00" + b"[" + b"]]]",
+    ]
 
 
 # --- wanfed_proto: frames, envelopes, the sniff, the ClientHello --------------------------

@@ -21,6 +21,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PER_INPUT_DEADLINE = 10
@@ -30,24 +31,24 @@ MAX_LEN = 8192
 INSTRUMENTED = ["wanfed_proto", "wanfed_fsm", "wanfed_agent", "wanfed_server"]
 
 
-def _prepare(name: str, out: Path) -> tuple[object, Path]:
-    from ._targets import TARGETS
+def _prepare(name: str, out: Path) -> tuple[Callable[[bytes], None], Path]:
+    from ._targets import TARGETS, with_repetition
 
     target = TARGETS[name]
     corpus = out / name / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
-    for index, seed in enumerate(target.seeds()):
+    run = with_repetition(target.run)
+    for index, seed in enumerate(target.all_seeds()):
         (corpus / f"seed-{index}").write_bytes(seed)
-        target.run(seed)  # imports what the target needs, and seeds must pass
-    return target, corpus
+        run(seed)  # imports what the target needs, and seeds must pass
+    return run, corpus
 
 
 def _run_atheris(name: str, seconds: int, out: Path) -> None:
     import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     with atheris.instrument_imports(include=INSTRUMENTED):
-        target, corpus = _prepare(name, out)
-    run = target.run  # type: ignore[attr-defined]
+        run, corpus = _prepare(name, out)
     args = [
         sys.argv[0],
         f"-max_total_time={seconds}",
@@ -55,6 +56,7 @@ def _run_atheris(name: str, seconds: int, out: Path) -> None:
         f"-max_len={MAX_LEN}",
         f"-artifact_prefix={out / name}/",
         "-print_final_stats=1",
+        "-len_control=0",  # long inputs from the start: nesting needs about a kilobyte
         "-rss_limit_mb=2048",
         str(corpus),
     ]
@@ -66,9 +68,10 @@ def _run_hypothesis(name: str, seconds: int, out: Path) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    target, _ = _prepare(name, out)
-    run = target.run  # type: ignore[attr-defined]
-    seeds = target.seeds() or [b""]  # type: ignore[attr-defined]
+    from ._targets import TARGETS
+
+    run, _ = _prepare(name, out)
+    seeds = TARGETS[name].all_seeds()
 
     def mutate(seed: bytes, edits: list[tuple[int, int, int]]) -> bytes:
         data = bytearray(seed)
