@@ -97,3 +97,11 @@ def test_an_out_of_range_duration_in_a_config_file_names_the_key(
     with pytest.raises(ConfigError, match="retry_interval_wan") as caught:
         load_config([path])
     assert "out of range" in str(caught.value)
+
+
+def test_an_integer_too_long_to_convert_is_invalid_json(write_config: WriteConfig) -> None:
+    """Found by ``nox -s fuzz``: json.loads raises a plain ValueError beyond 4300 digits."""
+    path = write_config("long-int.json", '{"ports": {"http": ' + "9" * 5000 + "}}")
+    with pytest.raises(ConfigError) as caught:
+        load_config([path])
+    assert str(caught.value).startswith(f"{path}: invalid JSON: Exceeds the limit")

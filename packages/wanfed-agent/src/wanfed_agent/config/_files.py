@@ -89,7 +89,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def _parse_json(text: str, source: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, and integers too long to convert
         raise ConfigError(f"{source}: invalid JSON: {error}", source=source) from None
     except RecursionError:
         raise _too_deep(source) from None
