@@ -171,6 +171,14 @@ def test_primary_gateway_provider_entries_accepted() -> None:
             "primary_datacenter": "dc1",
             "data_dir": "/tmp/wanfed-test-unused",
             "primary_gateways": ["provider=file path=/etc/wanfed/gw.txt", "198.18.1.20:8443"],
+            # a server outside -dev needs TLS; validation only checks the keys are set
+            "tls": {
+                "defaults": {
+                    "ca_file": "/etc/wanfed/ca.pem",
+                    "cert_file": "/etc/wanfed/cert.pem",
+                    "key_file": "/etc/wanfed/key.pem",
+                }
+            },
         },
     )
     assert config.primary_gateways == (

@@ -107,10 +107,8 @@ def test_a_client_agent_is_refused_with_one_message(tmp_path: Path, capsys: obje
     assert err == "error: wanfed agent: only server agents are supported; pass -server or -dev\n"
 
 
-def test_a_server_without_raft_authentication_refuses_to_start(
-    tmp_path: Path, capsys: object
-) -> None:
-    # no encrypt key and no -dev: raft (pickle on the wire) would be unauthenticated
+def test_a_server_without_tls_refuses_to_start(tmp_path: Path, capsys: object) -> None:
+    # no TLS material and no -dev: servers could not authenticate each other
     code = main(
         [
             "agent",
@@ -131,4 +129,6 @@ def test_a_server_without_raft_authentication_refuses_to_start(
     )
     assert code == 1
     err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert "encrypt" in err
+    assert "a server outside -dev requires TLS" in err
+    assert "wanfed tls ca create" in err
+    assert "wanfed tls cert create -server -dc dc1 -node s1" in err

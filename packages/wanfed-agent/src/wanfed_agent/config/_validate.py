@@ -102,7 +102,28 @@ def _server_problems(c: AgentConfig) -> list[tuple[str, str]]:
                 "data_dir",
             )
         )
+    found += _server_tls_problems(c)
     return found
+
+
+def _server_tls_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """Servers trust each other by certificate alone (Raft is pickle on the wire), so a
+    server outside -dev cannot run without its TLS material."""
+    if not c.server or c.dev_mode or c.tls.mutual_tls_capable:
+        return []
+    missing = [
+        f"'tls.defaults.{key}'"
+        for key in ("ca_file", "cert_file", "key_file")
+        if getattr(c.tls.defaults, key) is None
+    ]
+    return [
+        (
+            f"a server outside -dev requires TLS: {', '.join(missing)} not set. Make a CA once "
+            "with 'wanfed tls ca create', then a certificate for each server with 'wanfed tls "
+            f"cert create -server -dc {c.datacenter} -node {c.node_name or '<node>'}'",
+            f"tls.defaults.{'ca_file' if c.tls.defaults.ca_file is None else 'cert_file'}",
+        )
+    ]
 
 
 def _tls_problems(c: AgentConfig) -> list[tuple[str, str]]:

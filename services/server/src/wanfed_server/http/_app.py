@@ -134,6 +134,7 @@ async def start_http_api(server: Server) -> HttpApi:
         datacenter=server.datacenter,
         services_file=services_file,
     )
-    api = HttpApi(server, server, agent, config.http_bind_addr, config.ports.http)
+    # The local agent is the server's own code; API requests are not (reserved entries).
+    api = HttpApi(server.http_dispatcher, server, agent, config.http_bind_addr, config.ports.http)
     await api.start()
     return api
