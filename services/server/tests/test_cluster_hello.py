@@ -5,13 +5,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from wanfed_agent.config import load_config
+from wanfed_proto import Alpn, client_context
 from wanfed_server.runtime import (
     HELLO_TIMEOUT,
-    PlainDialer,
+    AlpnDialer,
     RpcPool,
     Server,
     ServerDirectory,
@@ -20,23 +22,35 @@ from wanfed_server.runtime import (
 )
 
 
+if TYPE_CHECKING:
+    from .conftest import RuntimePki  # type: ignore[import-not-found]
+
+
 @pytest.fixture
-async def peer() -> AsyncIterator[Server]:
-    config = load_config(overrides={"node_name": "s2", "ports": {"server": 0}}, dev=True)
+async def peer(runtime_pki: RuntimePki) -> AsyncIterator[Server]:
+    # hellos are servers-only: the peer checks the caller's server certificate
+    config = load_config(
+        overrides={"node_name": "s2", "ports": {"server": 0}, "tls": runtime_pki.mutual_tls("s2")},
+        dev=True,
+    )
     server = Server(config)
     await server.start()
     yield server
     await server.stop()
 
 
-async def test_a_black_holed_peer_does_not_hold_up_the_others(peer: Server) -> None:
+async def test_a_black_holed_peer_does_not_hold_up_the_others(
+    peer: Server, runtime_pki: RuntimePki
+) -> None:
+    files = runtime_pki.certs["s1"]
+    context = client_context(runtime_pki.ca, files.cert, files.key, alpn=[Alpn.RPC_MULTI])
     with socket.socket() as black_hole:  # listens, never accepts, never answers
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(8)
         silent = f"127.0.0.1:{black_hole.getsockname()[1]}"
         me = ServerInfo(node="s1", datacenter="dc1", rpc_address="127.0.0.1:1")
         directory = ServerDirectory(me)
-        pool = RpcPool(PlainDialer())
+        pool = RpcPool(AlpnDialer(context, "consul"))
         try:
             started = time.monotonic()
             answers = await hello_round(pool, directory, [silent, peer.rpc_address])

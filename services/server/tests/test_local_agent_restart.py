@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,8 +37,10 @@ def _tls_config(folder: Path) -> Path:
 
 
 @asynccontextmanager
-async def _server(data_dir: Path, key: str) -> AsyncIterator[str]:
-    """One bootstrapped server; yields its HTTP base URL, stops it with SIGTERM."""
+async def _server(data_dir: Path, key: str, rpc_port: int) -> AsyncIterator[str]:
+    """One bootstrapped server; yields its HTTP base URL, stops it with SIGTERM.
+
+    Raft rides the RPC port, so a restarted server keeps it (its raft address)."""
     tls = data_dir / "tls" / "tls.json"
     if not tls.exists():
         _tls_config(tls.parent)
@@ -56,7 +59,7 @@ async def _server(data_dir: Path, key: str) -> AsyncIterator[str]:
         "-bind",
         "127.0.0.1",
         "-server-port",
-        "0",
+        str(rpc_port),
         "-http-port",
         "0",
         "-encrypt",
@@ -113,6 +116,9 @@ async def _until(what: str, check: Callable[[], Awaitable[bool]], within: float 
 @pytest.mark.slow
 async def test_agent_services_survive_a_server_restart(tmp_path: Path) -> None:
     key = generate_gossip_key()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        rpc_port = int(probe.getsockname()[1])
     definition = {"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "1h"}}
     async with aiohttp.ClientSession() as session:
 
@@ -123,19 +129,20 @@ async def test_agent_services_survive_a_server_restart(tmp_path: Path) -> None:
                 checks = json.loads(await response.text())
             return any(check["CheckID"] == "service:web-1" for check in checks)
 
-        async with _server(tmp_path, key) as base:
+        async with _server(tmp_path, key, rpc_port) as base:
             async with session.put(base + "/v1/agent/service/register", json=definition) as r:
                 assert r.status == 200, await r.text()
             await _until("the service reaches the catalog", lambda: in_catalog(base))
 
         assert (tmp_path / "local-agent" / "services.json").exists()
 
-        async with _server(tmp_path, key) as base:
+        async with _server(tmp_path, key, rpc_port) as base:
             async with session.get(base + "/v1/agent/services") as response:
                 services = json.loads(await response.text())
             assert services["web-1"]["Port"] == 80
             async with session.get(base + "/v1/agent/checks") as response:
                 assert "service:web-1" in json.loads(await response.text())
+            await _until("the restored agent syncs its service", lambda: in_catalog(base))
             # the server's node is written only by the servers: the catalog API
             # cannot remove the restored agent's service behind its back
             gone = {"Node": "s1", "ServiceID": "web-1"}
