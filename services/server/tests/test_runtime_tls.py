@@ -2,8 +2,8 @@
 
 One non-dev server (single-node Raft, bootstrapped) with certificates made by
 ``wanfed_agent.tls``. Native TLS with ALPN demands a certificate from the
-cluster's CA; the plain type-byte path is closed because ``verify_incoming``
-is on.
+cluster's CA; the plain type-byte path is closed because TLS is configured
+(``test_runtime_doors`` shows it closed with ``verify_incoming`` off too).
 """
 
 from __future__ import annotations
