@@ -270,4 +270,3 @@ async def test_the_raft_link_spy_sees_a_real_server(
     await _speak_raft(server, _context(runtime_pki, "s2", Alpn.RAFT))
     assert raft_bytes_received != []
     await _still_healthy(server, runtime_pki)
-
