@@ -21,7 +21,6 @@ from wanfed_server.runtime import (
     hello_round,
 )
 
-
 if TYPE_CHECKING:
     from .conftest import RuntimePki  # type: ignore[import-not-found]
 

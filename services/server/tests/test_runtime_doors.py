@@ -112,10 +112,14 @@ async def test_plain_rpc_is_refused_by_a_tls_server_even_with_verify_incoming_of
 ) -> None:
     assert not server.config.tls.defaults.verify_incoming
     for rpc_type in (RpcType.MULTIPLEX_V2, RpcType.CONSUL):
-        with pytest.raises(ProtoError):
+
+        async def join(rpc_type: RpcType = rpc_type) -> None:
             connection = await dial_plain(server.rpc_bind_address, rpc_type)
             async with RpcClient(connection) as client:
                 await client.call("Raft.Join", GHOST, type=ClusterInfo, timeout=5)
+
+        with pytest.raises(ProtoError):
+            await join()
     await _still_healthy(server, runtime_pki)
 
 
@@ -123,10 +127,14 @@ async def test_a_tls_connection_without_a_client_certificate_is_refused(
     server: Server, runtime_pki: RuntimePki
 ) -> None:
     context = client_context(runtime_pki.ca, None, None, alpn=[Alpn.RPC_MULTI])
-    with pytest.raises(ProtoError):
+
+    async def ping() -> None:
         connection = await dial_alpn(server.rpc_bind_address, SNI, Alpn.RPC_MULTI, context)
         async with RpcClient(connection) as client:
             await client.call("Status.Ping", None, type=bool, timeout=5)
+
+    with pytest.raises(ProtoError):
+        await ping()
     await _still_healthy(server, runtime_pki)
 
 
@@ -215,9 +223,9 @@ async def test_federation_states_are_written_only_by_servers_of_that_datacenter(
 
 
 async def test_the_http_api_cannot_make_server_to_server_calls(server: Server) -> None:
-    with pytest.raises(RemoteError, match="^Permission denied: Raft.Join is a server-to-server"):
+    with pytest.raises(RemoteError, match=r"^Permission denied: Raft\.Join is a server-to-server"):
         await server.http_dispatcher.rpc("Raft.Join", GHOST, ClusterInfo)
-    with pytest.raises(RemoteError, match="^Permission denied: FederationState.Apply is a"):
+    with pytest.raises(RemoteError, match=r"^Permission denied: FederationState\.Apply is a"):
         await server.http_dispatcher.rpc("FederationState.Apply", _state("dc1"), bool)
 
 

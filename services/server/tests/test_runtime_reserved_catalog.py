@@ -131,11 +131,11 @@ async def test_a_fake_consul_service_is_refused_over_rpc(
     )
     claim = RegisterRequest(node=Node(node="s1", address="198.18.0.77"))
     async with RpcClient(connection) as client:
-        with pytest.raises(RemoteError, match="^Permission denied: cannot register service"):
+        with pytest.raises(RemoteError, match=r"^Permission denied: cannot register service"):
             await client.call("Catalog.Register", fake, type=bool, timeout=10)
-        with pytest.raises(RemoteError, match="^Permission denied: cannot register node 's1'"):
+        with pytest.raises(RemoteError, match=r"^Permission denied: cannot register node 's1'"):
             await client.call("Catalog.Register", claim, type=bool, timeout=10)
-        with pytest.raises(RemoteError, match="^Permission denied: cannot deregister from"):
+        with pytest.raises(RemoteError, match=r"^Permission denied: cannot deregister from"):
             await client.call("Catalog.Deregister", DeregisterRequest(node="s1"), timeout=10)
         ordinary = RegisterRequest(node=Node(node="web-2", address="198.18.0.9"))
         assert await client.call("Catalog.Register", ordinary, type=bool, timeout=10)
