@@ -1,0 +1,82 @@
+"""Three servers of a cluster whose domain is not ``consul`` form one datacenter over
+mutual TLS: every servers-only door reads certificates of the configured domain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from wanfed_agent.config import load_config
+from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
+from wanfed_server.runtime import Server, ServerOptions
+
+NODES = ("s1", "s2", "s3")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIterator[dict[str, Server]]:
+    from wanfed_agent.tls import create_ca, create_server_cert
+
+    ca = create_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    rpc_ports = {node: free_port() for node in NODES}
+    servers: dict[str, Server] = {}
+    for node in NODES:
+        pair = create_server_cert(ca, "dc1", "example", node)
+        (tmp_path / f"{node}.pem").write_bytes(pair.cert_pem)
+        (tmp_path / f"{node}-key.pem").write_bytes(pair.key_pem)
+        config = load_config(
+            overrides={
+                "node_name": node,
+                "domain": "example",
+                "server": True,
+                "bootstrap_expect": 3,
+                "data_dir": str(tmp_path / node),
+                "bind_addr": "127.0.0.1",
+                "ports": {"server": rpc_ports[node], "serf_wan": free_port()},
+                "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
+                "tls": {
+                    "defaults": {
+                        "ca_file": str(tmp_path / "ca.pem"),
+                        "cert_file": str(tmp_path / f"{node}.pem"),
+                        "key_file": str(tmp_path / f"{node}-key.pem"),
+                        "verify_incoming": True,
+                        "verify_outgoing": True,
+                    },
+                    "internal_rpc": {"verify_server_hostname": True},
+                },
+            }
+        )
+        servers[node] = Server(config, options=ServerOptions(formation_retry=0.1))
+    for server in servers.values():
+        await server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            await server.stop()
+
+
+async def test_a_datacenter_with_domain_example_forms_over_mutual_tls(
+    cluster: dict[str, Server],
+) -> None:
+    async with asyncio.timeout(60):  # a deadline for a hang, not a measured threshold
+        for server in cluster.values():
+            await server.wait_ready()
+        # a follower's write reaches the leader (forwarded over TLS with example names)
+        follower = cluster["s3"]
+        request = RegisterRequest(node=Node(node="web-1", address="198.18.0.5"))
+        assert await follower.rpc("Catalog.Register", request, bool)
+        nodes = await follower.rpc("Catalog.ListNodes", DCSpecificRequest(), IndexedNodes)
+    assert "web-1" in {n.node for n in nodes.nodes}
+    leaders = [s for s in cluster.values() if s.is_leader()]
+    assert len(leaders) == 1
+    # three raft members, each server knows the two others (hellos got through)
+    for server in cluster.values():
+        assert len(server.peer_rpc_addresses()) == 3
+        assert sorted(s.node for s in server.cluster_info().known) == sorted(
+            set(NODES) - {server.node_name}
+        )
