@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wanfed_agent.config import load_config
-from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
+from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest, Service
+from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server, ServerOptions
 
 NODES = ("s1", "s2", "s3")
@@ -60,14 +61,23 @@ async def cluster(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIterator
             await server.stop()
 
 
+async def _a_follower(cluster: dict[str, Server]) -> Server:
+    """Once a leader is elected (a write waits for it), a server that does not lead."""
+    for server in cluster.values():
+        await server.wait_ready()
+    probe = RegisterRequest(node=Node(node="probe", address="198.18.0.6"))
+    await cluster["s1"].rpc("Catalog.Register", probe, bool)
+    return next(s for s in cluster.values() if not s.is_leader())
+
+
 async def test_a_datacenter_with_domain_example_forms_over_mutual_tls(
     cluster: dict[str, Server],
 ) -> None:
     async with asyncio.timeout(60):  # a deadline for a hang, not a measured threshold
         for server in cluster.values():
             await server.wait_ready()
+        follower = await _a_follower(cluster)
         # a follower's write reaches the leader (forwarded over TLS with example names)
-        follower = cluster["s3"]
         request = RegisterRequest(node=Node(node="web-1", address="198.18.0.5"))
         assert await follower.rpc("Catalog.Register", request, bool)
         nodes = await follower.rpc("Catalog.ListNodes", DCSpecificRequest(), IndexedNodes)
@@ -80,3 +90,32 @@ async def test_a_datacenter_with_domain_example_forms_over_mutual_tls(
         assert sorted(s.node for s in server.cluster_info().known) == sorted(
             set(NODES) - {server.node_name}
         )
+
+
+async def test_followers_check_reserved_entries_and_the_leader_trusts_their_forwards(
+    cluster: dict[str, Server],
+) -> None:
+    async with asyncio.timeout(60):  # a deadline for a hang, not a measured threshold
+        follower = await _a_follower(cluster)
+        # the follower's local agent writes its own node: forwarded, the leader trusts
+        # the follower's server certificate (it checked the write already)
+        own = RegisterRequest(
+            node=Node(node=follower.node_name, address="127.0.0.1"),
+            service=Service(id="web", service="web", port=80),
+        )
+        assert await follower.rpc("Catalog.Register", own, bool)
+        # the HTTP API's request is refused by the follower before it is forwarded
+        fake = RegisterRequest(
+            node=Node(node="evil", address="198.18.0.77"),
+            service=Service(service="consul", port=8300),
+        )
+        with pytest.raises(RemoteError, match=r"^Permission denied: cannot register service"):
+            await follower.http_dispatcher.rpc("Catalog.Register", fake, bool)
+        other = next(n for n in NODES if n != follower.node_name)
+        claim = RegisterRequest(node=Node(node=other, address="198.18.0.77"))
+        with pytest.raises(
+            RemoteError, match=rf"^Permission denied: cannot register node '{other}'"
+        ):
+            await follower.http_dispatcher.rpc("Catalog.Register", claim, bool)
+        nodes = await follower.rpc("Catalog.ListNodes", DCSpecificRequest(), IndexedNodes)
+    assert "evil" not in {n.node for n in nodes.nodes}
