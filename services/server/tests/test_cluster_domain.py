@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from wanfed_agent.config import load_config
+from wanfed_agent.keygen import generate_gossip_key
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest, Service
 from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server, ServerOptions
@@ -24,6 +25,7 @@ async def cluster(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIterator
     ca = create_ca()
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     rpc_ports = {node: free_port() for node in NODES}
+    key = generate_gossip_key()
     servers: dict[str, Server] = {}
     for node in NODES:
         pair = create_server_cert(ca, "dc1", "example", node)
@@ -39,6 +41,7 @@ async def cluster(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIterator
                 "bind_addr": "127.0.0.1",
                 "ports": {"server": rpc_ports[node], "serf_wan": free_port()},
                 "retry_join": [f"127.0.0.1:{p}" for n, p in rpc_ports.items() if n != node],
+                "encrypt": key,
                 "tls": {
                     "defaults": {
                         "ca_file": str(tmp_path / "ca.pem"),

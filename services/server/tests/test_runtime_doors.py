@@ -20,6 +20,7 @@ import pytest
 
 import wanfed_fsm._raft_link as raft_link
 from wanfed_agent.config import load_config
+from wanfed_agent.keygen import generate_gossip_key
 from wanfed_fsm import (
     DCSpecificRequest,
     FederationState,
@@ -64,6 +65,7 @@ async def server(
             "bind_addr": "127.0.0.1",
             "ports": {"server": 0, "serf_wan": free_port()},
             "tls": tls,
+            "encrypt": generate_gossip_key(),
         }
     )
     server = Server(config)

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from wanfed_agent.config import load_config
+from wanfed_agent.keygen import generate_gossip_key
 from wanfed_fsm import (
     DeregisterRequest,
     IndexedServiceNodes,
@@ -48,6 +49,7 @@ async def server(
             "client_addr": "127.0.0.1",
             "ports": {"server": 0, "http": 0, "serf_wan": free_port()},
             "tls": runtime_pki.mutual_tls("s1"),
+            "encrypt": generate_gossip_key(),
         }
     )
     server = Server(config)
