@@ -280,3 +280,37 @@ async def test_the_raft_link_spy_sees_a_real_server(
     await _speak_raft(server, _context(runtime_pki, "s2", Alpn.RAFT))
     assert raft_bytes_received != []
     await _still_healthy(server, runtime_pki)
+
+
+# --- a server whose own certificate would be refused by its peers does not start --------
+
+
+@pytest.mark.parametrize("cert_node", [None, "s2"], ids=["no-node-name", "another-node"])
+async def test_a_server_refuses_to_start_with_a_certificate_that_does_not_name_it(
+    tmp_path: Path, cert_node: str | None
+) -> None:
+    from wanfed_agent.tls import create_ca, create_server_cert
+
+    ca = create_ca()
+    pair = create_server_cert(ca, "dc1", "consul", cert_node)
+    for name, pem in (("ca", ca.cert_pem), ("cert", pair.cert_pem), ("key", pair.key_pem)):
+        (tmp_path / f"{name}.pem").write_bytes(pem)
+    config = load_config(
+        overrides={
+            "node_name": "s1",
+            "server": True,
+            "bootstrap": True,
+            "data_dir": str(tmp_path / "s1"),
+            "bind_addr": "127.0.0.1",
+            "ports": {"server": 0},
+            "encrypt": generate_gossip_key(),
+            "tls": {
+                "defaults": {f"{n}_file": str(tmp_path / f"{n}.pem") for n in ("ca", "cert", "key")}
+            },
+        }
+    )
+    server = Server(config)
+    with pytest.raises(ValueError, match=r"does not name s1\.server\.dc1\.consul") as refused:
+        await server.start()
+    assert "wanfed tls cert create -server -dc dc1 -domain consul -node s1" in str(refused.value)
+    await server.stop()

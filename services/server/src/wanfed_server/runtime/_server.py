@@ -95,6 +95,7 @@ from ._endpoints_status import status_endpoints
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
+from ._own_certificate import check_own_certificate
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
@@ -233,6 +234,8 @@ class Server:
                 options=self._options.federation,
                 clock_now=time.monotonic(),
             )
+        if not config.dev_mode:
+            check_own_certificate(config)
         server_ssl, dialer = self._tls()
         self._pool = RpcPool(dialer)
         if self._federation is not None:
