@@ -82,7 +82,7 @@ async def _consul_nodes(server: Server) -> list[str]:
     reply = await server.rpc(
         "Catalog.ServiceNodes", ServiceSpecificRequest(service_name="consul"), IndexedServiceNodes
     )
-    return [entry.node for entry in reply.service_nodes]
+    return [entry.node.node for entry in reply.service_nodes]
 
 
 FAKE_SERVER = {
