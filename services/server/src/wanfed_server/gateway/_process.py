@@ -5,12 +5,20 @@ which datacenter it serves (``/v1/agent/self``), starts the
 :class:`MeshGateway` listener (and the status endpoint, if asked), then runs
 one task per blocking-query watch, all against the same :class:`ServerPool`:
 
-* health of service ``consul``            → ``RouteFeed.set_local_servers``
+* ``/v1/internal/server-directory`` (the servers' own directory, blocking on
+  its content hash)                → ``RouteFeed.set_server_directory``
 * ``/v1/internal/federation-states/mesh-gateways`` → ``set_fed_state_gateways``
 * the datacenter list (polled, as Consul caches it for 30 s) starts and stops
   one service-dump watch per remote DC → ``set_gateway_group``
 * health of the gateway's own service → register again when our entry is gone
-  or differs from what we would register (only with ``-register``).
+  or differs from what we would register (only with ``-register``);
+* the TTL refresh: the registration is sent again every third of the check's
+  TTL, so the gateway's check stays passing exactly while this process lives
+  (only with ``-register``).
+
+Local servers come from the server directory, never from the catalog's
+``consul`` service: catalog rows are data anyone who reaches the HTTP API can
+write, and routing on them would make the gateway a relay to any address.
 
 Whenever the feed yields a new table it is swapped into the data plane. A
 failing watch backs off (:class:`Backoff`); when the server cannot be reached
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,10 +46,10 @@ from wanfed_proto import InvalidNameError, error_text, normalize_domain
 
 from ._feed import RouteFeed
 from ._proxy import GatewayConfig, MeshGateway
-from ._registration import GatewayRegistration, is_registered
-from ._routes import RouteInputError, RouteTable
+from ._registration import CHECK_TTL, GatewayRegistration, is_registered, refresh_interval
+from ._routes import DirectoryServer, RouteInputError, RouteTable
 from ._status import StatusServer
-from ._watch import Backoff, BlockingIndex, ServerPool
+from ._watch import Backoff, BlockingIndex, ContentHash, ServerPool
 
 __all__ = [
     "ApiError",
@@ -91,6 +100,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_initial: float = 1.0
     backoff_cap: float = 30.0
     deregister_timeout: float = 5.0
+    check_ttl: str = CHECK_TTL
+    """TTL of the gateway's own check; refreshed every third of it."""
 
     def __post_init__(self) -> None:
         if not self.http_urls:
@@ -144,8 +155,9 @@ class _Api:
         body: object = None,
         limit: float = _REQUEST_MARGIN,
         url: str | None = None,
-    ) -> tuple[bytes, int]:
-        """Send one request; returns the body and ``X-Consul-Index`` (0 when absent)."""
+    ) -> tuple[bytes, int, str]:
+        """Send one request; returns the body, ``X-Consul-Index`` (0 when absent)
+        and ``X-Consul-ContentHash`` (empty when absent)."""
         base = url or self.pool.current
         data = None if body is None else msgspec.json.encode(body)
         try:
@@ -160,13 +172,14 @@ class _Api:
                 if response.status != 200:
                     raise ApiError(response.status, payload.decode(errors="replace"))
                 index_text = response.headers.get("X-Consul-Index", "0")
+                content_hash = response.headers.get("X-Consul-ContentHash", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ServerUnreachableError(f"{base}: {error_text(exc)}") from exc
         try:
             index = int(index_text)
         except ValueError:
             index = 0
-        return payload, index
+        return payload, index, content_hash
 
 
 class GatewayProcess:
@@ -185,6 +198,7 @@ class GatewayProcess:
         self._dumps: dict[str, asyncio.Task[None]] = {}
         self.registration: GatewayRegistration | None = None
         self.datacenter = ""
+        self._refreshes = 0
         self.registered = asyncio.Event()
         """Set each time the gateway's registration is written to the catalog."""
         self.routes_changed = asyncio.Event()
@@ -218,13 +232,15 @@ class GatewayProcess:
                 wan_host=settings.wan_host,
                 wan_port=settings.wan_port or bound_port,
                 expose_servers=settings.expose_servers,
+                check_ttl=settings.check_ttl,
             )
             self._spawn(self._watch_registration(self.registration))
-        self._spawn(self._watch_local_servers())
+            self._spawn(self._refresh_registration(self.registration))
+        self._spawn(self._watch_server_directory())
         self._spawn(self._watch_fed_state_gateways())
         self._spawn(self._watch_datacenters())
         log.info(
-            "gateway started; watching the catalog for routes",
+            "gateway started; watching the server directory and the catalog for routes",
             extra={
                 "datacenter": self.datacenter,
                 "listen": "{}:{}".format(*self.gateway.address),
@@ -233,9 +249,11 @@ class GatewayProcess:
             },
         )
 
-    async def stop(self) -> None:
+    async def stop(self, *, deregister: bool = True) -> None:
         """Stop watching, deregister (best effort, each server once), close the listener.
 
+        ``deregister=False`` leaves the catalog entry behind, as a crash does:
+        the entry turns critical once its TTL passes without a refresh.
         Safe to call again: a second call finds nothing left to do.
         """
         tasks = [*self._tasks, *self._dumps.values()]
@@ -245,7 +263,7 @@ class GatewayProcess:
         self._tasks.clear()
         self._dumps.clear()
         registration, self.registration = self.registration, None
-        if registration is not None:
+        if registration is not None and deregister:
             await self._deregister(registration)
         status, self._status = self._status, None
         if status is not None:
@@ -261,7 +279,7 @@ class GatewayProcess:
         while True:
             url = self.pool.current
             try:
-                body, _ = await self._api.request("GET", "/v1/agent/self")
+                body, _, _ = await self._api.request("GET", "/v1/agent/self")
                 info = msgspec.json.decode(body, type=dict[str, Any])
                 datacenter = info["Config"]["Datacenter"]
                 if isinstance(datacenter, str) and datacenter:
@@ -328,23 +346,23 @@ class GatewayProcess:
         apply: Callable[[T], Awaitable[None] | None],
         *,
         switch_on_server_errors: bool = True,
+        cursor: BlockingIndex | ContentHash | None = None,
     ) -> None:
         """Run one blocking query forever, handing each answer to ``apply``.
 
         ``switch_on_server_errors=False`` is for queries another datacenter
-        answers: its errors say nothing about the local server.
+        answers: its errors say nothing about the local server. ``cursor``
+        says how the query blocks: on the Raft index (the default) or on the
+        content hash.
         """
-        index = BlockingIndex()
+        index = cursor if cursor is not None else BlockingIndex()
         backoff = self._backoff()
         wait = self.settings.wait
         while True:
             url = self.pool.current
-            query = dict(params)
-            if index.value:
-                query["index"] = str(index.value)
-                query["wait"] = f"{wait:g}s"
+            query = {**params, **index.query(f"{wait:g}s")}
             try:
-                body, answer_index = await self._api.request(
+                body, answer_index, answer_hash = await self._api.request(
                     "GET", path, params=query, limit=wait + wait / 16 + _REQUEST_MARGIN
                 )
                 value = msgspec.json.decode(body, type=reply_type)
@@ -404,7 +422,7 @@ class GatewayProcess:
             if backoff.failures:
                 log.info("watch recovered", extra={"watch": name, "server": url})
             backoff.succeeded()
-            if not index.observe(answer_index):
+            if not index.observe_answer(answer_index, answer_hash):
                 log.info(
                     "watch index went backwards; re-reading everything",
                     extra={"watch": name, "server": url, "index": answer_index},
@@ -431,14 +449,19 @@ class GatewayProcess:
             raise RuntimeError("gateway process is not started")
         return self._feed
 
-    async def _watch_local_servers(self) -> None:
+    async def _watch_server_directory(self) -> None:
         feed = self._feed_or_fail()
 
-        def apply(servers: list[CheckServiceNode]) -> None:
-            self._swap(feed.set_local_servers(servers), "local servers")
+        def apply(servers: list[DirectoryServer]) -> None:
+            self._swap(feed.set_server_directory(servers), "server directory")
 
         await self._watch(
-            "local-servers", "/v1/health/service/consul", {}, list[CheckServiceNode], apply
+            "server-directory",
+            "/v1/internal/server-directory",
+            {},
+            list[DirectoryServer],
+            apply,
+            cursor=ContentHash(),
         )
 
     async def _watch_fed_state_gateways(self) -> None:
@@ -477,7 +500,7 @@ class GatewayProcess:
         while True:
             url = self.pool.current
             try:
-                body, _ = await self._api.request("GET", "/v1/catalog/datacenters")
+                body, _, _ = await self._api.request("GET", "/v1/catalog/datacenters")
                 names = msgspec.json.decode(body, type=list[str])
             except ServerUnreachableError as exc:
                 next_url = self.pool.failed(url)
@@ -523,10 +546,7 @@ class GatewayProcess:
                     "expose_servers": registration.expose_servers,
                 },
             )
-            await self._api.request(
-                "PUT", "/v1/catalog/register", body=registration.register_body()
-            )
-            self.registered.set()
+            await self._register(registration)
 
         await self._watch(
             "registration",
@@ -535,3 +555,37 @@ class GatewayProcess:
             list[CheckServiceNode],
             apply,
         )
+
+    async def _register(self, registration: GatewayRegistration) -> None:
+        """Write the registration, passing, with this moment in its output."""
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        self._refreshes += 1
+        output = f"mesh gateway process alive; refresh {self._refreshes} at {stamp}"
+        await self._api.request(
+            "PUT", "/v1/catalog/register", body=registration.register_body(output)
+        )
+        self.registered.set()
+
+    async def _refresh_registration(self, registration: GatewayRegistration) -> None:
+        """Keep the TTL check passing while this process runs.
+
+        A refresh that fails is retried at the next tick (and the pool moves
+        on when the server is gone): the TTL allows two lost refreshes before
+        the check turns critical.
+        """
+        interval = refresh_interval(registration)
+        while True:
+            await asyncio.sleep(interval)
+            url = self.pool.current
+            try:
+                await self._register(registration)
+            except ServerUnreachableError as exc:
+                log.warning(
+                    "TTL refresh failed; trying the next server at the next refresh",
+                    extra={"server": url, "error": str(exc), "next": self.pool.failed(url)},
+                )
+            except ApiError as exc:
+                log.warning(
+                    "TTL refresh refused; retrying at the next refresh",
+                    extra={"server": url, "error": str(exc), "retry_in": interval},
+                )
