@@ -40,7 +40,7 @@ from ._routes import (
     render_route_table,
 )
 from ._status import StatusServer, status_app
-from ._watch import Backoff, BlockingIndex, ServerPool
+from ._watch import Backoff, BlockingIndex, ContentHash, ServerPool
 
 __all__ = [
     "CHECK_NAME",
@@ -51,6 +51,7 @@ __all__ = [
     "ApiError",
     "Backoff",
     "BlockingIndex",
+    "ContentHash",
     "GatewayConfig",
     "GatewayCounters",
     "GatewayProcess",
