@@ -43,9 +43,7 @@ def _registration(expose: bool = True) -> GatewayRegistration:
     )
 
 
-def test_register_body_is_a_passing_mesh_gateway_with_tagged_addresses_meta_and_ttl_check() -> (
-    None
-):
+def test_register_body_is_a_passing_mesh_gateway_with_tagged_addresses_meta_and_ttl_check() -> None:
     body = _registration().register_body("refresh 1")
     assert body["Node"] == "gw1"
     assert body["Datacenter"] == "dc1"

@@ -109,7 +109,9 @@ class ScriptedApi:
                     await asyncio.wait_for(self._condition.wait(), wait)
             body = msgspec.json.encode(self.directory)
         return web.Response(
-            body=body, content_type="application/json", headers={"X-Consul-ContentHash": _hash(body)}
+            body=body,
+            content_type="application/json",
+            headers={"X-Consul-ContentHash": _hash(body)},
         )
 
     async def start(self) -> None:

@@ -149,6 +149,4 @@ async def test_saved_services_past_the_cap_are_not_restored_and_the_agent_still_
             fake_server.dispatcher, node=NODE, datacenter="dc1", services_file=path, max_checks=1
         )
     assert set(agent.services()) == {"web"}
-    assert any(
-        "saved service not restored service_id=db" in r.getMessage() for r in caplog.records
-    )
+    assert any("saved service not restored service_id=db" in r.getMessage() for r in caplog.records)

@@ -234,8 +234,9 @@ def build_route_table(inputs: RouteInputs) -> RouteTable:
     """Compute the table for the gateway of ``inputs.local_dc``.
 
     Raises :class:`RouteInputError` when the inputs contradict themselves
-    (an invalid datacenter or domain, a directory entry of another DC). Servers or datacenters whose names
-    cannot form a server SNI are left out: nothing could ask for them.
+    (an invalid datacenter or domain, a directory entry of another DC).
+    Servers or datacenters whose names cannot form a server SNI are left out:
+    nothing could ask for them.
     """
     try:
         domain = normalize_domain(inputs.domain)
