@@ -567,7 +567,8 @@ class GatewayProcess:
         self.registered.set()
 
     async def _refresh_registration(self, registration: GatewayRegistration) -> None:
-        """Keep the TTL check passing while this process runs.
+        """Keep the TTL check passing while this process runs, from the start:
+        an entry left by a previous run of this gateway may be close to expiry.
 
         A refresh that fails is retried at the next tick (and the pool moves
         on when the server is gone): the TTL allows two lost refreshes before
@@ -575,7 +576,6 @@ class GatewayProcess:
         """
         interval = refresh_interval(registration)
         while True:
-            await asyncio.sleep(interval)
             url = self.pool.current
             try:
                 await self._register(registration)
@@ -589,3 +589,10 @@ class GatewayProcess:
                     "TTL refresh refused; retrying at the next refresh",
                     extra={"server": url, "error": str(exc), "retry_in": interval},
                 )
+            except Exception:
+                # A bug must not silently end the refreshes and let the gateway turn critical.
+                log.exception(
+                    "TTL refresh failed unexpectedly; retrying at the next refresh",
+                    extra={"server": url, "retry_in": interval},
+                )
+            await asyncio.sleep(interval)
