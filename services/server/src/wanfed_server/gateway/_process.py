@@ -32,21 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
-import aiohttp
 import msgspec
 
 from wanfed_fsm import CheckServiceNode
-from wanfed_proto import InvalidNameError, error_text, normalize_domain
+from wanfed_proto import InvalidNameError, normalize_domain
 
+from ._api import REQUEST_MARGIN, ApiClient, ApiError, ServerUnreachableError
 from ._feed import RouteFeed
 from ._proxy import GatewayConfig, MeshGateway
-from ._registration import CHECK_TTL, GatewayRegistration, is_registered, refresh_interval
+from ._registrar import Registrar
+from ._registration import CHECK_TTL, GatewayRegistration, is_registered
 from ._routes import DirectoryServer, RouteInputError, RouteTable
 from ._status import StatusServer
 from ._watch import Backoff, BlockingIndex, ContentHash, ServerPool
@@ -65,9 +65,6 @@ T = TypeVar("T")
 
 SERVER_ERRORS_BEFORE_SWITCH: Final = 3
 """Server errors (5xx) in a row after which a watch moves to the next server."""
-
-_REQUEST_MARGIN: Final = 10.0
-"""Seconds a blocking query may take beyond its ``wait`` (the server adds jitter)."""
 
 
 def default_node_name() -> str:
@@ -116,79 +113,13 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(str(exc)) from None
 
 
-class ServerUnreachableError(Exception):
-    """The server's HTTP API could not be reached or stopped answering; try another."""
-
-
-class ApiError(Exception):
-    """The server answered with an error status; the server itself is alive."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text.strip()}")
-        self.status = status
-
-
-class _Api:
-    """A thin HTTP client over the pool: the current server, one session."""
-
-    def __init__(self, pool: ServerPool) -> None:
-        self.pool = pool
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: object = None,
-        limit: float = _REQUEST_MARGIN,
-        url: str | None = None,
-    ) -> tuple[bytes, int, str]:
-        """Send one request; returns the body, ``X-Consul-Index`` (0 when absent)
-        and ``X-Consul-ContentHash`` (empty when absent)."""
-        base = url or self.pool.current
-        data = None if body is None else msgspec.json.encode(body)
-        try:
-            async with self.session.request(
-                method,
-                base + path,
-                params=params,
-                data=data,
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise ApiError(response.status, payload.decode(errors="replace"))
-                index_text = response.headers.get("X-Consul-Index", "0")
-                content_hash = response.headers.get("X-Consul-ContentHash", "")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ServerUnreachableError(f"{base}: {error_text(exc)}") from exc
-        try:
-            index = int(index_text)
-        except ValueError:
-            index = 0
-        return payload, index, content_hash
-
-
 class GatewayProcess:
     """One mesh gateway with everything around its data plane; ``start``/``stop``."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.pool = ServerPool(settings.http_urls)
-        self._api = _Api(self.pool)
+        self._api = ApiClient(self.pool)
         self.gateway = MeshGateway(
             RouteTable(local_dc="unknown", domain=settings.domain), settings.gateway
         )
@@ -197,8 +128,8 @@ class GatewayProcess:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dumps: dict[str, asyncio.Task[None]] = {}
         self.registration: GatewayRegistration | None = None
+        self._registrar: Registrar | None = None
         self.datacenter = ""
-        self._refreshes = 0
         self.registered = asyncio.Event()
         """Set each time the gateway's registration is written to the catalog."""
         self.routes_changed = asyncio.Event()
@@ -234,8 +165,14 @@ class GatewayProcess:
                 expose_servers=settings.expose_servers,
                 check_ttl=settings.check_ttl,
             )
-            self._spawn(self._watch_registration(self.registration))
-            self._spawn(self._refresh_registration(self.registration))
+            registrar = self._registrar = Registrar(
+                self._api,
+                self.registration,
+                deregister_timeout=settings.deregister_timeout,
+                registered=self.registered,
+            )
+            self._spawn(self._watch_registration(registrar))
+            self._spawn(registrar.refresh_forever())
         self._spawn(self._watch_server_directory())
         self._spawn(self._watch_fed_state_gateways())
         self._spawn(self._watch_datacenters())
@@ -262,9 +199,9 @@ class GatewayProcess:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._dumps.clear()
-        registration, self.registration = self.registration, None
-        if registration is not None and deregister:
-            await self._deregister(registration)
+        registrar, self._registrar, self.registration = self._registrar, None, None
+        if registrar is not None and deregister:
+            await registrar.deregister()
         status, self._status = self._status, None
         if status is not None:
             await status.close()
@@ -297,34 +234,6 @@ class GatewayProcess:
                 extra={"server": url, "error": str(error), "next": next_url, "retry_in": delay},
             )
             await asyncio.sleep(delay)
-
-    async def _deregister(self, registration: GatewayRegistration) -> None:
-        body = registration.deregister_body()
-        for url in (self.pool.current, *[u for u in self.pool.urls if u != self.pool.current]):
-            try:
-                await self._api.request(
-                    "PUT",
-                    "/v1/catalog/deregister",
-                    body=body,
-                    url=url,
-                    limit=self.settings.deregister_timeout,
-                )
-            except (ServerUnreachableError, ApiError) as exc:
-                log.warning(
-                    "deregistration failed; trying the next server",
-                    extra={"server": url, "error": str(exc)},
-                )
-                continue
-            log.info(
-                "gateway deregistered from the catalog",
-                extra={"node": registration.node, "server": url},
-            )
-            return
-        log.error(
-            "gateway could not deregister; the catalog keeps it until its check "
-            "has been critical long enough",
-            extra={"node": registration.node},
-        )
 
     # --- watches ---------------------------------------------------------------
 
@@ -363,7 +272,7 @@ class GatewayProcess:
             query = {**params, **index.query(f"{wait:g}s")}
             try:
                 body, answer_index, answer_hash = await self._api.request(
-                    "GET", path, params=query, limit=wait + wait / 16 + _REQUEST_MARGIN
+                    "GET", path, params=query, limit=wait + wait / 16 + REQUEST_MARGIN
                 )
                 value = msgspec.json.decode(body, type=reply_type)
                 outcome = apply(value)
@@ -533,7 +442,9 @@ class GatewayProcess:
             self._dumps.pop(dc).cancel()
             self._swap(feed.drop_gateway_group(dc), f"{dc} left")
 
-    async def _watch_registration(self, registration: GatewayRegistration) -> None:
+    async def _watch_registration(self, registrar: Registrar) -> None:
+        registration = registrar.registration
+
         async def apply(entries: list[CheckServiceNode]) -> None:
             if is_registered(registration, entries):
                 return
@@ -546,7 +457,7 @@ class GatewayProcess:
                     "expose_servers": registration.expose_servers,
                 },
             )
-            await self._register(registration)
+            await registrar.register()
 
         await self._watch(
             "registration",
@@ -555,44 +466,3 @@ class GatewayProcess:
             list[CheckServiceNode],
             apply,
         )
-
-    async def _register(self, registration: GatewayRegistration) -> None:
-        """Write the registration, passing, with this moment in its output."""
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        self._refreshes += 1
-        output = f"mesh gateway process alive; refresh {self._refreshes} at {stamp}"
-        await self._api.request(
-            "PUT", "/v1/catalog/register", body=registration.register_body(output)
-        )
-        self.registered.set()
-
-    async def _refresh_registration(self, registration: GatewayRegistration) -> None:
-        """Keep the TTL check passing while this process runs, from the start:
-        an entry left by a previous run of this gateway may be close to expiry.
-
-        A refresh that fails is retried at the next tick (and the pool moves
-        on when the server is gone): the TTL allows two lost refreshes before
-        the check turns critical.
-        """
-        interval = refresh_interval(registration)
-        while True:
-            url = self.pool.current
-            try:
-                await self._register(registration)
-            except ServerUnreachableError as exc:
-                log.warning(
-                    "TTL refresh failed; trying the next server at the next refresh",
-                    extra={"server": url, "error": str(exc), "next": self.pool.failed(url)},
-                )
-            except ApiError as exc:
-                log.warning(
-                    "TTL refresh refused; retrying at the next refresh",
-                    extra={"server": url, "error": str(exc), "retry_in": interval},
-                )
-            except Exception:
-                # A bug must not silently end the refreshes and let the gateway turn critical.
-                log.exception(
-                    "TTL refresh failed unexpectedly; retrying at the next refresh",
-                    extra={"server": url, "retry_in": interval},
-                )
-            await asyncio.sleep(interval)
