@@ -28,8 +28,11 @@ authenticated hellos and Raft membership, served by
 ``/v1/internal/server-directory``). The catalog's ``consul`` service is not an
 input at all: anyone who can write the catalog could add a row there naming
 any address, and the gateway would become a relay to it. Remote names go to
-mesh gateways from the catalog and the federation states, which a false
-registration can black-hole but not read (see the README's security model).
+mesh gateways from the catalog and the federation states: until ACLs exist a
+false ``mesh-gateway`` registration can be chosen as a path into its DC and
+black-hole that traffic, but every connection is mutual TLS end to end with
+server certificates, so it cannot read it or impersonate a server (the
+server README, "Trust: where routes come from").
 """
 
 from __future__ import annotations
