@@ -192,6 +192,20 @@ def test_newer_vs_older_information() -> None:
         assert [str(u) for u in route.upstreams] == [address]
 
 
+def test_directory_liveness() -> None:
+    # s2 stopped answering hellos: out of "any", still reachable by name; the
+    # catalog's view of the servers is no input, whatever it says.
+    inputs = RouteInputs(
+        local_dc="dc1",
+        server_directory=[
+            server("s1", "127.0.0.11"),
+            server("s2", "127.0.0.12", alive=False),
+            server("s3", "127.0.0.13", port=8301),
+        ],
+    )
+    check_golden("directory_liveness", build_route_table(inputs))
+
+
 def test_hostname_addresses() -> None:
     inputs = RouteInputs(
         local_dc="dc1",
