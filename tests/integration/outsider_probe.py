@@ -47,6 +47,7 @@ from wanfed_agent.gossip import (
     encode_message,
     encode_push_pull,
     encode_tags,
+    wan_profile,
 )
 
 __all__ = ["ATTEMPTS", "main"]
@@ -59,8 +60,10 @@ HELD_OPEN: Final = 2.0
 """A connection a server should refuse is closed at once; one still open after
 this long was admitted (the raft and gossip-packet handlers wait far longer
 for their peer: 5 s for a raft hello, two minutes for the next packet)."""
-GOSSIP_VSN: Final = bytes((1, 5, 2, 2, 5, 4))
-"""memberlist protocol versions min/max/current, then the delegate's, as servers send them."""
+_PROFILE: Final = wan_profile("probe.probe", "127.0.0.1", 1)
+GOSSIP_VSN: Final = bytes((1, 5, _PROFILE.protocol_version, *_PROFILE.delegate_versions))
+"""Protocol versions as a real server sends them (memberlist speaks 1 to 5), so no
+version check turns the fake member away."""
 
 Result = dict[str, str]
 
