@@ -39,6 +39,8 @@ import wanfed_proto as wp
 from wanfed_agent.gossip import (
     Alive,
     GossipError,
+    IncompleteMessage,
+    MessageType,
     Ping,
     PushNodeState,
     PushPull,
@@ -47,6 +49,7 @@ from wanfed_agent.gossip import (
     encode_message,
     encode_push_pull,
     encode_tags,
+    read_stream_message,
     wan_profile,
 )
 
@@ -214,17 +217,35 @@ def _push_pull(args: dict[str, Any]) -> bytes:
 
 
 async def _exchange(reader: asyncio.StreamReader, what: str) -> Result:
-    """A reply is acceptance; a close (or nothing) is refusal."""
+    """The server's reply to a push/pull: its own state is acceptance; an error
+    message, a close, silence or a sealed reply (a server with a gossip key seals
+    the error it sends to an unsealed request) is refusal."""
+    data = b""
     try:
         async with asyncio.timeout(ANSWER_DEADLINE):
-            data = await reader.read(1)
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data[0] == MessageType.ENCRYPT:
+                    return refused(f"{what}: the server answered sealed (it has a gossip key)")
+                try:
+                    reply, _ = read_stream_message(data, None)
+                except IncompleteMessage:
+                    continue
+                if isinstance(reply, PushPull):
+                    return accepted(
+                        f"{what}: the server sent its state ({len(reply.states)} members)"
+                    )
+                return refused(f"{what}: the server answered {reply!r}")
     except TimeoutError:
         return refused(f"{what}: no reply within {ANSWER_DEADLINE:g} s")
     except (OSError, wp.ProtoError) as exc:
         return refused(f"{what}: {type(exc).__name__}: {_text(exc)}")
-    if not data:
-        return refused(f"{what}: closed without a reply")
-    return accepted(f"{what}: the server replied (message type {data[0]})")
+    except GossipError as exc:
+        return refused(f"{what}: an unreadable reply ({exc})")
+    return refused(f"{what}: closed after {len(data)} bytes, no state")
 
 
 async def tcp_gossip(args: dict[str, Any]) -> Result:

@@ -9,7 +9,10 @@ here instead of passing the scenario.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -110,16 +113,21 @@ async def closing_port() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-@pytest.fixture
-async def gossip() -> AsyncIterator[str]:
-    agent = GossipAgent(
-        wan_profile("s1.dc2", HOST, 0, meta=encode_tags({"dc": "dc2"})), PlainTransport(HOST)
-    )
+@contextlib.asynccontextmanager
+async def gossip_agent(encrypt: str | None = None) -> AsyncIterator[str]:
+    config = wan_profile("s1.dc2", HOST, 0, meta=encode_tags({"dc": "dc2"}), encrypt=encrypt)
+    agent = GossipAgent(config, PlainTransport(HOST))
     await agent.start()
     try:
         yield f"{HOST}:{agent.address[1]}"
     finally:
         await agent.close()
+
+
+@pytest.fixture
+async def gossip() -> AsyncIterator[str]:
+    async with gossip_agent() as address:
+        yield address
 
 
 def unused_port(kind: socket.SocketKind) -> str:
@@ -193,6 +201,18 @@ async def test_gossip_doors(gossip: str) -> None:
     assert tcp["outcome"] == "accepted", tcp
     silent = await probe("udp-gossip", address=unused_port(socket.SOCK_DGRAM), **fake)
     assert silent["outcome"] == "refused", silent
+
+
+async def test_a_gossip_key_shuts_the_gossip_doors() -> None:
+    fake = {"me": HOST, "fake_dc": "fakedc"}
+    async with gossip_agent(encrypt=base64.b64encode(os.urandom(32)).decode()) as address:
+        tcp = await probe("tcp-gossip", address=address, node="evil-tcp", **fake)
+        udp = await probe("udp-gossip", address=address, node="evil-udp", **fake)
+    assert tcp == {
+        "outcome": "refused",
+        "detail": "push/pull: the server answered sealed (it has a gossip key)",
+    }
+    assert udp["outcome"] == "refused", udp
 
 
 async def test_closed_ports_are_refused() -> None:
