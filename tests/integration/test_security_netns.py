@@ -129,8 +129,8 @@ def sni(node: str | None = None) -> str:
 
 def observe(topology: Topology) -> dict[str, Any]:
     """What the attacks must not change: per dc1 server its leader, Raft peers and
-    server directory (the LAN member list is the directory), per server the
-    datacenters it knows, and dc1's federation states."""
+    server directory (its LAN member list is the directory), and the federation
+    states the primary keeps."""
     seen: dict[str, Any] = {}
     for host in topology.servers("dc1"):
         members = http_json(host, "/v1/agent/members").get("body") or []
