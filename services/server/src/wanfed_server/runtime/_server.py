@@ -269,6 +269,9 @@ class Server:
             alpn_handlers=alpn,
             ssl_context=server_ssl,
             handshake_timeout=config.limits.rpc_handshake_timeout,
+            max_conns_per_client=config.limits.rpc_max_conns_per_client,
+            max_conns=config.limits.rpc_max_conns,
+            idle_timeout=config.limits.rpc_idle_timeout,
         )
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
