@@ -223,7 +223,8 @@ class Server:
                 "Configure TLS (ca_file, cert_file, key_file) so raft rides the mutual-TLS RPC "
                 "port, or set the `encrypt` key (the same on every server), or run -dev"
             )
-        self._pool = RpcPool(dialer)
+        # Retire pooled connections well before a peer's idle timeout closes them.
+        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
