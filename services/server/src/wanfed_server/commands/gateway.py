@@ -217,6 +217,10 @@ async def _serve(settings: GatewaySettings, stop: asyncio.Event) -> int:
 
     from wanfed_server.gateway import GatewayProcess
 
+    from ._fd_limit import raise_open_files_limit
+
+    # Each proxied connection holds two descriptors: the client's and the upstream's.
+    raise_open_files_limit(2 * settings.gateway.max_connections)
     process = GatewayProcess(settings)
     try:
         # start() waits for a reachable server; a signal meanwhile must still stop us
