@@ -210,3 +210,24 @@ async def test_bad_limits_are_refused(kwargs: dict[str, float], message: str) ->
         await serve_rpc_port(
             "127.0.0.1", 0, plain_handlers={}, alpn_handlers={}, ssl_context=None, **kwargs
         )
+
+
+async def test_a_flood_of_rejected_handshakes_is_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LISTENER_LOG)
+    server = await serve_rpc_port(
+        "127.0.0.1", 0, plain_handlers={RpcType.CONSUL: hold}, alpn_handlers={}, ssl_context=None
+    )
+    try:
+        for first in [bytes([RpcType.RAFT])] * 10 + [b"\x16\x03\x01"] * 10:
+            reader, writer = await connect_from("127.0.0.2", server, first)
+            assert await hung_up(reader)
+            writer.close()
+        await eventually(lambda: server.stats.open_connections == 0, "all released")
+    finally:
+        await server.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == LISTENER_LOG and "rejected" in r.msg]
+    assert len(lines) == 2, lines
+    assert "no handler for rpc type 1 (RAFT)" in lines[0]
+    assert "native TLS is not enabled on this port" in lines[1]

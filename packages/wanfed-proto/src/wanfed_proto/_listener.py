@@ -20,7 +20,9 @@ and a quarter timeouts after its last byte.
 
 An ALPN mismatch does not fail a TLS handshake (the server simply selects
 nothing), so a missing or unknown protocol is rejected here explicitly.
-Every rejected connection is closed and logged exactly once, with the reason.
+Every rejected connection is closed; rejections are logged with their reason,
+at most one line per kind of rejection and interval (with the number left
+out since the previous line), since a flood of them is the usual case.
 """
 
 from __future__ import annotations
@@ -109,9 +111,11 @@ def _record_sni(context: ssl.SSLContext) -> None:
 class _Rejected(Exception):
     """Internal: why a connection is closed before reaching a handler."""
 
-    def __init__(self, reason: str, level: int = logging.WARNING) -> None:
+    def __init__(self, reason: str, kind: str, level: int = logging.WARNING) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+        """Rejections of one kind share a rate limit: a flood logs one line per interval."""
         self.level = level
 
 
@@ -238,11 +242,11 @@ class RpcPortServer:
         try:
             connection = await self._admit(conn)
         except _Rejected as rejected:
-            logger.log(
+            self._refusals.log(
+                asyncio.get_running_loop().time(),
                 rejected.level,
-                "rejected connection from %s: %s; closed",
-                peer,
-                rejected.reason,
+                f"rejected connection from {peer}: {rejected.reason}; closed",
+                key=f"rejected:{rejected.kind}",
                 extra={"peer": peer, "reason": rejected.reason},
             )
             return
@@ -316,11 +320,11 @@ class RpcPortServer:
             async with asyncio.timeout_at(deadline):
                 first = await _peek_first_byte(conn)
                 if not first:
-                    raise _Rejected("closed before sending anything", logging.INFO)
+                    raise _Rejected("closed before sending anything", "closed-early", logging.INFO)
                 try:
                     kind = classify(first[0])
                 except UnknownRpcTypeError as exc:
-                    raise _Rejected(str(exc)) from None
+                    raise _Rejected(str(exc), "unknown-type") from None
                 if kind is NATIVE_TLS:
                     transport, connection = await self._admit_tls(conn, deadline)
                 else:
@@ -332,14 +336,17 @@ class RpcPortServer:
         except TimeoutError:
             _close(conn, transport)
             raise _Rejected(
-                f"handshake not completed within {self._handshake_timeout:g}s"
+                f"handshake not completed within {self._handshake_timeout:g}s",
+                "handshake-timeout",
             ) from None
         except ssl.SSLError as exc:
             _close(conn, transport)
-            raise _Rejected(f"TLS handshake failed: {exc.reason or exc}") from None
+            raise _Rejected(f"TLS handshake failed: {exc.reason or exc}", "tls-failed") from None
         except (OSError, EOFError) as exc:
             _close(conn, transport)
-            raise _Rejected(f"connection failed during handshake: {exc!r}") from None
+            raise _Rejected(
+                f"connection failed during handshake: {exc!r}", "handshake-error"
+            ) from None
         except BaseException:
             _close(conn, transport)
             raise
@@ -348,7 +355,9 @@ class RpcPortServer:
         self, conn: socket.socket, rpc_type: RpcType
     ) -> tuple[asyncio.Transport, Connection]:
         if rpc_type not in self._plain:
-            raise _Rejected(f"no handler for rpc type {int(rpc_type)} ({rpc_type.name})")
+            raise _Rejected(
+                f"no handler for rpc type {int(rpc_type)} ({rpc_type.name})", "no-handler"
+            )
         conn.recv(1)  # the peeked type byte: handlers start after it
         forwarder = _Forwarder()
         transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
@@ -363,7 +372,7 @@ class RpcPortServer:
         self, conn: socket.socket, deadline: float
     ) -> tuple[asyncio.Transport, Connection]:
         if self._ssl is None:
-            raise _Rejected("native TLS is not enabled on this port")
+            raise _Rejected("native TLS is not enabled on this port", "tls-disabled")
         loop = asyncio.get_running_loop()
         # The outer deadline decides; the transport's own timeout is a backstop.
         # (uvloop returns its TLS protocol here, not ours: keep our own handle.)
@@ -381,11 +390,11 @@ class RpcPortServer:
         if info.alpn is None:
             self._transports.discard(transport)
             transport.abort()
-            raise _Rejected(f"no ALPN protocol negotiated (SNI {sni!r})")
+            raise _Rejected(f"no ALPN protocol negotiated (SNI {sni!r})", "no-alpn")
         if info.alpn not in self._alpn:
             self._transports.discard(transport)
             transport.abort()
-            raise _Rejected(f"unknown ALPN {info.alpn!r} (SNI {sni!r})")
+            raise _Rejected(f"unknown ALPN {info.alpn!r} (SNI {sni!r})", "unknown-alpn")
         return transport, Connection(transport, forwarder, info)
 
 
