@@ -122,7 +122,7 @@ async def latencies(base: str, *, fresh: bool) -> list[float]:
 
 
 async def main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 2,000 sockets held here
     with tempfile.TemporaryDirectory(prefix="wanfed-bench-limits-") as tmp:
         process, rpc_port, http_port = start_agent(Path(tmp))

@@ -78,8 +78,11 @@ def test_zero_means_no_cap_when_both_are_zero() -> None:
             10,
             'expected a duration such as "30s", "5m" or "1h30m", got 10 (an integer)',
         ),
-        ("http_idle_timeout", "-1s", 'expected a duration such as "30s", "5m" or "1h30m", '
-         "got '-1s'"),
+        (
+            "http_idle_timeout",
+            "-1s",
+            'expected a duration such as "30s", "5m" or "1h30m", got \'-1s\'',
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(key: str, value: object, problem: str) -> None:
@@ -89,7 +92,7 @@ def test_bad_values_are_refused_with_the_key_named(key: str, value: object, prob
 
 
 def test_unknown_limit_key_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown key 'limits.rpc_max_conn'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'limits\.rpc_max_conn'"):
         load_config((), (), {"limits": {"rpc_max_conn": 1}})
 
 

@@ -60,7 +60,7 @@ def test_a_limit_that_cannot_be_raised_is_a_warning_not_a_failure(
     def refuse(which: int, limits: tuple[int, int]) -> None:
         raise ValueError("not allowed here")
 
-    monkeypatch.setattr(_fd_limit.resource, "setrlimit", refuse)
+    monkeypatch.setattr(resource, "setrlimit", refuse)
     assert raise_open_files_limit().soft == before
     warnings = [r for r in caplog.records if r.name == LOG and r.levelno == logging.WARNING]
     assert len(warnings) == 1

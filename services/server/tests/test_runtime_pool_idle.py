@@ -46,7 +46,8 @@ async def test_a_connection_the_server_closed_as_idle_is_dialled_again() -> None
         assert await pool.call("s1", "dc1", address, "Status.Ping", None, bool) is True
         (first,) = server.connections
         await asyncio.wait_for(first.wait_closed(), GUARD)  # the server's idle close
-        assert server.port is not None and server.port.stats.idle_closed == 1
+        assert server.port is not None
+        assert server.port.stats.idle_closed == 1
         pooled = pool._clients[("dc1", "s1", address)]
         await asyncio.wait_for(pooled.connection.wait_closed(), GUARD)
         # The caller never sees the close: the next call simply dials again.
@@ -80,8 +81,10 @@ async def test_the_pool_retires_a_connection_idle_for_max_idle_before_reusing_it
 
 async def test_a_connection_with_a_call_in_flight_is_never_retired_as_idle() -> None:
     release = asyncio.Event()
+    started = asyncio.Event()
 
     async def park(call: RpcCall) -> bool:
+        started.set()
         await release.wait()
         return True
 
@@ -89,16 +92,17 @@ async def test_a_connection_with_a_call_in_flight_is_never_retired_as_idle() -> 
         await serve_rpc(connection, {"Status.Ping": ping, "Park": park})
 
     port = await serve_rpc_port(
-        "127.0.0.1", 0, plain_handlers={RpcType.MULTIPLEX_V2: rpc}, alpn_handlers={},
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={},
         ssl_context=None,
     )
     address = f"{port.address[0]}:{port.address[1]}"
     pool = RpcPool(PlainDialer(), max_idle=60.0)
     try:
         parked = asyncio.create_task(pool.call("s1", "dc1", address, "Park", None, bool))
-        await asyncio.sleep(0)
-        while ("dc1", "s1", address) not in pool._clients:
-            await asyncio.sleep(0.005)
+        await started.wait()  # the call is in flight on the pooled connection
         client = pool._clients[("dc1", "s1", address)]
         pool._use[client][1] -= 61.0
         assert await pool.call("s1", "dc1", address, "Status.Ping", None, bool) is True

@@ -18,28 +18,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
-__all__ = [
-    "REFUSAL_LOG_INTERVAL",
-    "ConnectionLimiter",
-    "Refusal",
-    "RateLimitedLog",
-]
+__all__ = ["REFUSAL_LOG_INTERVAL", "ConnectionLimiter", "RateLimitedLog", "Refusal"]
 
 REFUSAL_LOG_INTERVAL: Final = 10.0
 """Seconds between two log lines about refused connections of one kind."""
 
 
-class Refusal(str, Enum):
+class Refusal(StrEnum):
     """Which cap a refused connection hit."""
 
     PER_CLIENT = "per_client_limit"
     TOTAL = "total_limit"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ConnectionLimiter:

@@ -82,6 +82,7 @@ class RpcPortStats(msgspec.Struct, frozen=True, kw_only=True):
     refused_total: int
     idle_closed: int
 
+
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
 """Serves one connection; the connection is closed when the handler returns."""
 

@@ -127,9 +127,7 @@ class RpcPool:
         self._retire_grace = retire_grace
         self._max_idle = max_idle
         self._clients: dict[tuple[str, str, str], RpcClient] = {}
-        self._use: weakref.WeakKeyDictionary[RpcClient, list[float]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._use: weakref.WeakKeyDictionary[RpcClient, list[float]] = weakref.WeakKeyDictionary()
         """Per client: [calls in flight, loop time the last call ended]."""
         self.idle_retired = 0
         """Connections retired for idleness before reuse (for tests and stats)."""
