@@ -59,6 +59,17 @@ async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
             return b""
 
 
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One response with a ``Content-Length`` body, the connection left open."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await asyncio.wait_for(reader.readexactly(length), GUARD)
+
+
 @pytest.fixture
 async def start_api(
     fake_server: FakeServer,
@@ -177,20 +188,27 @@ async def test_slowloris_headers_are_cut_at_the_header_deadline(
     assert await leader(api) == 200
 
 
+async def test_slowloris_on_a_keep_alive_connection_is_cut_too(
+    start_api: Callable[..., Awaitable[HttpApi]],
+) -> None:
+    """After one honest request, the next request's headers get the same deadline."""
+    api = await start_api(read_header_timeout=0.3, idle_timeout=3600.0)
+    reader, writer = await connect_from("127.0.0.2", api, PARTIAL_REQUEST + b"\r\n")
+    await read_response(reader)
+    writer.write(PARTIAL_REQUEST)
+    await writer.drain()
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    assert api.stats().header_timeouts == 1
+
+
 async def test_a_completed_request_disarms_the_header_deadline(
     start_api: Callable[..., Awaitable[HttpApi]],
 ) -> None:
     """A parked request (a blocking query) is not a slow header."""
     api = await start_api(read_header_timeout=0.2, idle_timeout=3600.0)
     reader, writer = await connect_from("127.0.0.2", api, PARTIAL_REQUEST + b"\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
-    assert head.startswith(b"HTTP/1.1 200")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    await asyncio.wait_for(reader.readexactly(length), GUARD)
+    assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
     # A second connection cut by its header deadline proves the deadline has
     # passed for the first one too; the first one is still open.
     slow_reader, slow = await connect_from("127.0.0.3", api, PARTIAL_REQUEST)

@@ -13,10 +13,12 @@ site builds :class:`_GuardedRequestHandler`, aiohttp's own request handler
 with three hooks. ``connection_made`` counts the connection against the caps
 (:class:`~wanfed_proto.ConnectionLimiter`); one over a cap gets a ``429`` and
 is closed before a byte is read, as Consul does. ``data_received`` arms a
-header deadline when the first byte of a request arrives while the handler
-waits for a request, and disarms it once aiohttp's parser has produced the
-request. When the deadline fires with the request still incomplete, the
-connection is closed.
+header deadline when a byte arrives while no request is open (every request
+parsed so far has been answered), and disarms it once aiohttp's parser has
+produced a request; ``finish_response`` counts the answers. When the
+deadline fires and still no request is open, the headers never completed and
+the connection is closed. Bytes of a request's body, or of requests
+pipelined behind one being served, never arm it.
 """
 
 from __future__ import annotations
@@ -97,18 +99,19 @@ class HttpGuard:
 class _GuardedRequestHandler(web.RequestHandler):
     """aiohttp's request handler, admitted by the caps and with a header deadline.
 
-    Reads two attributes of the base class: ``_waiter`` (set while the
-    handler waits for the next request) and ``force_close``. The slowloris
-    test fails if aiohttp changes them.
+    Reads one attribute of the base class, ``_request_count`` (requests parsed
+    on this connection), and overrides ``finish_response`` (called once per
+    answered request). The slowloris tests fail if aiohttp changes them.
     """
 
-    __slots__ = ("_client", "_guard", "_header_timer")
+    __slots__ = ("_answered", "_client", "_guard", "_header_timer")
 
     def __init__(self, manager: web.Server, guard: HttpGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._client: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._answered = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -145,17 +148,25 @@ class _GuardedRequestHandler(web.RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self._waiting_for_request():
+        if self._header_timer is None and self._no_request_open():
             self._header_timer = asyncio.get_running_loop().call_later(
                 self._guard.limits.read_header_timeout, self._header_deadline
             )
         super().data_received(data)
-        if self._header_timer is not None and not self._waiting_for_request():
+        if self._header_timer is not None and not self._no_request_open():
             self._disarm()
 
-    def _waiting_for_request(self) -> bool:
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered += 1
+
+    def _no_request_open(self) -> bool:
+        """Every request parsed so far has been answered: new bytes start headers."""
+        return self._request_count <= self._answered
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -164,7 +175,7 @@ class _GuardedRequestHandler(web.RequestHandler):
 
     def _header_deadline(self) -> None:
         self._header_timer = None
-        if not self._waiting_for_request() or self._client is None:
+        if not self._no_request_open() or self._client is None:
             return
         guard = self._guard
         guard.header_timeouts += 1
