@@ -257,11 +257,14 @@ async def tls_servers(pki: Pki) -> AsyncIterator[Callable[[str], Awaitable[TlsSe
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Run the gateway data-plane tests on both loops the gateway supports.
+    """Run the gateway data-plane and connection-limit tests on both loops.
 
-    Every other test gets the default loop: pytest-asyncio rejects an empty answer."""
+    Agents and gateways run on uvloop, whose callbacks interleave differently
+    (data can arrive before a protocol's first task step). Every other test
+    gets the default loop: pytest-asyncio rejects an empty answer."""
     del config
-    if not item.path.name.startswith("test_gateway_proxy"):
+    both = ("test_gateway_proxy", "test_gateway_limits", "test_http_limits", "test_attack")
+    if not item.path.name.startswith(both):
         return {"asyncio": asyncio.new_event_loop}
     import uvloop
 

@@ -223,7 +223,8 @@ class Server:
                 "Configure TLS (ca_file, cert_file, key_file) so raft rides the mutual-TLS RPC "
                 "port, or set the `encrypt` key (the same on every server), or run -dev"
             )
-        self._pool = RpcPool(dialer)
+        # Retire pooled connections well before a peer's idle timeout closes them.
+        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
@@ -269,6 +270,9 @@ class Server:
             alpn_handlers=alpn,
             ssl_context=server_ssl,
             handshake_timeout=config.limits.rpc_handshake_timeout,
+            max_conns_per_client=config.limits.rpc_max_conns_per_client,
+            max_conns=config.limits.rpc_max_conns,
+            idle_timeout=config.limits.rpc_idle_timeout,
         )
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
