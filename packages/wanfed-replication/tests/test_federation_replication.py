@@ -22,6 +22,7 @@ from wanfed_fsm import (
     FederationStateRequest,
     FederationStateWrite,
     HealthCheck,
+    HealthStatus,
     IndexedFederationStates,
     LocalConsensus,
     Node,
@@ -526,7 +527,7 @@ def test_sync_decision_ignores_times_and_indexes() -> None:
 def test_a_gateway_ttl_refresh_is_no_federation_state_write() -> None:
     """A gateway refreshes its TTL check by writing new output; only status counts."""
 
-    def with_check(status: str, output: str) -> CheckServiceNode:
+    def with_check(status: HealthStatus, output: str) -> CheckServiceNode:
         check = HealthCheck(
             node="gw1-dc2", check_id="mesh-gateway-ttl", name="ttl", status=status, output=output
         )
