@@ -144,14 +144,25 @@ MUTATIONS: tuple[Mutation, ...] = (
             "only failed (a partition), not gone: when the partition heals it has no path"
         ),
         file=f"{_SERVER}/_wan.py",
-        original="if tags.get(\"role\") == \"consul\" and state is not MemberState.LEFT",
-        replacement=(
-            "if tags.get(\"role\") == \"consul\"\n"
-            "        and state in (MemberState.ALIVE, MemberState.SUSPECT)"
-        ),
+        original="and member.state is not MemberState.LEFT\n",
+        replacement="and member.state in (MemberState.ALIVE, MemberState.SUSPECT)\n",
         tests=(
             f"{_SERVER_TESTS}/test_pruning_registry.py"
             "::test_a_datacenter_whose_servers_failed_is_kept",
+        ),
+    ),
+    Mutation(
+        name="unreaped-datacenters-pruned",
+        behaviour=(
+            "a datacenter partitioned for longer than gossip_to_the_dead_time (its dead "
+            "servers forgotten by gossip, not yet reaped) loses its federation state"
+        ),
+        file=f"{_SERVER}/_wan.py",
+        original="kept.update(name.rsplit(\".\", 1)[1].lower() for name in failed_names if \".\" in name)",
+        replacement="pass",
+        tests=(
+            f"{_SERVER_TESTS}/test_pruning_registry.py"
+            "::test_a_datacenter_still_being_reconnected_to_is_kept",
         ),
     ),
     Mutation(

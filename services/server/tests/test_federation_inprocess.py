@@ -18,10 +18,10 @@ import pytest
 
 from wanfed_fsm import (
     DCSpecificRequest,
+    FederationState,
+    FederationStateRequest,
     IndexedNodes,
     IndexedServices,
-    Node,
-    RegisterRequest,
 )
 from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server
@@ -145,15 +145,20 @@ async def test_lost_local_gateway_sends_the_leader_to_the_primary_gateways_and_b
     await eventually(switched, 30, "dc2's leader dials the primary's gateways directly")
     record = next(r for r in caplog.records if "through its mesh gateways" in r.getMessage())
     assert "3 consecutive replication failures" in record.__dict__["reason"]
-    # While the local gateway is down, replication keeps working over the direct path.
-    await (
-        federation["dc1"]
-        .require_server()
-        .rpc(
-            "Catalog.Register",
-            RegisterRequest(datacenter="dc1", node=Node(node="probe", address="127.0.1.9")),
-            bool,
-        )
+    # While the local gateway is down, replication keeps working over the direct path:
+    # a federation state written in the primary reaches dc2.
+    primary = federation["dc1"].require_server()
+    marker = FederationState(datacenter="dc9")
+    apply = FederationStateRequest(datacenter="dc1", op="upsert", state=marker)
+    await primary.rpc("FederationState.Apply", apply, bool)
+    await eventually(
+        lambda: "dc9" in federation_states(server), 30, "dc2 replicated dc9 over the direct path"
+    )
+    assert route_to(server, "dc1")[0] == "primary-gateways", "replicated, but not direct"
+    delete = FederationStateRequest(datacenter="dc1", op="delete", state=marker)
+    await primary.rpc("FederationState.Apply", delete, bool)
+    await eventually(
+        lambda: "dc9" not in federation_states(server), 30, "dc2 replicated dc9's deletion"
     )
     caplog.clear()
     await federation.replace_gateway("dc2", new_address=False)  # back on the same address
