@@ -120,7 +120,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         tests=(
             f"{_LOCATOR_TESTS}/test_locator.py"
-            "::test_three_failures_then_success_stays_direct_until_a_local_probe_works",
+            "::test_probes_are_due_every_interval_after_going_direct",
         ),
     ),
     Mutation(
