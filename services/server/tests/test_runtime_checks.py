@@ -124,16 +124,16 @@ def _register(check: HealthCheck) -> RegisterRequest:
     return RegisterRequest(node=Node(node="gw1", address="127.0.0.1"), checks=[check])
 
 
-async def test_leader_tcp_check_against_an_unreachable_address_turns_critical_in_one_interval(
+async def test_leader_tcp_check_against_an_unreachable_address_turns_critical_at_once(
     dev_server: Server, free_port: Callable[[], int]
 ) -> None:
+    """A new check is probed when it is registered, not one interval later: with an
+    hour's interval, only that first probe can turn it critical within the deadline."""
     closed = f"127.0.0.1:{free_port()}"
-    started = time.monotonic()
     await dev_server.rpc(
-        "Catalog.Register", _register(_check(tcp=closed, interval="2s", status="passing")), bool
+        "Catalog.Register", _register(_check(tcp=closed, interval="1h", status="passing")), bool
     )
-    check = await asyncio.wait_for(_wait_for_status(dev_server, "tcp", "critical"), 5)
-    assert time.monotonic() - started < 2.0
+    check = await asyncio.wait_for(_wait_for_status(dev_server, "tcp", "critical"), 30)
     assert closed in check.output
 
 
