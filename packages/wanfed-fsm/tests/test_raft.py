@@ -150,9 +150,11 @@ async def test_single_server_applies_persists_and_restores_from_its_snapshot(
                 leadership=consensus,
             )
         )
-        await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):  # write only once the query is parked on its watch
+            while not consensus.store.watch_count():
+                await asyncio.sleep(0.001)
         index = await consensus.apply(_upsert("dc0"))
-        meta, states = await asyncio.wait_for(query, 2)
+        meta, states = await asyncio.wait_for(query, 30)
         assert meta.index == index
         assert [s.datacenter for s in states] == ["dc0"]
 
