@@ -64,8 +64,11 @@ def _states(txn: ReadTxn) -> tuple[int, list[FederationState]]:
 
 
 async def _parked(store: StateStore) -> None:
-    while not store.watch_count():
+    for _ in range(1_000_000):
+        if store.watch_count():
+            return
         await asyncio.sleep(0)
+    raise RuntimeError("the query never parked")
 
 
 async def _wake_once(store: StateStore, index: int) -> float:

@@ -63,7 +63,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         file=f"{_SERVER}/_forward.py",
         original=(
             "needs_leader = endpoint.kind is EndpointKind.WRITE or (\n"
-            "            endpoint.kind is EndpointKind.READ and not endpoint.allows_stale(request)\n"
+            "            endpoint.kind is EndpointKind.READ"
+            " and not endpoint.allows_stale(request)\n"
             "        )"
         ),
         replacement="needs_leader = endpoint.kind is EndpointKind.WRITE",
@@ -114,9 +115,7 @@ MUTATIONS: tuple[Mutation, ...] = (
             "            # Three fresh failures"
         ),
         replacement=(
-            "        if True:\n"
-            "            self._direct = False\n"
-            "            # Three fresh failures"
+            "        if True:\n            self._direct = False\n            # Three fresh failures"
         ),
         tests=(
             f"{_LOCATOR_TESTS}/test_locator.py"
@@ -158,7 +157,9 @@ MUTATIONS: tuple[Mutation, ...] = (
             "servers forgotten by gossip, not yet reaped) loses its federation state"
         ),
         file=f"{_SERVER}/_wan.py",
-        original="kept.update(name.rsplit(\".\", 1)[1].lower() for name in failed_names if \".\" in name)",
+        original=(
+            'kept.update(name.rsplit(".", 1)[1].lower() for name in failed_names if "." in name)'
+        ),
         replacement="pass",
         tests=(
             f"{_SERVER_TESTS}/test_pruning_registry.py"
@@ -201,9 +202,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="anti-entropy-debounce-removed",
         behaviour="a flapping gateway check turns into a stream of federation-state writes",
         file=f"{_REPLICATION}/_federation.py",
-        original=(
-            "if self._last_sync is not None and not _restores_a_path(stored, state):"
-        ),
+        original=("if self._last_sync is not None and not _restores_a_path(stored, state):"),
         replacement="if False:",
         tests=(
             f"{_REPLICATION_TESTS}/test_federation_replication.py"

@@ -307,8 +307,7 @@ def run_mutations(
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
         futures = {
-            m.name: pool.submit(_one, root, files, scratch, m, processes, timeout)
-            for m in runnable
+            m.name: pool.submit(_one, root, files, scratch, m, processes, timeout) for m in runnable
         }
         for name, future in futures.items():
             outcome = future.result()

@@ -95,7 +95,7 @@ async def _wakes_only_for_its_table(fsm: Fsm, index: int) -> None:
     await asyncio.to_thread(writer.join)
     assert fsm.store.watch_count() == 0, "the federation-state write fired the watch"
     # Woken, not timed out: its wait is 600 s (a deadline, not a measurement; the
-    # wake-up latency is measured by ``nox -s bench -- server``).
+    # wake-up latency is measured by ``nox -s bench -- liveness``).
     meta, _ = await asyncio.wait_for(query, 30)
     assert meta.index == index + 1
 

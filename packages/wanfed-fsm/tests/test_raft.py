@@ -150,9 +150,11 @@ async def test_single_server_applies_persists_and_restores_from_its_snapshot(
                 leadership=consensus,
             )
         )
-        async with asyncio.timeout(30):  # write only once the query is parked on its watch
-            while not consensus.store.watch_count():
-                await asyncio.sleep(0.001)
+        for _ in range(30_000):  # write only once the query is parked on its watch
+            if consensus.store.watch_count():
+                break
+            await asyncio.sleep(0.001)
+        assert consensus.store.watch_count() == 1
         index = await consensus.apply(_upsert("dc0"))
         meta, states = await asyncio.wait_for(query, 30)
         assert meta.index == index

@@ -228,7 +228,7 @@ async def _failover_then_restart_everything(cluster: Cluster) -> None:
     acked_before_kill = len(writer.acknowledged)
     try:
         # Liveness, not speed: how soon the new leader takes writes is measured by
-        # ``nox -s bench -- failover``.
+        # ``nox -s bench -- liveness``.
         await writer.wait_acknowledged(acked_before_kill + 300, within=60)
     finally:
         writer.stop.set()

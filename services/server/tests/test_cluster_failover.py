@@ -1,7 +1,8 @@
 """A 3-server datacenter of real ``wanfed agent`` processes, from config files, mTLS on.
 
 ``kill -9`` of the leader: the survivors elect a new leader and a write through
-a surviving server succeeds again (``nox -s bench -- failover`` measures how soon). The killed server, restarted with the same config and data dir,
+a surviving server succeeds again (``nox -s bench -- liveness`` measures how
+soon). The killed server, restarted with the same config and data dir,
 rejoins and catches up.
 """
 
@@ -83,7 +84,7 @@ async def test_kill_the_leader_writes_resume_and_it_rejoins(
         assert await _until(time.monotonic() + 15, lambda: write("before", survivor.rpc_port))
 
         old.kill()
-        # Liveness, not speed (``nox -s bench -- failover`` measures the time): the
+        # Liveness, not speed (``nox -s bench -- liveness`` measures the time): the
         # survivors elect one of themselves and a write through a survivor succeeds.
         assert await _until(time.monotonic() + 30, lambda: write("after", survivor.rpc_port))
 

@@ -29,8 +29,16 @@ class _LeaderPool:
     def __init__(self) -> None:
         self.forwarded: list[tuple[str, str, object]] = []
 
-    async def call(self, node: str, datacenter: str, address: str, method: str, request: object,
-                   reply_type: object, **kwargs: Any) -> object:
+    async def call(
+        self,
+        node: str,
+        datacenter: str,
+        address: str,
+        method: str,
+        request: object,
+        reply_type: object,
+        **kwargs: Any,
+    ) -> object:
         self.forwarded.append((address, method, request))
         return "answered by the leader"
 

@@ -1,6 +1,6 @@
 """The HTTP API of a 3-server datacenter (real processes, config files, mTLS) across a
 leader crash: writes through a surviving server's HTTP API succeed again (how soon is
-measured by ``nox -s bench -- failover``),
+measured by ``nox -s bench -- liveness``),
 and an agent service registered on a follower reaches the catalog.
 """
 
@@ -64,7 +64,7 @@ async def test_http_writes_resume_after_a_leader_kill(
         assert await _until(time.monotonic() + 15, lambda: write(follower, "before"))
 
         old.kill()
-        # Liveness, not speed (``nox -s bench -- failover`` measures the time).
+        # Liveness, not speed (``nox -s bench -- liveness`` measures the time).
         assert await _until(time.monotonic() + 30, lambda: write(follower, "after"))
 
         async def new_leader() -> AgentProcess | None:

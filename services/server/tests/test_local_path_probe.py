@@ -64,9 +64,7 @@ async def black_hole() -> AsyncIterator[BlackHole]:
 def _probe(pki: RuntimePki) -> PrimaryPingProbe:
     files = pki.certs["r1"]  # a dc2 server probes the way to dc1
     context = client_context(pki.ca, files.cert, files.key, alpn=[Alpn.RPC_MULTI])
-    return PrimaryPingProbe(
-        primary="dc1", domain="consul", context=context, timeout=PROBE_TIMEOUT
-    )
+    return PrimaryPingProbe(primary="dc1", domain="consul", context=context, timeout=PROBE_TIMEOUT)
 
 
 async def test_a_probe_through_a_black_holed_gateway_fails(

@@ -16,7 +16,7 @@ _AGENT = [sys.executable, "-c", "import sys; from wanfed_server.cli import main;
 
 async def _start_dev_agent() -> tuple[asyncio.subprocess.Process, str]:
     """Start ``wanfed agent -dev``; return it once it says it is running, with its RPC
-    address. (How long a start takes is measured by ``nox -s bench -- startup``.)"""
+    address. (How long a start takes is measured by ``nox -s bench -- liveness``.)"""
     process = await asyncio.create_subprocess_exec(
         *_AGENT,
         "agent",
