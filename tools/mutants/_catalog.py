@@ -167,6 +167,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        name="pruning-asks-the-router",
+        behaviour=(
+            "the primary's pruner keeps only datacenters with a live server (what routing "
+            "needs) instead of every datacenter not left or reaped: a partition prunes"
+        ),
+        file=f"{_SERVER}/_server.py",
+        original=(
+            "        if self._wan is not None and not self._injected_router:\n"
+            "            return self._wan.known_datacenters()\n"
+            "        return self._router.datacenters()"
+        ),
+        replacement="        return self._router.datacenters()",
+        tests=(
+            f"{_SERVER_TESTS}/test_federation_inprocess.py"
+            "::test_a_datacenter_whose_servers_failed_is_not_pruned",
+        ),
+    ),
+    Mutation(
         name="followers-go-direct",
         behaviour=(
             "a follower, which runs no replication and so has no signal to judge the "

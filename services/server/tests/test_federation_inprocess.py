@@ -228,6 +228,37 @@ async def test_a_departed_datacenter_is_pruned(federation: Federation) -> None:
     )
 
 
+@pytest.mark.fast_pruning
+async def test_a_datacenter_whose_servers_failed_is_not_pruned(federation: Federation) -> None:
+    """Failed is not gone: a datacenter behind a partition keeps its federation
+    state, also once gossip has forgotten its dead server (it is reaped only
+    after ``reconnect_timeout``)."""
+    await converged(federation)
+    primary = federation["dc1"].require_server()
+    await eventually(lambda: "s1.dc3" in wan_alive(primary), 30, "s1.dc3 alive in dc1's pool")
+    await federation.stop_server("dc3", "s1", leave=False)  # as if cut off: no goodbye
+
+    def status_of_s1_dc3() -> int | None:
+        return {m.name: m.status for m in primary.members(wan=True)}.get("s1.dc3")
+
+    async def one_pruning_round() -> None:
+        """A canary record of a datacenter nobody knows: the round that deletes it
+        also judged every other record, from the same read."""
+        canary = FederationState(datacenter="dc-canary")
+        upsert = FederationStateRequest(datacenter="dc1", op="upsert", state=canary)
+        await primary.rpc("FederationState.Apply", upsert, bool)
+        await eventually(
+            lambda: "dc-canary" not in federation_states(primary), 30, "a pruning round ran"
+        )
+
+    await eventually(lambda: status_of_s1_dc3() == 4, 30, "s1.dc3 failed in dc1's pool")
+    await one_pruning_round()
+    assert "dc3" in federation_states(primary), "a failed datacenter was pruned"
+    await eventually(lambda: status_of_s1_dc3() is None, 60, "gossip forgot the dead s1.dc3")
+    await one_pruning_round()
+    assert "dc3" in federation_states(primary), "a failed, not yet reaped datacenter was pruned"
+
+
 async def test_a_server_that_vanishes_is_seen_failed_everywhere(
     federation: Federation,
 ) -> None:
