@@ -26,6 +26,7 @@ from ._federation import register_federation_routes
 from ._federation_routes import register_federation_routes_status
 from ._health import register_health_routes
 from ._internal import register_internal_routes
+from ._server_directory import register_server_directory_routes
 from ._status import register_status_routes
 
 __all__ = ["HttpApi", "build_app", "start_http_api"]
@@ -49,6 +50,7 @@ def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) ->
     register_federation_routes(app)
     register_federation_routes_status(app)
     register_internal_routes(app)
+    register_server_directory_routes(app)
     return app
 
 
