@@ -895,7 +895,10 @@ class Server:
         return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
 
     def known_datacenters(self) -> list[str]:
-        """The datacenters of the WAN pool (pruning keeps only their federation states)."""
+        """The datacenters whose federation states pruning keeps: those of the WAN
+        pool, failed (partitioned) ones included; only a leave or a reap forgets one."""
+        if self._wan is not None and not self._injected_router:
+            return self._wan.known_datacenters()
         return self._router.datacenters()
 
     def federation_status(self) -> LocatorStatus | None:
