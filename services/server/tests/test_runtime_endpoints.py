@@ -30,6 +30,7 @@ from wanfed_fsm import (
     RegisterRequest,
     Service,
     ServiceSpecificRequest,
+    Table,
 )
 from wanfed_proto import RemoteError, RpcClient, RpcType, dial_plain
 from wanfed_server.runtime import (
@@ -240,20 +241,35 @@ async def test_blocking_query_waits_until_a_write_and_times_out_unchanged(
         DCSpecificRequest(min_query_index=first.index, max_query_time=0.3),
         type=IndexedNodes,
     )
+    # A lower bound only: a loaded machine can delay the answer, never hasten it.
     assert time.monotonic() - started >= 0.3
     assert unchanged.index == first.index
 
+    parked = server.store.watch_count(Table.NODES)
     blocked = asyncio.ensure_future(
         client.call(
             "Catalog.ListNodes",
-            DCSpecificRequest(min_query_index=first.index, max_query_time=30),
+            DCSpecificRequest(min_query_index=first.index, max_query_time=600),
             type=IndexedNodes,
         )
     )
+    # Write only once the read is parked on the store's watch: a write that
+    # lands first would be answered without any wake-up at all.
+    await _until(lambda: server.store.watch_count(Table.NODES) > parked, "the read is parked")
+    assert not blocked.done()
     await client.call("Catalog.Register", _web("n9"), type=bool)
-    woken = await asyncio.wait_for(blocked, 5)
+    woken = await asyncio.wait_for(blocked, 15)  # a deadline, not a measurement (wait: 600 s)
     assert woken.index > first.index
     assert "n9" in {n.node for n in woken.nodes}
+
+
+async def _until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.01)
 
 
 async def test_stale_and_consistent_reads_report_a_known_leader(

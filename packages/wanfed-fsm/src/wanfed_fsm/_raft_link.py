@@ -234,6 +234,11 @@ class _LinkTransport(Transport):  # type: ignore[misc]
             node = await asyncio.wait_for(asyncio.shield(protocol.hello), _HELLO_TIMEOUT)
             if node is None:
                 return
+            # A peer's raft link is persistent and may be quiet for long (followers
+            # rarely talk to each other); Raft's own timeouts judge it, so the RPC
+            # port's idle timeout must not close it. Only after the hello: before,
+            # a silent connection is anyone's.
+            connection.report_busy(lambda: True)
             await connection.wait_closed()
         except TimeoutError:
             logger.warning("raft connection from %s sent no hello; closing", peer)

@@ -77,6 +77,26 @@ def _problems(c: AgentConfig) -> list[tuple[str, str]]:
     found += _server_problems(c)
     found += _tls_problems(c)
     found += _port_problems(c)
+    found += _limit_problems(c)
+    return found
+
+
+def _limit_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """A per-client cap above the total cap would let one client take every connection."""
+    found: list[tuple[str, str]] = []
+    for port in ("rpc", "http"):
+        per_client = getattr(c.limits, f"{port}_max_conns_per_client")
+        total = getattr(c.limits, f"{port}_max_conns")
+        if total and (per_client == 0 or per_client > total):
+            shown = "0 (no cap)" if per_client == 0 else str(per_client)
+            found.append(
+                (
+                    f"'limits.{port}_max_conns_per_client' ({shown}) must not exceed "
+                    f"'limits.{port}_max_conns' ({total}): one client could hold every "
+                    "connection and lock all others out",
+                    f"limits.{port}_max_conns_per_client",
+                )
+            )
     return found
 
 

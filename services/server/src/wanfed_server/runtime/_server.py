@@ -237,7 +237,8 @@ class Server:
         if not config.dev_mode:
             check_own_certificate(config)
         server_ssl, dialer = self._tls()
-        self._pool = RpcPool(dialer)
+        # Retire pooled connections well before a peer's idle timeout closes them.
+        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
@@ -289,6 +290,9 @@ class Server:
             alpn_handlers=alpn,
             ssl_context=server_ssl,
             handshake_timeout=config.limits.rpc_handshake_timeout,
+            max_conns_per_client=config.limits.rpc_max_conns_per_client,
+            max_conns=config.limits.rpc_max_conns,
+            idle_timeout=config.limits.rpc_idle_timeout,
         )
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
@@ -903,7 +907,10 @@ class Server:
         return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
 
     def known_datacenters(self) -> list[str]:
-        """The datacenters of the WAN pool (pruning keeps only their federation states)."""
+        """The datacenters whose federation states pruning keeps: those of the WAN
+        pool, failed (partitioned) ones included; only a leave or a reap forgets one."""
+        if self._wan is not None and not self._injected_router:
+            return self._wan.known_datacenters()
         return self._router.datacenters()
 
     def federation_status(self) -> LocatorStatus | None:
