@@ -37,22 +37,24 @@ _REPLICATION_TESTS = "packages/wanfed-replication/tests"
 _FSM = "packages/wanfed-fsm/src/wanfed_fsm"
 
 MUTATIONS: tuple[Mutation, ...] = (
-    # ------------------------------------------------------------------------------------
-    # PLACEHOLDER, to be completed when the Raft-link refusal tests land: the test that
-    # sends a same-CA *client* certificate (and another datacenter's server certificate)
-    # to ALPN wanfed/raft and requires a refusal before any byte reaches pickle.loads.
-    # Until its node id is filled in below, this entry fails the run on purpose.
     Mutation(
         name="raft-link-servers-only-removed",
         behaviour=(
-            "any holder of a same-CA client certificate reaches the Raft link, whose "
-            "decoder is pickle.loads (remote code execution)"
+            "any holder of a same-CA client certificate (or another datacenter's server "
+            "certificate) reaches the Raft link, whose decoder is pickle.loads (remote code "
+            "execution)"
         ),
         file=f"{_SERVER}/_server.py",
-        original="alpn[Alpn.RAFT] = self._servers_only(self._raft_link.serve)",
+        original=(
+            "alpn[Alpn.RAFT] = policy.guard(\n"
+            '                self._raft_link.serve, what="raft", datacenter=config.datacenter\n'
+            "            )"
+        ),
         replacement="alpn[Alpn.RAFT] = self._raft_link.serve",
-        tests=(),
-        note="placeholder: name the Raft-link refusal test that kills this mutation",
+        tests=(
+            f"{_SERVER_TESTS}/test_runtime_doors.py"
+            "::test_the_raft_link_refuses_a_non_server_before_any_byte_is_decoded",
+        ),
     ),
     Mutation(
         name="reads-not-forwarded",
@@ -225,6 +227,52 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=(
             f"{_REPLICATION_TESTS}/test_federation_replication.py"
             "::test_anti_entropy_writes_only_on_change_and_debounces",
+        ),
+    ),
+    Mutation(
+        name="reserved-catalog-entries-open",
+        behaviour=(
+            "anyone who reaches the HTTP API or holds a client certificate registers a fake "
+            "consul service or writes a live server's node"
+        ),
+        file=f"{_SERVER}/_endpoints_catalog.py",
+        original="authorize=reserved.register,",
+        replacement="authorize=lambda _caller, _request: None,",
+        tests=(
+            f"{_SERVER_TESTS}/test_runtime_reserved_catalog.py"
+            "::test_a_fake_consul_service_is_refused_over_http",
+        ),
+    ),
+    Mutation(
+        name="node-claims-unchecked",
+        behaviour=(
+            "a server certificate of node X says hello or joins Raft as node Y and overwrites "
+            "Y's server directory entry"
+        ),
+        file=f"{_SERVER}/_endpoints_status.py",
+        original="datacenters=(datacenter,), node=server.node)",
+        replacement="datacenters=(datacenter,), node=None)",
+        tests=(
+            f"{_SERVER_TESTS}/test_runtime_doors.py"
+            "::test_a_server_certificate_cannot_claim_another_node",
+        ),
+    ),
+    Mutation(
+        name="gossip-alpn-servers-only-removed",
+        behaviour=(
+            "a client certificate sends WAN gossip packets through a gateway and adds "
+            "members (fake datacenters) to the WAN pool"
+        ),
+        file="packages/wanfed-agent/src/wanfed_agent/gateway_transport/_transport.py",
+        original=(
+            "self.serve_packets: ConnectionHandler = self._policy.guard(\n"
+            '            self._serve_packets, what="wan gossip packet"\n'
+            "        )"
+        ),
+        replacement="self.serve_packets: ConnectionHandler = self._serve_packets",
+        tests=(
+            "packages/wanfed-agent/tests/test_gateway_transport.py"
+            "::test_a_client_certificate_cannot_gossip_over_the_gateway_alpns",
         ),
     ),
 )
