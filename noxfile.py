@@ -173,6 +173,18 @@ def _python_folders() -> list[list[str]]:
 
 
 @nox.session
+def mutants(session: nox.Session) -> None:
+    """Curated mutations of the security and federation guards; each must be killed.
+
+    ``nox -s mutants`` runs them all (two at a time); ``nox -s mutants -- --list``
+    prints the catalog; ``nox -s mutants -- NAME ...`` runs some. The checkout is
+    never modified: each mutation is applied to a temporary copy.
+    """
+    _install_workspace(session, *TEST_DEPS)
+    session.run("python", "-m", "tools.mutants", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines: ``nox -s bench -- proto`` (default: all)."""
     _install_workspace(session, "cryptography>=42")

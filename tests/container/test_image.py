@@ -194,21 +194,36 @@ def test_data_survives_rm_f_and_a_new_container_on_the_same_volume(
     ports = _ports(host)
     http = f"{host}:{ports['http']}"
     data = owned_dir(tmp_path / "data")
+    tls = owned_dir(tmp_path / "tls")  # a server outside -dev needs TLS material
+    containers.run("tls", "ca", "create", volumes=((tls, "/wanfed/tls"),), workdir="/wanfed/tls")
+    containers.run(
+        *("tls", "cert", "create", "-server", "-dc", "dc1", "-node", "solo"),
+        volumes=((tls, "/wanfed/tls"),),
+        workdir="/wanfed/tls",
+    )
+    tls_hcl = (
+        "tls {\n  defaults {\n"
+        '    ca_file = "/wanfed/tls/wanfed-agent-ca.pem"\n'
+        '    cert_file = "/wanfed/tls/dc1-server-consul-0.pem"\n'
+        '    key_file = "/wanfed/tls/dc1-server-consul-0-key.pem"\n'
+        "  }\n}\n"
+    )
     key = base64.b64encode(os.urandom(32)).decode()
     command = (
         *("agent", "-server", "-bootstrap", "-node", "solo", "-data-dir", "/wanfed/data"),
         *("-bind", host, "-client", host, "-encrypt", key),
         *("-http-port", str(ports["http"]), "-server-port", str(ports["server"])),
-        *("-serf-wan-port", str(ports["serf_wan"]), "-hcl", f"ports {{ raft = {ports['raft']} }}"),
+        *("-serf-wan-port", str(ports["serf_wan"]), "-hcl", tls_hcl),
     )
-    first = containers.start("first", *command, volumes=((data, "/wanfed/data"),))
+    volumes = ((data, "/wanfed/data"), (tls, "/wanfed/tls:ro"))
+    first = containers.start("first", *command, volumes=volumes)
     until("the first container's leader", lambda: leader_of(http))
     assert until("a write", lambda: _register(http, "written-before-rm"))
 
     # rm --force kills the server mid-flight; --volumes only drops the image's
     # anonymous /wanfed/config volume, never the bind-mounted data directory.
     podman.remove_containers(first)
-    containers.start("second", *command, volumes=((data, "/wanfed/data"),))
+    containers.start("second", *command, volumes=volumes)
     until("the second container's leader", lambda: leader_of(http))
     assert "written-before-rm" in _node_names(http)
 

@@ -60,3 +60,20 @@ def test_the_default_prefix_names_its_owner() -> None:
     assert owner_pid(default_prefix()) == os.getpid()
     assert owner_pid("wft") is None  # a hand-made topology (the CLI's) has no owner
     assert owner_pid("wf12x") is None
+
+
+def test_an_outsider_sits_on_its_datacenters_lan_and_reaches_what_it_reaches() -> None:
+    topology = Topology(
+        datacenters=[DatacenterSpec(name="dc1"), DatacenterSpec(name="dc2", outsiders=2)],
+        prefix="wf42",
+    )
+    assert [(h.name, h.netns, h.lan_ip, h.wan_ip) for h in topology.outsiders()] == [
+        ("o1", "wf42-2o1", "198.18.2.31", None),
+        ("o2", "wf42-2o2", "198.18.2.32", None),
+    ]
+    assert topology.servers("dc2") == [topology.host("dc2", "s1")]
+    assert topology.host("dc2", "o1").role == "outsider"
+    # No rule of its own: it crosses only where its LAN may (the primary's gateway WAN).
+    assert "ip saddr 198.18.2.0/24 ip daddr { 198.19.0.11 } accept" in nft_ruleset(topology)
+    with pytest.raises(ValueError, match="dc2 has 0-9 outsiders, got 10"):
+        DatacenterSpec(name="dc2", outsiders=10)

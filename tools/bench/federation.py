@@ -63,7 +63,14 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_proto import Alpn, RpcClient, client_context, dial_alpn
-from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
+from wanfed_server.gateway import (
+    DirectoryServer,
+    GatewayConfig,
+    MeshGateway,
+    RouteInputs,
+    build_route_table,
+)
+from wanfed_server.http._server_directory import directory_body
 from wanfed_server.runtime import Server, ServerOptions
 
 SIZES = (3, 10)
@@ -144,10 +151,13 @@ class Datacenter:
         return self.server
 
 
-def _route_inputs(txn: ReadTxn, dc: str) -> tuple[int, RouteInputs]:
-    i1, servers = txn.check_service_nodes("consul", passing_only=False)
+def _route_inputs(txn: ReadTxn, server: Server, dc: str) -> tuple[int, RouteInputs]:
+    i1, _ = txn.check_service_nodes("consul", passing_only=False)
     i2, gateways = txn.mesh_gateways_by_datacenter()
-    return max(i1, i2), RouteInputs(local_dc=dc, local_servers=servers, fed_state_gateways=gateways)
+    directory = msgspec.json.decode(directory_body(server), type=list[DirectoryServer])
+    return max(i1, i2), RouteInputs(
+        local_dc=dc, server_directory=directory, fed_state_gateways=gateways
+    )
 
 
 async def _feed_gateways(dc: Datacenter) -> None:
@@ -158,7 +168,7 @@ async def _feed_gateways(dc: Datacenter) -> None:
         meta, inputs = await blocking_query(
             server.store,
             DCSpecificRequest(min_query_index=index, max_query_time=30),
-            lambda txn: _route_inputs(txn, dc.name),
+            lambda txn: _route_inputs(txn, server, dc.name),
         )
         index = meta.index
         table = build_route_table(inputs)
@@ -173,7 +183,7 @@ async def _start_gateway(dc: Datacenter) -> tuple[str, int]:
     dc.gateways.append(gateway)
     if dc.server is not None:
         with dc.server.store.read() as txn:
-            gateway.update_routes(build_route_table(_route_inputs(txn, dc.name)[1]))
+            gateway.update_routes(build_route_table(_route_inputs(txn, dc.server, dc.name)[1]))
     return host, port
 
 

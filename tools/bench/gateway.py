@@ -139,14 +139,18 @@ async def run_backend(directory: Path) -> None:
 
 
 async def run_gateway(upstream_port: int, write_buffer_limit: int) -> None:
-    from wanfed_fsm import CheckServiceNode, Node, Service
-    from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
-
-    server = CheckServiceNode(
-        node=Node(node="s1", address="127.0.0.1", datacenter="dc1"),
-        service=Service(service="consul", port=upstream_port),
+    from wanfed_server.gateway import (
+        DirectoryServer,
+        GatewayConfig,
+        MeshGateway,
+        RouteInputs,
+        build_route_table,
     )
-    table = build_route_table(RouteInputs(local_dc="dc1", local_servers=[server]))
+
+    server = DirectoryServer(
+        node="s1", datacenter="dc1", address="127.0.0.1", port=upstream_port, alive=True
+    )
+    table = build_route_table(RouteInputs(local_dc="dc1", server_directory=[server]))
     gateway = MeshGateway(
         table, GatewayConfig(stats_log_interval=0, write_buffer_limit=write_buffer_limit)
     )

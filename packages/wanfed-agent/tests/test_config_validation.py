@@ -161,9 +161,49 @@ def test_wanfed_rejects_dot_in_node_name_and_says_why(
     assert "'s1.example.dc2'" in message
 
 
-def test_dot_in_node_name_is_fine_without_wanfed(tmp_path: Path) -> None:
-    config = load({"node_name": "s1.example", "server": True, "data_dir": str(tmp_path)})
+def test_dot_in_node_name_is_fine_without_wanfed(tls_files: TLSMaterial, tmp_path: Path) -> None:
+    config = load(
+        {
+            "node_name": "s1.example",
+            "server": True,
+            "data_dir": str(tmp_path),
+            "tls": tls_block(tls_files),
+        }
+    )
     assert config.node_name == "s1.example"
+
+
+@pytest.mark.parametrize("missing", ["ca_file", "cert_file", "key_file"])
+def test_a_server_outside_dev_requires_tls_material(
+    tls_files: TLSMaterial, tmp_path: Path, missing: str
+) -> None:
+    tls = tls_block(tls_files)
+    del tls["defaults"][missing]
+    if missing != "ca_file":  # cert and key go together; drop both
+        tls["defaults"].pop("cert_file", None)
+        tls["defaults"].pop("key_file", None)
+        tls["defaults"]["verify_incoming"] = False
+    message = error_of(
+        {"node_name": "s7", "datacenter": "dc3", "server": True, "data_dir": str(tmp_path),
+         "tls": tls}
+    )  # fmt: skip
+    assert "requires TLS" in message or "requires 'tls.defaults" in message, message
+
+
+def test_the_missing_tls_error_says_how_to_make_the_files(tmp_path: Path) -> None:
+    message = error_of(
+        {"node_name": "s7", "datacenter": "dc3", "server": True, "data_dir": str(tmp_path)}
+    )
+    assert "a server outside -dev requires TLS" in message
+    assert "'tls.defaults.ca_file', 'tls.defaults.cert_file', 'tls.defaults.key_file'" in message
+    assert "wanfed tls ca create" in message
+    assert "wanfed tls cert create -server -dc dc3 -node s7" in message
+
+
+def test_dev_mode_needs_no_tls() -> None:
+    config = load({"node_name": "s1"}, dev=True)
+    assert config.dev_mode
+    assert not config.tls.mutual_tls_capable
 
 
 def test_wanfed_requires_tls_files(tls_files: TLSMaterial, tmp_path: Path) -> None:

@@ -171,7 +171,16 @@ def test_primary_gateway_provider_entries_accepted() -> None:
             "primary_datacenter": "dc1",
             "data_dir": "/tmp/wanfed-test-unused",
             "primary_gateways": ["provider=file path=/etc/wanfed/gw.txt", "198.18.1.20:8443"],
+            # a server outside -dev needs TLS (the files are not read here)
+            "tls": {
+                "defaults": {
+                    "ca_file": "/etc/wanfed/ca.pem",
+                    "cert_file": "/etc/wanfed/cert.pem",
+                    "key_file": "/etc/wanfed/key.pem",
+                }
+            },
         },
+        check_tls_files=False,
     )
     assert config.primary_gateways == (
         "provider=file path=/etc/wanfed/gw.txt",

@@ -185,12 +185,19 @@ async def test_retries_until_found_then_rediscovers_only_when_asked(tmp_path: Pa
     listing = tmp_path / "gateways.txt"
     sink = Sink()
     broken = asyncio.Event()
+    health_checks = 0
+
+    def needs_rediscovery() -> bool:
+        nonlocal health_checks
+        health_checks += 1
+        return broken.is_set()
+
     files = CountingFiles()
     discovery = PrimaryGatewayDiscovery(
         [f"provider=file path={listing}"],
         sink,
         interval=0.01,
-        needs_rediscovery=broken.is_set,
+        needs_rediscovery=needs_rediscovery,
         providers={"file": files},
     )
     task = asyncio.create_task(discovery.run())
@@ -200,9 +207,13 @@ async def test_retries_until_found_then_rediscovers_only_when_asked(tmp_path: Pa
         listing.write_text("198.18.1.20:8443\n")
         await asyncio.wait_for(discovery.found.wait(), 2)
         assert sink.updates == [(["198.18.1.20:8443"], "discovered")]
-        calls = files.calls
-        await asyncio.sleep(0.05)  # five intervals pass...
-        assert files.calls == calls  # ...but while healthy, discovery stays idle
+        calls, checked = files.calls, health_checks
+        for _ in range(6000):  # five intervals pass, each judged healthy...
+            if health_checks >= checked + 5:
+                break
+            await asyncio.sleep(0.005)
+        assert health_checks >= checked + 5
+        assert files.calls == calls  # ...so discovery stays idle
         # Every primary gateway replaced; the operator updates only the file.
         listing.write_text("198.18.1.30:8443\n198.18.1.31:8443\n")
         broken.set()

@@ -323,3 +323,114 @@ async def test_oversized_and_garbage_frames_close_the_packet_connection(
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
     writer.close()
+
+
+# --- only servers gossip over the gateway ALPNs ---------------------------------------
+
+
+@dataclass
+class Inbox:
+    """What a transport handed to the membership core."""
+
+    packets: list[bytes]
+    streams: int
+    arrived: asyncio.Event
+
+
+async def serve_inbox(server: Server) -> tuple[GatewayTransport, RpcPortServer, Inbox]:
+    ca, cert, key = server.files
+    inbox = Inbox([], 0, asyncio.Event())
+
+    def on_packet(packet: bytes, _peer: tuple[str, int]) -> None:
+        inbox.packets.append(packet)
+        inbox.arrived.set()
+
+    async def on_stream(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        inbox.streams += 1
+        inbox.arrived.set()
+        writer.close()
+
+    transport = GatewayTransport(
+        local=PlainTransport("127.0.0.1"),
+        datacenter=server.dc,
+        domain="consul",
+        picker=Picker(),
+        packet_context=client_context(ca, cert, key, alpn=[Alpn.WAN_GOSSIP_PACKET]),
+        stream_context=client_context(ca, cert, key, alpn=[Alpn.WAN_GOSSIP_STREAM]),
+    )
+    await transport.start(on_packet, on_stream)
+    rpc = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={},
+        alpn_handlers={
+            Alpn.WAN_GOSSIP_PACKET: transport.serve_packets,
+            Alpn.WAN_GOSSIP_STREAM: transport.serve_stream,
+        },
+        ssl_context=server_context(ca, cert, key),
+    )
+    return transport, rpc, inbox
+
+
+async def gossip_as(
+    rpc: RpcPortServer, files: tuple[Path, Path, Path], alpn: Alpn, until: asyncio.Event | None
+) -> None:
+    """Send one framed packet (or open a stream and write to it); return once
+    ``until`` is set, or (without it) once the server has closed the connection."""
+    ca, cert, key = files
+    context = client_context(ca, cert, key, alpn=[alpn])
+    host, port = rpc.address
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=context, server_hostname="server.dc1.consul"
+    )
+    try:
+        packet = b"\x01fake member"  # what a join would carry
+        writer.write(len(packet).to_bytes(4, "big") + packet)
+        await writer.drain()
+        async with asyncio.timeout(10):  # a deadline for a hang, not a measured threshold
+            if until is not None:
+                await until.wait()
+            else:
+                await reader.read()
+    except (ConnectionError, ssl.SSLError):
+        pass  # cut off
+    finally:
+        writer.transport.abort()
+
+
+def client_files(tmp: Path, ca: PemPair) -> tuple[Path, Path, Path]:
+    from wanfed_agent.tls import create_client_cert
+
+    pair = create_client_cert(ca, "dc1")
+    folder = tmp / "client"
+    folder.mkdir()
+    paths = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    paths[0].write_bytes(ca.cert_pem)
+    paths[1].write_bytes(pair.cert_pem)
+    paths[2].write_bytes(pair.key_pem)
+    return paths
+
+
+@pytest.mark.parametrize("alpn", [Alpn.WAN_GOSSIP_PACKET, Alpn.WAN_GOSSIP_STREAM])
+async def test_a_client_certificate_cannot_gossip_over_the_gateway_alpns(
+    tmp_path: Path, ca_pair: PemPair, alpn: Alpn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="wanfed_agent.tls.identity")
+    transport, rpc, inbox = await serve_inbox(write_server(tmp_path, ca_pair, "s1", "dc1"))
+    try:
+        intruder = client_files(tmp_path, ca_pair)
+        for _ in range(3):
+            await gossip_as(rpc, intruder, alpn, until=None)
+        assert inbox.packets == []
+        assert inbox.streams == 0
+        # refused, and said so once for the three attempts (rate-limited)
+        (line,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert "needs a server certificate (server.<dc>.consul)" in line
+        assert "client.dc1.consul" in line
+        # a server of another datacenter still gets through afterwards
+        member = write_server(tmp_path, ca_pair, "r1", "dc2")
+        await gossip_as(rpc, member.files, alpn, until=inbox.arrived)
+        assert inbox.packets == [b"\x01fake member"] or inbox.streams == 1
+    finally:
+        await rpc.close()
+        await transport.close()

@@ -6,6 +6,7 @@ import datetime
 import logging
 import ssl
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -139,6 +140,13 @@ def test_cert_without_key(tls_files: TLSMaterial) -> None:
 
 def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, hostname: str) -> ssl.SSLObject:
     """Drive both ends of a TLS handshake through memory buffers; return the client side."""
+    return _handshake_both(client, server, hostname)[0]
+
+
+def _handshake_both(
+    client: ssl.SSLContext, server: ssl.SSLContext, hostname: str
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """The same, returning the client side and the server side."""
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     client_side = client.wrap_bio(c_in, c_out, server_hostname=hostname)
     server_side = server.wrap_bio(s_in, s_out, server_side=True)
@@ -155,7 +163,7 @@ def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, hostname: str) ->
         s_in.write(c_out.read())
         c_in.write(s_out.read())
         if all(done.values()):
-            return client_side
+            return client_side, server_side
     raise AssertionError("handshake did not finish")
 
 
@@ -197,7 +205,17 @@ def test_client_cert_accepted_by_server(ca_pair: PemPair, tmp_path: Path) -> Non
     server = create_server_cert(ca_pair, "dc1", "consul", "s1")
     client = create_client_cert(ca_pair, "dc1")
     client_ctx, server_ctx = _contexts(ca_pair, server, client, tmp_path)
-    _handshake(client_ctx, server_ctx, "server.dc1.consul")
+    _, server_side = _handshake_both(client_ctx, server_ctx, "server.dc1.consul")
+    # The server verified the client's certificate (CERT_REQUIRED) and sees it
+    # for what it is: a client of dc1, not a server (which is why TLS alone never
+    # admits a caller to server-only methods).
+    seen = server_side.getpeercert()
+    assert seen is not None
+    assert seen["subject"] == ((("commonName", "client.dc1.consul"),),)
+    sans = cast("tuple[tuple[str, str], ...]", seen["subjectAltName"])
+    names = {value for kind, value in sans if kind == "DNS"}
+    assert "client.dc1.consul" in names
+    assert not any(".server." in n or n.startswith("server.") for n in names)
 
 
 def test_wrong_datacenter_name_fails_hostname_check(ca_pair: PemPair, tmp_path: Path) -> None:

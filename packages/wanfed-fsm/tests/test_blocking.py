@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
 
@@ -23,6 +22,7 @@ from wanfed_fsm import (
     ReadTxn,
     RegisterRequest,
     StateStore,
+    Table,
     blocking_query,
     query_wait,
 )
@@ -52,21 +52,29 @@ async def test_returns_unchanged_result_after_the_wait() -> None:
         store, QueryOptions(min_query_index=1, max_query_time=0.05), _states, jitter=lambda: 0.0
     )
     assert meta.index == 1
-    assert 0.05 <= time.monotonic() - started < 1
+    # A lower bound only: a loaded machine can delay the answer, never hasten it.
+    assert time.monotonic() - started >= 0.05
     assert store.watch_count() == 0
 
 
-async def _wake_latency(fsm: Fsm, index: int) -> float:
-    """Block a query at ``index - 1``; a catalog write must not wake it, a
-    federation-state write from another thread must. Returns write → wake seconds."""
+async def parked(store: StateStore, count: int = 1) -> None:
+    """Until ``count`` queries wait on the store's watches (each a loop turn at most)."""
+    for _ in range(1000):
+        if store.watch_count() >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{count} query(ies) never parked: {store.watch_count()} watch(es)")
+
+
+async def _wakes_only_for_its_table(fsm: Fsm, index: int) -> None:
+    """Block a query at ``index - 1``; a catalog write from another thread must not
+    wake it, a federation-state write from another thread must."""
     query = asyncio.ensure_future(
         blocking_query(
-            fsm.store, QueryOptions(min_query_index=index - 1, max_query_time=5), _states
+            fsm.store, QueryOptions(min_query_index=index - 1, max_query_time=600), _states
         )
     )
-    await asyncio.sleep(0.02)  # let it block
-    woke_at: list[float] = []
-    query.add_done_callback(lambda _: woke_at.append(time.monotonic()))
+    await parked(fsm.store)
 
     catalog = threading.Thread(
         target=fsm.store.ensure_registration,
@@ -74,29 +82,29 @@ async def _wake_latency(fsm: Fsm, index: int) -> float:
     )
     catalog.start()
     await asyncio.to_thread(catalog.join)
-    await asyncio.sleep(0.03)
-    assert not query.done(), "a catalog write woke a federation-state query"
+    # A watch fires at most once and is dropped when it fires: still registered
+    # after the write means the catalog write did not wake the query.
+    assert fsm.store.watch_count(Table.FEDERATION_STATES) == 1, "woken by a catalog write"
+    assert not query.done()
 
-    wrote_at: list[float] = []
-
-    def federation_write() -> None:
-        wrote_at.append(time.monotonic())
-        fsm.store.federation_state_set(index + 1, FederationState(datacenter=f"dc{index}"))
-
-    threading.Thread(target=federation_write).start()
-    meta, _ = await asyncio.wait_for(query, 2)
+    writer = threading.Thread(
+        target=fsm.store.federation_state_set,
+        args=(index + 1, FederationState(datacenter=f"dc{index}")),
+    )
+    writer.start()
+    await asyncio.to_thread(writer.join)
+    assert fsm.store.watch_count() == 0, "the federation-state write fired the watch"
+    # Woken, not timed out: its wait is 600 s (a deadline, not a measurement; the
+    # wake-up latency is measured by ``nox -s bench -- liveness``).
+    meta, _ = await asyncio.wait_for(query, 30)
     assert meta.index == index + 1
-    return woke_at[0] - wrote_at[0]
 
 
-async def test_wakes_within_10ms_of_a_federation_state_write_and_not_for_catalog() -> None:
+async def test_wakes_on_a_federation_state_write_from_another_thread_not_for_catalog() -> None:
     fsm = Fsm()
     fsm.store.federation_state_set(1, FederationState(datacenter="dc0"))
-    # seven rounds, judged by the median: a busy machine may delay one wake-up
-    # of the loop, but a query that polled instead of being woken would miss
-    # 10 ms in most rounds
-    latencies = [await _wake_latency(fsm, index) for index in range(2, 16, 2)]
-    assert statistics.median(latencies) < 0.010, latencies
+    for index in range(2, 16, 2):
+        await _wakes_only_for_its_table(fsm, index)
     with fsm.store.read() as txn:
         assert len(txn.federation_states()[1]) == 8
 
@@ -107,11 +115,11 @@ async def test_restore_wakes_the_query_which_returns_the_new_contents() -> None:
     other = StateStore()
     other.federation_state_set(3, FederationState(datacenter="dc9"))
     query = asyncio.ensure_future(
-        blocking_query(store, QueryOptions(min_query_index=7, max_query_time=5), _states)
+        blocking_query(store, QueryOptions(min_query_index=7, max_query_time=600), _states)
     )
-    await asyncio.sleep(0.01)
+    await parked(store)
     store.restore(other.snapshot())
-    meta, states = await asyncio.wait_for(query, 1)
+    meta, states = await asyncio.wait_for(query, 30)
     assert meta.index == 3  # moved backwards: the client must resync
     assert [s.datacenter for s in states] == ["dc9"]
 
@@ -121,7 +129,7 @@ async def test_cancelled_query_leaves_no_watch_behind() -> None:
     query = asyncio.ensure_future(
         blocking_query(store, QueryOptions(min_query_index=1, max_query_time=5), _states)
     )
-    await asyncio.sleep(0.01)
+    await parked(store)
     assert store.watch_count() == 1
     query.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -167,10 +175,7 @@ async def test_cancelled_while_a_write_wakes_it_still_ends_cancelled() -> None:
     query = asyncio.ensure_future(
         blocking_query(store, QueryOptions(min_query_index=1, max_query_time=30), _states)
     )
-    for _ in range(100):  # until it is parked on the store's watch
-        if store.watch_count():
-            break
-        await asyncio.sleep(0)
+    await parked(store)
     assert store.watch_count() == 1
     store.federation_state_set(2, FederationState(datacenter="dc1"))  # schedules the wake
     query.cancel()  # same turn

@@ -150,9 +150,13 @@ async def test_single_server_applies_persists_and_restores_from_its_snapshot(
                 leadership=consensus,
             )
         )
-        await asyncio.sleep(0.01)
+        for _ in range(30_000):  # write only once the query is parked on its watch
+            if consensus.store.watch_count():
+                break
+            await asyncio.sleep(0.001)
+        assert consensus.store.watch_count() == 1
         index = await consensus.apply(_upsert("dc0"))
-        meta, states = await asyncio.wait_for(query, 2)
+        meta, states = await asyncio.wait_for(query, 30)
         assert meta.index == index
         assert [s.datacenter for s in states] == ["dc0"]
 

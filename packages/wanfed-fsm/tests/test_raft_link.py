@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -74,6 +75,15 @@ class LinkedServer:
 
 @pytest.fixture
 async def linked(pki: dict[str, Path], tmp_path: Path) -> AsyncIterator[list[LinkedServer]]:
+    async with _linked_servers(pki, tmp_path, idle_timeout=None) as servers:
+        yield servers
+
+
+@contextlib.asynccontextmanager
+async def _linked_servers(
+    pki: dict[str, Path], tmp_path: Path, idle_timeout: float | None
+) -> AsyncIterator[list[LinkedServer]]:
+    """Three RPC ports serving wanfed/raft, each with a RaftConsensus on it."""
     dial_context = client_context(pki["ca"], pki["cert"], pki["key"], alpn=[Alpn.RAFT])
     listen_context = server_context(pki["ca"], pki["cert"], pki["key"])
 
@@ -89,6 +99,7 @@ async def linked(pki: dict[str, Path], tmp_path: Path) -> AsyncIterator[list[Lin
             plain_handlers={},
             alpn_handlers={Alpn.RAFT: link.serve},
             ssl_context=listen_context,
+            idle_timeout=idle_timeout,
         )
         servers.append(LinkedServer(rpc, link))
     for i, server in enumerate(servers):
@@ -104,6 +115,28 @@ async def linked(pki: dict[str, Path], tmp_path: Path) -> AsyncIterator[list[Lin
         yield servers
     finally:
         await asyncio.gather(*(s.stop() for s in servers))
+
+
+async def test_quiet_raft_links_are_not_closed_by_the_idle_timeout(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """Followers rarely send each other anything; their links must stay up anyway.
+
+    A connection that never says hello is idle-closed; two of those in a row
+    on every server mean well over an idle timeout passed for every raft link.
+    """
+    context = client_context(pki["ca"], pki["cert"], pki["key"], alpn=[Alpn.RAFT])
+    async with _linked_servers(pki, tmp_path, idle_timeout=0.2) as servers:
+        await _poll(lambda: any(s.raft.is_leader() for s in servers))
+        await _poll(lambda: all(s.raft.leader_address() for s in servers))
+        for server in servers:
+            for _ in range(2):
+                silent = await dial_alpn(server.address, SERVER_NAME, Alpn.RAFT, context, 2)
+                reader, _ = silent.open_streams()
+                assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert [s.rpc.stats.idle_closed for s in servers] == [2, 2, 2]
+        leader = next(s for s in servers if s.raft.is_leader())
+        await leader.raft.apply(_upsert("dc1"))
 
 
 async def test_raft_over_mutual_tls_replicates_and_fails_over(

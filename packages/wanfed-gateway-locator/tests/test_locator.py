@@ -240,6 +240,25 @@ def test_follower_always_trusts_local_gateways() -> None:
     assert locator.list_gateways("dc1") == DC2
 
 
+def test_a_follower_trusts_local_gateways_before_any_replication_result() -> None:
+    """A follower runs no replication: with nothing to judge the path by, it
+    neither starts direct nor goes direct on failures reported to it."""
+    locator = GatewayLocator(
+        datacenter="dc2",
+        primary_datacenter="dc1",
+        now=0.0,
+        rng=random.Random(7),
+        assume_healthy_at_start=False,
+    )
+    locator.update_from_states(fixture_states())
+    assert locator.dial_primary_through_local_gateway() is True
+    assert locator.list_gateways("dc1") == DC2
+    for t in range(1, 6):
+        locator.record_replication_result("boom", float(t), from_replication=False)
+    assert locator.dial_primary_through_local_gateway() is True
+    assert locator.list_gateways("dc1") == DC2
+
+
 def test_leader_flips_after_three_failures_and_back_after_a_working_probe() -> None:
     locator = fixed("dc2")
     locator.update_from_states(fixture_states())

@@ -46,8 +46,11 @@ class FakeSource:
         self.states: list[FederationState] = []
         self.changed = asyncio.Condition()
         self.reads: list[int] = []
+        self.looks = 0
+        """How often the service asked whether the store is initialised."""
 
     def local_state_initialized(self) -> bool:
+        self.looks += 1
         return self.initialized
 
     async def federation_states(self, min_index: int) -> tuple[int, Sequence[FederationState]]:
@@ -75,7 +78,11 @@ async def test_refresh_waits_for_initialisation_then_follows_writes() -> None:
     service = LocatorService(locator, source, policy=stingy, initialized_poll=0.001)
     service.start()
     try:
-        await asyncio.sleep(0.02)  # several looks at the uninitialised store
+        for _ in range(30_000):  # several looks at the uninitialised store
+            if source.looks >= 3:
+                break
+            await asyncio.sleep(0.001)
+        assert source.looks >= 3
         assert source.reads == []
         assert not locator.status(0.0).populated
         before = service.refreshes
@@ -142,8 +149,10 @@ async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works
     try:
         await asyncio.wait_for(service.wait_refreshed(0), 10)
         service.set_use_replication_signal(True)
-        await asyncio.sleep(0.05)
-        assert probe.dialled == []  # on the local path: nothing to probe
+        # On the local path the core has no probe due, and the probe task
+        # probes only when one is due.
+        assert locator.next_local_probe_at() is None
+        assert probe.dialled == []
         for _ in range(3):
             service.on_replication_result("no route to host")
         await asyncio.wait_for(probe.calls(1), 10)
@@ -159,8 +168,6 @@ async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works
         probe.works = True
         await asyncio.wait_for(switched.wait(), 10)
         assert service.dial_primary_through_local_gateway()
-        count = len(probe.dialled)
-        await asyncio.sleep(0.05)
-        assert len(probe.dialled) == count  # back on the local path: probing stopped
+        assert locator.next_local_probe_at() is None  # back on the local path: no probe due
     finally:
         await service.stop()

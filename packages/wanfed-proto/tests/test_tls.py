@@ -85,7 +85,13 @@ def test_mutual_handshake_negotiates_the_clients_alpn(pki: dict[str, Path]) -> N
 def test_every_server_san_verifies(pki: dict[str, Path], name: str) -> None:
     server = server_context(pki["ca"], pki["server"], pki["server_key"])
     client = client_context(pki["ca"], pki["client"], pki["client_key"])
-    handshake(server, client, sni=name)
+    assert client.check_hostname
+    assert client.verify_mode is ssl.CERT_REQUIRED
+    tls_client, _ = handshake(server, client, sni=name)
+    # Verified against ``name`` itself: the certificate the client accepted names it.
+    peer = tls_client.getpeercert()
+    assert peer is not None
+    assert ("DNS", name) in peer["subjectAltName"]
 
 
 def test_wrong_server_name_fails_verification(pki: dict[str, Path]) -> None:

@@ -22,6 +22,7 @@ from wanfed_fsm import (
     FederationStateRequest,
     FederationStateWrite,
     HealthCheck,
+    HealthStatus,
     IndexedFederationStates,
     LocalConsensus,
     Node,
@@ -521,6 +522,26 @@ def test_sync_decision_ignores_times_and_indexes() -> None:
     assert changed is not None
     assert changed.updated_at == now
     assert federation_state_to_sync("dc2", None, [], now) is not None
+
+
+def test_a_gateway_ttl_refresh_is_no_federation_state_write() -> None:
+    """A gateway refreshes its TTL check by writing new output; only status counts."""
+
+    def with_check(status: HealthStatus, output: str) -> CheckServiceNode:
+        check = HealthCheck(
+            node="gw1-dc2", check_id="mesh-gateway-ttl", name="ttl", status=status, output=output
+        )
+        return msgspec.structs.replace(gw("dc2", 1, 443), checks=[check])
+
+    now = datetime.now(UTC)
+    first = federation_state_to_sync("dc2", None, [with_check("passing", "refresh 1")], now)
+    assert first is not None
+    assert [c.output for c in first.mesh_gateways[0].checks] == [""]
+    refreshed = [with_check("passing", "refresh 2")]
+    assert federation_state_to_sync("dc2", first, refreshed, now) is None
+    critical = federation_state_to_sync("dc2", first, [with_check("critical", "TTL expired")], now)
+    assert critical is not None
+    assert critical.mesh_gateways[0].has_critical_check()
 
 
 # --- pruning --------------------------------------------------------------------------

@@ -56,7 +56,14 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_proto import RemoteError, TransportError
-from wanfed_server.gateway import GatewayConfig, MeshGateway, RouteInputs, build_route_table
+from wanfed_server.gateway import (
+    DirectoryServer,
+    GatewayConfig,
+    MeshGateway,
+    RouteInputs,
+    build_route_table,
+)
+from wanfed_server.http._server_directory import directory_body
 from wanfed_server.interfaces import Member
 from wanfed_server.local_agent import LocalAgent
 from wanfed_server.runtime import (
@@ -250,11 +257,14 @@ async def tls_servers(pki: Pki) -> AsyncIterator[Callable[[str], Awaitable[TlsSe
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Run the gateway data-plane tests on both loops the gateway supports.
+    """Run the gateway data-plane and connection-limit tests on both loops.
 
-    Every other test gets the default loop: pytest-asyncio rejects an empty answer."""
+    Agents and gateways run on uvloop, whose callbacks interleave differently
+    (data can arrive before a protocol's first task step). Every other test
+    gets the default loop: pytest-asyncio rejects an empty answer."""
     del config
-    if not item.path.name.startswith("test_gateway_proxy"):
+    both = ("test_gateway_proxy", "test_gateway_limits", "test_http_limits", "test_attack")
+    if not item.path.name.startswith(both):
         return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
@@ -728,10 +738,19 @@ class FedDatacenter:
         return f"{host}:{port}"
 
 
-def _gateway_inputs(txn: ReadTxn, dc: str) -> tuple[int, RouteInputs]:
-    i1, servers = txn.check_service_nodes("consul", passing_only=False)
+def server_directory(server: Server) -> list[DirectoryServer]:
+    """What ``/v1/internal/server-directory`` of ``server`` answers, decoded as the gateway does."""
+    return msgspec.json.decode(directory_body(server), type=list[DirectoryServer])
+
+
+def _gateway_inputs(txn: ReadTxn, server: Server, dc: str) -> tuple[int, RouteInputs]:
+    # The store's index wakes the feeder (the leader writes serfHealth when a
+    # server's liveness changes); the local servers come from the directory.
+    i1, _ = txn.check_service_nodes("consul", passing_only=False)
     i2, gateways = txn.mesh_gateways_by_datacenter()
-    return max(i1, i2), RouteInputs(local_dc=dc, local_servers=servers, fed_state_gateways=gateways)
+    return max(i1, i2), RouteInputs(
+        local_dc=dc, server_directory=server_directory(server), fed_state_gateways=gateways
+    )
 
 
 async def _feed_gateway(server: Server, gateway: MeshGateway, dc: str) -> None:
@@ -744,7 +763,7 @@ async def _feed_gateway(server: Server, gateway: MeshGateway, dc: str) -> None:
         meta, inputs = await blocking_query(
             server.store,
             DCSpecificRequest(min_query_index=index, max_query_time=5),
-            lambda txn: _gateway_inputs(txn, dc),
+            lambda txn: _gateway_inputs(txn, server, dc),
         )
         index = meta.index
         gateway.update_routes(build_route_table(inputs))

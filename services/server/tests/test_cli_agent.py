@@ -14,9 +14,27 @@ from wanfed_server.commands import UsageError
 from wanfed_server.commands.agent import parse_agent_config
 
 
+def tls_config_file(tmp_path: Path, dc: str = "dc1", node: str = "s1") -> Path:
+    """A config file holding only the ``tls`` section: a server outside -dev needs it."""
+    from wanfed_agent.tls import create_ca, create_server_cert
+
+    ca = create_ca()
+    cert = create_server_cert(ca, dc, "consul", node)
+    folder = tmp_path / "tls"
+    folder.mkdir(exist_ok=True)
+    (folder / "ca.pem").write_bytes(ca.cert_pem)
+    (folder / "cert.pem").write_bytes(cert.cert_pem)
+    (folder / "key.pem").write_bytes(cert.key_pem)
+    defaults = {f"{kind}_file": str(folder / f"{kind}.pem") for kind in ("ca", "cert", "key")}
+    path = folder / "tls.json"
+    path.write_text(json.dumps({"tls": {"defaults": defaults}}))
+    return path
+
+
 def test_server_flags(tmp_path: Path) -> None:
     config = parse_agent_config(
         [
+            "-config-file", str(tls_config_file(tmp_path, "dc2")),
             "-server", "-datacenter", "dc2", "-node", "s1", "-data-dir", str(tmp_path),
             "-bind", "127.0.0.2", "-advertise", "127.0.0.3", "-advertise-wan", "127.0.0.4",
             "-client", "127.0.0.5", "-http-port", "18500", "-server-port", "18300",
@@ -188,12 +206,13 @@ def sample_value(kind: FlagKind, key: str) -> list[str]:
 
 
 @pytest.mark.parametrize("flag", AGENT_FLAGS, ids=lambda f: f.flag)
-def test_every_flag_sets_its_key(flag: Any) -> None:
+def test_every_flag_sets_its_key(flag: Any, tmp_path: Path) -> None:
     """Each row of the flag table reaches the config key it names."""
     value = sample_value(flag.kind, flag.key)
     base = ["-dev", "-node", "n0"] if flag.key != "node_name" else ["-dev"]
     if flag.key == "bootstrap_expect":  # -dev bootstraps by itself; use a plain server
-        base = ["-server", "-data-dir", "/srv/wanfed", "-node", "n0"]
+        tls = str(tls_config_file(tmp_path, node="n0"))
+        base = ["-config-file", tls, "-server", "-data-dir", "/srv/wanfed", "-node", "n0"]
     if flag.key == "primary_gateways":
         base += ["-datacenter", "dc2", "-primary-datacenter", "dc1"]
     config = parse_agent_config([*base, flag.flag, *value])

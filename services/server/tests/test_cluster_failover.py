@@ -1,7 +1,8 @@
 """A 3-server datacenter of real ``wanfed agent`` processes, from config files, mTLS on.
 
-``kill -9`` of the leader: a write through a surviving server succeeds again
-within 2 s. The killed server, restarted with the same config and data dir,
+``kill -9`` of the leader: the survivors elect a new leader and a write through
+a surviving server succeeds again (``nox -s bench -- liveness`` measures how
+soon). The killed server, restarted with the same config and data dir,
 rejoins and catches up.
 """
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 NODES = ("s1", "s2", "s3")
-FAILOVER_BUDGET = 2.0
 
 
 class Clients:
@@ -63,7 +63,7 @@ async def _until(deadline: float, attempt: Callable[[], Awaitable[T | None]]) ->
     raise AssertionError(f"gave up waiting; last error: {last!r}")
 
 
-async def test_kill_the_leader_writes_resume_within_two_seconds_and_it_rejoins(
+async def test_kill_the_leader_writes_resume_and_it_rejoins(
     agents: dict[str, AgentProcess], runtime_pki: RuntimePki
 ) -> None:
     clients = Clients(runtime_pki)
@@ -84,11 +84,15 @@ async def test_kill_the_leader_writes_resume_within_two_seconds_and_it_rejoins(
         assert await _until(time.monotonic() + 15, lambda: write("before", survivor.rpc_port))
 
         old.kill()
-        killed_at = time.monotonic()
-        await _until(killed_at + 15, lambda: write("after", survivor.rpc_port))
-        failover = time.monotonic() - killed_at
-        print(f"writes resumed {failover:.2f}s after kill -9 of the leader")
-        assert failover < FAILOVER_BUDGET, f"writes resumed after {failover:.2f}s"
+        # Liveness, not speed (``nox -s bench -- liveness`` measures the time): the
+        # survivors elect one of themselves and a write through a survivor succeeds.
+        assert await _until(time.monotonic() + 30, lambda: write("after", survivor.rpc_port))
+
+        async def new_leader() -> AgentProcess | None:
+            answer = await clients.call(survivor.rpc_port, "Status.Leader", None, str, 2)
+            return port_of.get(answer)
+
+        assert await _until(time.monotonic() + 30, new_leader) is not old
 
         old.start()
 

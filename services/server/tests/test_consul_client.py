@@ -16,7 +16,8 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import consul
 import pytest
@@ -33,6 +34,9 @@ from wanfed_fsm import (
 )
 from wanfed_server.cli import main
 
+if TYPE_CHECKING:
+    from .conftest import RuntimePki  # type: ignore[import-not-found]
+
 _HTTP_LISTENING = re.compile(rb"http api listening address=([\d.]+):(\d+)")
 _RPC_LISTENING = re.compile(rb"rpc port listening on ([\d.]+):(\d+)")
 
@@ -48,7 +52,10 @@ class DevAgent:
 
 
 @pytest.fixture
-async def dev_agent() -> AsyncIterator[DevAgent]:
+async def dev_agent(runtime_pki: RuntimePki, tmp_path: Path) -> AsyncIterator[DevAgent]:
+    # with TLS, so that a test can call servers-only methods with a server certificate
+    tls_file = tmp_path / "tls.json"
+    tls_file.write_text(json.dumps({"tls": runtime_pki.mutual_tls("s1")}))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -61,6 +68,8 @@ async def dev_agent() -> AsyncIterator[DevAgent]:
         "0",
         "-server-port",
         "0",
+        "-config-file",
+        str(tls_file),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -194,14 +203,19 @@ def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
         return error.code, error.read(), dict(error.headers)
 
 
-async def test_federation_state_endpoints_after_apply_over_rpc(dev_agent: DevAgent) -> None:
+async def test_federation_state_endpoints_after_apply_over_rpc(
+    dev_agent: DevAgent, runtime_pki: RuntimePki
+) -> None:
     base = f"http://{dev_agent.http[0]}:{dev_agent.http[1]}"
     status, body, _ = await asyncio.to_thread(_get, base + "/v1/internal/federation-state/dc1")
     assert (status, body) == (404, b"")
     status, body, _ = await asyncio.to_thread(_get, base + "/v1/internal/federation-state/")
     assert (status, body) == (400, b"Missing datacenter name")
 
-    connection = await wp.dial_plain(dev_agent.rpc, wp.RpcType.MULTIPLEX_V2)
+    # only servers write federation states: dial as another server of dc1
+    files = runtime_pki.certs["s2"]
+    context = wp.client_context(runtime_pki.ca, files.cert, files.key, alpn=[wp.Alpn.RPC_MULTI])
+    connection = await wp.dial_alpn(dev_agent.rpc, "server.dc1.consul", wp.Alpn.RPC_MULTI, context)
     async with wp.RpcClient(connection) as client:
         request = FederationStateRequest(
             op="upsert", state=FederationState(datacenter="dc1", mesh_gateways=[_gateway()])

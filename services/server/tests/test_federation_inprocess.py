@@ -18,10 +18,10 @@ import pytest
 
 from wanfed_fsm import (
     DCSpecificRequest,
+    FederationState,
+    FederationStateRequest,
     IndexedNodes,
     IndexedServices,
-    Node,
-    RegisterRequest,
 )
 from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server
@@ -145,15 +145,20 @@ async def test_lost_local_gateway_sends_the_leader_to_the_primary_gateways_and_b
     await eventually(switched, 30, "dc2's leader dials the primary's gateways directly")
     record = next(r for r in caplog.records if "through its mesh gateways" in r.getMessage())
     assert "3 consecutive replication failures" in record.__dict__["reason"]
-    # While the local gateway is down, replication keeps working over the direct path.
-    await (
-        federation["dc1"]
-        .require_server()
-        .rpc(
-            "Catalog.Register",
-            RegisterRequest(datacenter="dc1", node=Node(node="probe", address="127.0.1.9")),
-            bool,
-        )
+    # While the local gateway is down, replication keeps working over the direct path:
+    # a federation state written in the primary reaches dc2.
+    primary = federation["dc1"].require_server()
+    marker = FederationState(datacenter="dc9")
+    apply = FederationStateRequest(datacenter="dc1", op="upsert", state=marker)
+    await primary.rpc("FederationState.Apply", apply, bool)
+    await eventually(
+        lambda: "dc9" in federation_states(server), 30, "dc2 replicated dc9 over the direct path"
+    )
+    assert route_to(server, "dc1")[0] == "primary-gateways", "replicated, but not direct"
+    delete = FederationStateRequest(datacenter="dc1", op="delete", state=marker)
+    await primary.rpc("FederationState.Apply", delete, bool)
+    await eventually(
+        lambda: "dc9" not in federation_states(server), 30, "dc2 replicated dc9's deletion"
     )
     caplog.clear()
     await federation.replace_gateway("dc2", new_address=False)  # back on the same address
@@ -221,6 +226,37 @@ async def test_a_departed_datacenter_is_pruned(federation: Federation) -> None:
         30,
         "the deletion replicated to dc2",
     )
+
+
+@pytest.mark.fast_pruning
+async def test_a_datacenter_whose_servers_failed_is_not_pruned(federation: Federation) -> None:
+    """Failed is not gone: a datacenter behind a partition keeps its federation
+    state, also once gossip has forgotten its dead server (it is reaped only
+    after ``reconnect_timeout``)."""
+    await converged(federation)
+    primary = federation["dc1"].require_server()
+    await eventually(lambda: "s1.dc3" in wan_alive(primary), 30, "s1.dc3 alive in dc1's pool")
+    await federation.stop_server("dc3", "s1", leave=False)  # as if cut off: no goodbye
+
+    def status_of_s1_dc3() -> int | None:
+        return {m.name: m.status for m in primary.members(wan=True)}.get("s1.dc3")
+
+    async def one_pruning_round() -> None:
+        """A canary record of a datacenter nobody knows: the round that deletes it
+        also judged every other record, from the same read."""
+        canary = FederationState(datacenter="dc-canary")
+        upsert = FederationStateRequest(datacenter="dc1", op="upsert", state=canary)
+        await primary.rpc("FederationState.Apply", upsert, bool)
+        await eventually(
+            lambda: "dc-canary" not in federation_states(primary), 30, "a pruning round ran"
+        )
+
+    await eventually(lambda: status_of_s1_dc3() == 4, 30, "s1.dc3 failed in dc1's pool")
+    await one_pruning_round()
+    assert "dc3" in federation_states(primary), "a failed datacenter was pruned"
+    await eventually(lambda: status_of_s1_dc3() is None, 60, "gossip forgot the dead s1.dc3")
+    await one_pruning_round()
+    assert "dc3" in federation_states(primary), "a failed, not yet reaped datacenter was pruned"
 
 
 async def test_a_server_that_vanishes_is_seen_failed_everywhere(

@@ -199,7 +199,8 @@ async def test_no_round_is_judged_before_the_locator_read_the_store(
     host.any_server_error = TransportError("Remote DC has no server currently reachable")
     try:
         fed.on_leadership(True)
-        await asyncio.sleep(0.2)  # several rate-limited rounds, none judged
+        # Several rounds ran (the replicator counts them), none judged.
+        await until(lambda: fed._replicator is not None and fed._replicator.rounds >= 3)
         assert host.any_server_calls == 0
         assert fed.locator_service.status().replication.consecutive_failures == 0
         fed.locator.update_from_states([])

@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 
 from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
-from wanfed_server.gateway import RouteFeed, RouteInputError
+from wanfed_server.gateway import DirectoryServer, RouteFeed, RouteInputError
 
 
-def server(node: str, address: str) -> CheckServiceNode:
-    return CheckServiceNode(
-        node=Node(node=node, address=address, datacenter="dc1"),
-        service=Service(service="consul", port=8300),
-    )
+def server(node: str, address: str, dc: str = "dc1") -> DirectoryServer:
+    return DirectoryServer(node=node, datacenter=dc, address=address, port=8300, alive=True)
 
 
 def gateway(dc: str, address: str, index: int, status: str = "passing") -> CheckServiceNode:
@@ -49,7 +46,7 @@ def test_starts_empty_and_refuses_everything() -> None:
 
 def test_each_watch_updates_the_table() -> None:
     feed = RouteFeed("dc1", "consul.")
-    table = feed.set_local_servers([server("s1", "127.0.0.11")])
+    table = feed.set_server_directory([server("s1", "127.0.0.11")])
     assert table is not None
     assert table is feed.table
     assert upstreams(feed, "s1.server.dc1.consul") == ["127.0.0.11:8300"]
@@ -70,8 +67,8 @@ def test_each_watch_updates_the_table() -> None:
 
 def test_same_answer_twice_yields_no_new_table() -> None:
     feed = RouteFeed("dc1")
-    assert feed.set_local_servers([server("s1", "127.0.0.11")]) is not None
-    assert feed.set_local_servers([server("s1", "127.0.0.11")]) is None
+    assert feed.set_server_directory([server("s1", "127.0.0.11")]) is not None
+    assert feed.set_server_directory([server("s1", "127.0.0.11")]) is None
 
 
 def test_gateway_going_critical_removes_the_route() -> None:
@@ -86,16 +83,13 @@ def test_gateway_going_critical_removes_the_route() -> None:
 
 def test_rejected_update_keeps_previous_state() -> None:
     feed = RouteFeed("dc1")
-    feed.set_local_servers([server("s1", "127.0.0.11")])
+    feed.set_server_directory([server("s1", "127.0.0.11")])
     before = feed.table
-    stray = CheckServiceNode(
-        node=Node(node="s9", address="127.0.0.99", datacenter="dc2"),
-        service=Service(service="consul", port=8300),
-    )
+    stray = server("s9", "127.0.0.99", dc="dc2")
     with pytest.raises(RouteInputError, match="'s9' is in datacenter 'dc2'"):
-        feed.set_local_servers([stray])
+        feed.set_server_directory([stray])
     assert feed.table is before
-    assert list(feed.inputs.local_servers) == [server("s1", "127.0.0.11")]
+    assert list(feed.inputs.server_directory) == [server("s1", "127.0.0.11")]
 
 
 def test_invalid_local_dc_is_refused_up_front() -> None:

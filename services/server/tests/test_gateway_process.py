@@ -2,11 +2,14 @@
 RPC port and its HTTP API, both on loopback, and the gateway process in the same
 loop (one test runs the real command as a child process).
 
-What must hold: the gateway registers itself as an opted-in mesh gateway whose
-TCP check the leader turns passing; a TLS client naming a server reaches that
-server's RPC handler through it with mutual TLS end to end; a federation-state
-write for another DC adds a route to that DC's gateway; losing the HTTP server
-it watches moves it to the next one; shutdown deregisters.
+What must hold: the gateway registers itself as an opted-in mesh gateway with a
+TTL check it keeps passing itself (no server dials it), and a gateway that
+vanishes turns critical once the TTL passes; a TLS client naming a server
+reaches that server's RPC handler through it with mutual TLS end to end; local
+names route only to the servers' own directory, never to a catalog row of
+service ``consul``; a federation-state write for another DC adds a route to
+that DC's gateway; losing the HTTP server it watches moves it to the next one;
+shutdown deregisters.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from wanfed_fsm import (
     FederationState,
     FederationStateRequest,
     Node,
+    Register,
+    RegisterRequest,
     Service,
     ServiceAddress,
     gateway_wan_address,
@@ -164,7 +169,7 @@ async def _until_route(process: GatewayProcess, sni: str, present: bool = True) 
             await process.routes_changed.wait()
 
 
-async def test_registers_itself_as_an_opted_in_gateway_whose_check_turns_passing(
+async def test_registers_itself_as_an_opted_in_gateway_with_a_passing_ttl_check(
     dc1: Datacenter,
     start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
 ) -> None:
@@ -199,10 +204,105 @@ async def test_registers_itself_as_an_opted_in_gateway_whose_check_turns_passing
 
     health = await _until(dc1.url, "/v1/health/service/mesh-gateway", check_passing)
     (check,) = [c for c in health[0]["Checks"] if c["CheckID"] == "service:mesh-gateway"]
-    assert check["Name"] == "Mesh Gateway Listening"
-    assert check["Definition"]["TCP"] == f"127.0.0.1:{port}"
-    assert check["Definition"]["Interval"] == "10s"
+    assert check["Name"] == "Mesh Gateway Alive"
+    assert check["Definition"]["TTL"] == "30s"
+    assert check["Definition"]["TCP"] == "", "no server ever dials the gateway"
     assert check["Definition"]["DeregisterCriticalServiceAfter"] == "6h"
+    assert re.match(r"mesh gateway process alive; refresh \d+ at \d{4}-", check["Output"])
+
+
+def _gateway_check(health: list[dict[str, Any]]) -> dict[str, Any] | None:
+    checks = [c for e in health for c in e["Checks"] if c["CheckID"] == "service:mesh-gateway"]
+    return checks[0] if checks else None
+
+
+async def test_refreshes_keep_the_check_passing_and_a_vanished_gateway_turns_critical(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+) -> None:
+    process = await start_gateway(_settings(dc1.url, check_ttl="2s"))
+
+    def refreshed(health: list[dict[str, Any]]) -> bool:
+        check = _gateway_check(health)
+        return check is not None and "; refresh 4 at " in check["Output"]
+
+    # Four writes, 2/3 s apart: the catalog saw the gateway past its first TTL.
+    check = _gateway_check(await _until(dc1.url, "/v1/health/service/mesh-gateway", refreshed))
+    assert check is not None
+    assert check["Status"] == "passing"
+
+    # A crash: no deregistration, no more refreshes. Nothing dials the gateway;
+    # the leader's TTL expiry alone turns it critical.
+    await process.stop(deregister=False)
+
+    def critical(health: list[dict[str, Any]]) -> bool:
+        check = _gateway_check(health)
+        return check is not None and check["Status"] == "critical"
+
+    check = _gateway_check(await _until(dc1.url, "/v1/health/service/mesh-gateway", critical))
+    assert check is not None
+    assert check["Output"] == "TTL expired"
+
+
+async def test_a_catalog_row_of_service_consul_on_a_foreign_address_is_never_routed(
+    dc1: Datacenter,
+    start_gateway: Callable[[GatewaySettings], Awaitable[GatewayProcess]],
+    runtime_pki: RuntimePki,
+) -> None:
+    accepted = 0
+    counted = asyncio.Event()
+
+    def count(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        counted.set()
+        writer.close()
+
+    ghost = await asyncio.start_server(count, "127.0.0.1", 0)
+    try:
+        ghost_port = ghost.sockets[0].getsockname()[1]
+        # Written through Raft itself: whether the catalog endpoints refuse such
+        # a row or not, the gateway must not depend on it. (Once the leader
+        # registered the real server, this server leads.)
+        await _until(dc1.url, "/v1/health/service/consul", bool)
+        await dc1.server.consensus.apply(
+            Register(
+                request=RegisterRequest(
+                    node=Node(node="ghost", address="127.0.0.1", datacenter="dc1"),
+                    service=Service(id="consul", service="consul", port=ghost_port),
+                )
+            )
+        )
+        await _until(
+            dc1.url,
+            "/v1/health/service/consul",
+            lambda entries: any(e["Node"]["Node"] == "ghost" for e in entries),
+        )
+        process = await start_gateway(_settings(dc1.url))
+        await _until_route(process, "server.dc1.consul")
+        route = process.gateway.routes.lookup("server.dc1.consul")
+        assert route is not None
+        assert [str(u) for u in route.upstreams] == [dc1.server.rpc_address]
+        assert process.gateway.routes.lookup("ghost.server.dc1.consul") is None
+
+        host, port = process.address
+        client = runtime_pki.certs["client"]
+        context = client_context(runtime_pki.ca, client.cert, client.key, alpn=[Alpn.RPC_MULTI])
+        for _ in range(10):  # the catalog-fed gateway sent every other one to the ghost
+            connection = await dial_alpn(
+                f"{host}:{port}", "server.dc1.consul", Alpn.RPC_MULTI, context
+            )
+            async with RpcClient(connection) as rpc:
+                assert await rpc.call("Status.Ping", None, type=bool, timeout=5)
+        # One connection of our own: the listener accepts in order, so once it is
+        # counted any connection the gateway made before it would have been too.
+        _, writer = await asyncio.open_connection("127.0.0.1", ghost_port)
+        writer.close()
+        await asyncio.wait_for(counted.wait(), 10)
+        assert accepted == 1, "the gateway connected to the address of a catalog row"
+    finally:
+        ghost.close()
+        await ghost.wait_closed()
 
 
 async def test_without_expose_servers_there_is_no_federation_meta(
@@ -276,7 +376,7 @@ async def test_a_remote_server_is_reached_through_both_datacenters_gateways(
     await _until_route(gw2, "r1.server.dc2.consul")
     host2, port2 = gw2.address
     # dc1 learns dc2's gateway the way replication would deliver it
-    # (a critical gateway is never routed to, so wait for the leader's TCP probe)
+    # (a critical gateway is never routed to: wait for its passing registration)
     (gw2_entry,) = await _until(
         dc2.url,
         "/v1/health/service/mesh-gateway",

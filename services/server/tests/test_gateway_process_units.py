@@ -8,17 +8,26 @@ import re
 import msgspec
 import pytest
 
-from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
+from wanfed_fsm import (
+    CheckServiceNode,
+    HealthCheck,
+    HealthCheckDefinition,
+    Node,
+    Service,
+    ServiceAddress,
+)
 from wanfed_server.cli import build_parser, main
 from wanfed_server.commands._base import CommandError
 from wanfed_server.commands.gateway import settings_from_args
 from wanfed_server.gateway import (
     Backoff,
     BlockingIndex,
+    ContentHash,
     GatewayRegistration,
     GatewaySettings,
     ServerPool,
     is_registered,
+    refresh_interval,
 )
 
 
@@ -34,8 +43,8 @@ def _registration(expose: bool = True) -> GatewayRegistration:
     )
 
 
-def test_register_body_is_a_mesh_gateway_with_tagged_addresses_meta_and_tcp_check() -> None:
-    body = _registration().register_body()
+def test_register_body_is_a_passing_mesh_gateway_with_tagged_addresses_meta_and_ttl_check() -> None:
+    body = _registration().register_body("refresh 1")
     assert body["Node"] == "gw1"
     assert body["Datacenter"] == "dc1"
     assert body["Address"] == "127.0.0.2"
@@ -50,13 +59,34 @@ def test_register_body_is_a_mesh_gateway_with_tagged_addresses_meta_and_tcp_chec
     assert service["Meta"] == {"consul-wan-federation": "1"}
     check = body["Check"]
     assert check["CheckID"] == "service:mesh-gateway"
-    assert check["Name"] == "Mesh Gateway Listening"
+    assert check["Name"] == "Mesh Gateway Alive"
     assert check["ServiceID"] == "mesh-gateway"
-    assert check["Definition"] == {
-        "TCP": "127.0.0.2:8443",
-        "Interval": "10s",
-        "DeregisterCriticalServiceAfter": "6h",
-    }
+    assert (check["Status"], check["Output"]) == ("passing", "refresh 1")
+    # No TCP: no server ever dials the gateway; the gateway refreshes the TTL itself.
+    assert check["Definition"] == {"TTL": "30s", "DeregisterCriticalServiceAfter": "6h"}
+
+
+def test_the_ttl_is_refreshed_three_times_per_ttl() -> None:
+    assert refresh_interval(_registration()) == 10.0
+    short = msgspec.structs.replace(_registration(), check_ttl="1500ms")
+    assert refresh_interval(short) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("ttl", "message"),
+    [("", "gateway check TTL"), ("soon", "gateway check TTL"), ("0s", "greater than zero")],
+)
+def test_registration_refuses_an_unusable_ttl(ttl: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GatewayRegistration(
+            node="gw1",
+            datacenter="dc1",
+            lan_host="h",
+            lan_port=1,
+            wan_host="h",
+            wan_port=1,
+            check_ttl=ttl,
+        )
 
 
 def test_meta_only_with_expose_servers() -> None:
@@ -92,7 +122,17 @@ def _catalog_entry(registration: GatewayRegistration) -> CheckServiceNode:
             },
             meta=service["Meta"],
         ),
-        checks=[HealthCheck(node="gw1", check_id="service:mesh-gateway", status="passing")],
+        checks=[
+            HealthCheck(
+                node="gw1",
+                check_id="service:mesh-gateway",
+                status="passing",
+                definition=HealthCheckDefinition(
+                    ttl=body["Check"]["Definition"]["TTL"],
+                    deregister_critical_service_after="6h",
+                ),
+            )
+        ],
     )
 
 
@@ -108,6 +148,13 @@ def test_is_registered_notices_absence_and_drift() -> None:
     assert not is_registered(_registration(expose=False), [entry])
     other_node = msgspec.structs.replace(entry, node=Node(node="gw2"))
     assert not is_registered(registration, [other_node])
+    # an older gateway's TCP check under the same id is replaced by the TTL check
+    tcp = HealthCheck(
+        node="gw1",
+        check_id="service:mesh-gateway",
+        definition=HealthCheckDefinition(tcp="127.0.0.2:8443", interval="10s"),
+    )
+    assert not is_registered(registration, [msgspec.structs.replace(entry, checks=[tcp])])
 
 
 def test_backoff_doubles_to_the_cap_and_resets() -> None:
@@ -140,6 +187,21 @@ def test_blocking_index_never_zero_and_resets_when_going_backwards() -> None:
     assert index.value == 0
     assert index.observe(7)
     assert index.value == 7
+    assert index.query("5s") == {"index": "7", "wait": "5s"}
+    index.reset()
+    assert index.query("5s") == {}, "a full read after a reset"
+
+
+def test_content_hash_blocks_on_the_last_hash_and_reads_in_full_without_one() -> None:
+    cursor = ContentHash()
+    assert cursor.query("5s") == {}, "the first read does not block"
+    assert cursor.observe_answer(0, "abc")
+    assert cursor.query("5s") == {"hash": "abc", "wait": "5s"}
+    cursor.observe_answer(0, "")
+    assert cursor.query("5s") == {}, "an answer without a hash cannot be blocked on"
+    cursor.observe_answer(0, "def")
+    cursor.reset()
+    assert cursor.query("5s") == {}
 
 
 def _settings(*argv: str) -> GatewaySettings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
@@ -34,6 +35,19 @@ def _remote_gateway(dc: str, wan: str, modify_index: int = 1) -> CheckServiceNod
     )
 
 
+DIRECTORY = "/v1/internal/server-directory"
+
+
+def _directory_entry(
+    node: str, address: str, *, alive: bool = True, dc: str = "dc1"
+) -> dict[str, object]:
+    return {"Node": node, "Datacenter": dc, "Address": address, "Port": 8300, "Alive": alive}
+
+
+def _hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
 class ScriptedApi:
     """Answers the gateway's queries from fields a test changes; blocking reads park
     until :meth:`changed` or their ``wait`` ends. Every GET is recorded."""
@@ -44,6 +58,7 @@ class ScriptedApi:
         self.dumps: dict[str, list[CheckServiceNode]] = {}
         self.fed_state: dict[str, list[CheckServiceNode]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.directory: list[dict[str, object]] = [_directory_entry("s1", "127.0.0.11")]
         self.registrations = 0
         self.failing: set[str] = set()
         """Paths answered with 500, as a server without a leader does."""
@@ -81,6 +96,24 @@ class ScriptedApi:
             headers={"X-Consul-Index": str(self.index)},
         )
 
+    async def _directory(self, request: web.Request) -> web.Response:
+        """Blocks on the content hash, as the servers' directory endpoint does."""
+        query = dict(request.query)
+        self.requests.append((request.path, query))
+        self._request_seen.set()
+        body = msgspec.json.encode(self.directory)
+        if query.get("hash") == _hash(body):
+            wait = float(query.get("wait", "5s").rstrip("s"))
+            async with self._condition:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._condition.wait(), wait)
+            body = msgspec.json.encode(self.directory)
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={"X-Consul-ContentHash": _hash(body)},
+        )
+
     async def start(self) -> None:
         app = web.Application()
 
@@ -105,6 +138,7 @@ class ScriptedApi:
             return web.json_response(True)
 
         app.router.add_get("/v1/agent/self", agent_self)
+        app.router.add_get(DIRECTORY, self._directory)
         app.router.add_get("/v1/health/service/{name}", health)
         app.router.add_get("/v1/internal/federation-states/mesh-gateways", fed)
         app.router.add_get("/v1/catalog/datacenters", dcs)
@@ -177,7 +211,7 @@ async def test_a_listed_remote_dc_is_routed_by_its_service_dump_until_it_leaves(
         path == "/v1/internal/service-dump" and query.get("dc") == "dc2"
         for path, query in api.requests
     )
-    # the local DC is never dumped: its servers come from the consul service
+    # the local DC is never dumped: its servers come from the server directory
     assert not any(q.get("dc") == "dc1" for p, q in api.requests if p.endswith("service-dump"))
 
     # newer information from federation states wins over the dump
@@ -227,3 +261,32 @@ async def test_a_server_that_keeps_failing_local_queries_is_left_for_the_next(
     finally:
         await process.stop()
         await healthy.close()
+
+
+async def test_local_servers_come_from_the_server_directory_never_from_the_catalog(
+    api: ScriptedApi, gateway: GatewayProcess
+) -> None:
+    await _until(gateway, "server.dc1.consul", ["127.0.0.11:8300"])
+    # the next read blocks on the hash of what was seen
+    await api.until(lambda: any(p == DIRECTORY and "hash" in q for p, q in api.requests))
+
+    api.directory = [
+        _directory_entry("s1", "127.0.0.11", alive=False),
+        _directory_entry("s2", "127.0.0.12"),
+    ]
+    await api.changed()
+    await _until(gateway, "server.dc1.consul", ["127.0.0.12:8300"])
+    # a server not alive is still reachable by its own name
+    await _until(gateway, "s1.server.dc1.consul", ["127.0.0.11:8300"])
+
+    # an answer naming another DC's server is refused; the routes stay
+    before = gateway.gateway.routes
+    seen = len(api.requests)
+    api.directory = [_directory_entry("x9", "127.0.0.99", dc="dc2")]
+    await api.changed()
+    await api.until(lambda: sum(p == DIRECTORY for p, _ in api.requests[seen:]) >= 2)
+    assert gateway.gateway.routes is before
+
+    assert not any(p == "/v1/health/service/consul" for p, _ in api.requests), (
+        "the catalog's consul service must never be read for routes"
+    )

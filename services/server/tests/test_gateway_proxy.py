@@ -22,8 +22,9 @@ import aiohttp
 import msgspec
 import pytest
 
-from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
+from wanfed_fsm import CheckServiceNode, Node, Service, ServiceAddress
 from wanfed_server.gateway import (
+    DirectoryServer,
     GatewayConfig,
     MeshGateway,
     Route,
@@ -44,12 +45,8 @@ SAFETY = 10.0
 """Upper bound for any single wait, so a broken build fails instead of hanging."""
 
 
-def _server(node: str, port: int, dc: str) -> CheckServiceNode:
-    return CheckServiceNode(
-        node=Node(node=node, address="127.0.0.1", datacenter=dc),
-        service=Service(service="consul", port=port),
-        checks=[HealthCheck(node=node, check_id="serfHealth", status="passing")],
-    )
+def _server(node: str, port: int, dc: str) -> DirectoryServer:
+    return DirectoryServer(node=node, datacenter=dc, address="127.0.0.1", port=port, alive=True)
 
 
 def _gateway(dc: str, port: int) -> CheckServiceNode:
@@ -73,7 +70,9 @@ def routes(
     return build_route_table(
         RouteInputs(
             local_dc=local_dc,
-            local_servers=[_server(name, port, local_dc) for name, port in (servers or {}).items()],
+            server_directory=[
+                _server(name, port, local_dc) for name, port in (servers or {}).items()
+            ],
             fed_state_gateways={dc: [_gateway(dc, p)] for dc, p in (remote_gateways or {}).items()},
         )
     )

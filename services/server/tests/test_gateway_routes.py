@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from wanfed_fsm import CheckServiceNode, HealthCheck, Node, Service, ServiceAddress
 from wanfed_proto import InvalidNameError, parse_server_sni
 from wanfed_server.gateway import (
+    DirectoryServer,
     Route,
     RouteInputError,
     RouteInputs,
@@ -30,15 +31,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def server(
-    node: str, address: str, *, dc: str = "dc1", port: int = 8300, status: str = "passing"
-) -> CheckServiceNode:
-    return CheckServiceNode(
-        node=Node(node=node, address=address, datacenter=dc),
-        service=Service(service="consul", port=port),
-        checks=[
-            HealthCheck(node=node, check_id="serfHealth", status=status)  # type: ignore[arg-type]
-        ],
-    )
+    node: str, address: str, *, dc: str = "dc1", port: int = 8300, alive: bool = True
+) -> DirectoryServer:
+    """A local server as the servers' own directory lists it."""
+    return DirectoryServer(node=node, datacenter=dc, address=address, port=port, alive=alive)
 
 
 def gateway(
@@ -97,7 +93,7 @@ DC1_SERVERS = [server("s1", "127.0.0.11"), server("s2", "127.0.0.12"), server("s
 def three_dc_inputs() -> RouteInputs:
     return RouteInputs(
         local_dc="dc1",
-        local_servers=DC1_SERVERS,
+        server_directory=DC1_SERVERS,
         fed_state_gateways={
             "dc1": [gateway("gw1", "dc1", wan=("198.18.1.20", 8443))],
             "dc2": [gateway("gw2a", "dc2", wan=("198.18.2.20", 8443))],
@@ -116,7 +112,7 @@ def three_dc_inputs() -> RouteInputs:
 
 
 def test_one_dc() -> None:
-    table = build_route_table(RouteInputs(local_dc="dc1", local_servers=DC1_SERVERS))
+    table = build_route_table(RouteInputs(local_dc="dc1", server_directory=DC1_SERVERS))
     check_golden("one_dc", table)
 
 
@@ -175,7 +171,7 @@ def test_newer_vs_older_information() -> None:
     # dc3: the dump is the newer one. dc4: equal indexes, the dump wins.
     inputs = RouteInputs(
         local_dc="dc1",
-        local_servers=DC1_SERVERS[:1],
+        server_directory=DC1_SERVERS[:1],
         fed_state_gateways={
             "dc2": [gateway("gw2", "dc2", wan=("198.18.2.99", 8443), index=50)],
             "dc3": [gateway("gw3", "dc3", wan=("198.18.3.20", 8443), index=5)],
@@ -196,11 +192,25 @@ def test_newer_vs_older_information() -> None:
         assert [str(u) for u in route.upstreams] == [address]
 
 
+def test_directory_liveness() -> None:
+    # s2 stopped answering hellos: out of "any", still reachable by name; the
+    # catalog's view of the servers is no input, whatever it says.
+    inputs = RouteInputs(
+        local_dc="dc1",
+        server_directory=[
+            server("s1", "127.0.0.11"),
+            server("s2", "127.0.0.12", alive=False),
+            server("s3", "127.0.0.13", port=8301),
+        ],
+    )
+    check_golden("directory_liveness", build_route_table(inputs))
+
+
 def test_hostname_addresses() -> None:
     inputs = RouteInputs(
         local_dc="dc1",
         domain="consul.",
-        local_servers=[server("s1", "s1.dc1.internal.example")],
+        server_directory=[server("s1", "s1.dc1.internal.example")],
         fed_state_gateways={
             "dc2": [gateway("gw2", "dc2", wan=("gw.dc2.example.com", 443))],
             "dc3": [
@@ -245,15 +255,15 @@ def test_only_opted_in_gateways_route() -> None:
     assert table.lookup("s1.server.dc2.consul") is None
 
 
-def test_local_any_skips_critical_servers_but_named_server_still_routes() -> None:
-    servers = [server("s1", "127.0.0.11"), server("s2", "127.0.0.12", status="critical")]
-    table = build_route_table(RouteInputs(local_dc="dc1", local_servers=servers))
+def test_local_any_skips_servers_not_alive_but_named_server_still_routes() -> None:
+    servers = [server("s1", "127.0.0.11"), server("s2", "127.0.0.12", alive=False)]
+    table = build_route_table(RouteInputs(local_dc="dc1", server_directory=servers))
     any_route = table.lookup("server.dc1.consul")
     assert any_route == Route("local-any", (Upstream("127.0.0.11", 8300),))
     assert table.lookup("s2.server.dc1.consul") == Route(
         "local-server:s2", (Upstream("127.0.0.12", 8300),)
     )
-    all_critical = build_route_table(RouteInputs(local_dc="dc1", local_servers=servers[1:]))
+    all_critical = build_route_table(RouteInputs(local_dc="dc1", server_directory=servers[1:]))
     assert all_critical.lookup("server.dc1.consul") is None
 
 
@@ -280,7 +290,7 @@ def test_lookup_refuses_everything_else() -> None:
 
 def test_non_ascii_look_alikes_do_not_route() -> None:
     table = build_route_table(
-        RouteInputs(local_dc="dck", local_servers=[server("s1", "127.0.0.11", dc="dck")])
+        RouteInputs(local_dc="dck", server_directory=[server("s1", "127.0.0.11", dc="dck")])
     )
     assert table.lookup("server.dck.consul") is not None
     assert "server.dc\u212a.consul".lower() == "server.dck.consul"  # KELVIN SIGN folds to k
@@ -327,18 +337,10 @@ def test_build_is_pure() -> None:
 # --- bad input --------------------------------------------------------------------
 
 
-def test_rejects_non_consul_service_among_local_servers() -> None:
-    bad = CheckServiceNode(
-        node=Node(node="web1", address="127.0.0.5"), service=Service(service="web", port=80)
-    )
-    with pytest.raises(RouteInputError, match="'web' on node 'web1', expected 'consul'"):
-        build_route_table(RouteInputs(local_dc="dc1", local_servers=[bad]))
-
-
 def test_rejects_server_of_another_dc() -> None:
     with pytest.raises(RouteInputError, match="datacenter 'dc2', not 'dc1'"):
         build_route_table(
-            RouteInputs(local_dc="dc1", local_servers=[server("x", "127.0.0.5", dc="dc2")])
+            RouteInputs(local_dc="dc1", server_directory=[server("x", "127.0.0.5", dc="dc2")])
         )
 
 
@@ -360,7 +362,7 @@ def test_names_that_cannot_be_an_sni_are_left_out() -> None:
     table = build_route_table(
         RouteInputs(
             local_dc="dc1",
-            local_servers=[server("bad.node", "127.0.0.9"), server("s1", "127.0.0.11")],
+            server_directory=[server("bad.node", "127.0.0.9"), server("s1", "127.0.0.11")],
             gateway_groups={"bad.dc": [gateway("g", "bad.dc", wan=("198.18.9.1", 443))]},
         )
     )
@@ -382,10 +384,53 @@ def test_upstream_and_route_validate() -> None:
         RouteTable(local_dc="dc1", domain="consul", remote_suffixes={"": route})
 
 
-def test_servers_without_address_or_port_are_skipped() -> None:
-    servers = [server("s1", "", port=8300), server("s2", "127.0.0.12", port=0)]
-    table = build_route_table(RouteInputs(local_dc="dc1", local_servers=servers))
-    assert table.exact == {}
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"node": ""}, "empty node name"),
+        ({"address": ""}, "has no address"),
+        ({"port": 0}, r"port 0 is outside 1\.\.65535"),
+        ({"port": 70000}, r"port 70000 is outside 1\.\.65535"),
+    ],
+)
+def test_directory_entries_validate(fields: dict[str, object], message: str) -> None:
+    entry = {"Node": "s1", "Datacenter": "dc1", "Address": "127.0.0.11", "Port": 8300}
+    entry.update({key.capitalize(): value for key, value in fields.items()})
+    body = msgspec.json.encode([{**entry, "Alive": True}])
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.json.decode(body, type=list[DirectoryServer])
+
+
+# --- catalog data never decides where local names go ------------------------------
+
+
+def test_a_catalog_row_of_service_consul_is_no_input_at_all() -> None:
+    """Anyone who reaches the HTTP API can write a ``consul`` row naming any address;
+    the route table has no field such a row could be handed in through."""
+    foreign = CheckServiceNode(
+        node=Node(node="s1", address="198.18.66.6", datacenter="dc1"),
+        service=Service(service="consul", port=8300),
+    )
+    with pytest.raises(TypeError):
+        RouteInputs(local_dc="dc1", local_servers=[foreign])  # type: ignore[call-arg]
+    # Handed in where remote gateways go, a "consul" row is no gateway either.
+    table = build_route_table(
+        RouteInputs(
+            local_dc="dc1",
+            server_directory=DC1_SERVERS,
+            fed_state_gateways={"dc1": [foreign]},
+            gateway_groups={"dc1": [foreign]},
+        )
+    )
+    upstreams = {str(u) for route in table.exact.values() for u in route.upstreams}
+    assert "198.18.66.6:8300" not in upstreams
+    assert upstreams == {"127.0.0.11:8300", "127.0.0.12:8300", "127.0.0.13:8300"}
+
+
+def test_a_foreign_address_under_a_known_node_name_routes_only_where_the_directory_says() -> None:
+    table = build_route_table(RouteInputs(local_dc="dc1", server_directory=DC1_SERVERS))
+    route = table.lookup("s1.server.dc1.consul")
+    assert route == Route("local-server:s1", (Upstream("127.0.0.11", 8300),))
 
 
 _THREE_DCS = build_route_table(three_dc_inputs())

@@ -473,9 +473,8 @@ async def test_stop_does_not_wait_for_parked_blocking_queries(fake_server: FakeS
 
         parked = asyncio.create_task(get())
         await asyncio.wait_for(fake_server.dispatcher.wait_parked("Catalog.ListNodes"), 5)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await asyncio.wait_for(api.stop(), 10)
-        assert loop.time() - started < 3
+        # The query is parked for five minutes: a stop that waited for it would
+        # outlive this deadline by far (a deadline, not a measurement).
+        await asyncio.wait_for(api.stop(), 30)
         with pytest.raises(aiohttp.ClientError):
             await asyncio.wait_for(parked, 5)

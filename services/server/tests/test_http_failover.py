@@ -1,5 +1,6 @@
 """The HTTP API of a 3-server datacenter (real processes, config files, mTLS) across a
-leader crash: writes through a surviving server's HTTP API succeed again within 2 s,
+leader crash: writes through a surviving server's HTTP API succeed again (how soon is
+measured by ``nox -s bench -- liveness``),
 and an agent service registered on a follower reaches the catalog.
 """
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 NODES = ("s1", "s2", "s3")
-FAILOVER_BUDGET = 2.0
 
 
 async def _until(deadline: float, attempt: Callable[[], Awaitable[T | None]]) -> T:
@@ -38,7 +38,7 @@ async def _until(deadline: float, attempt: Callable[[], Awaitable[T | None]]) ->
 
 
 @pytest.mark.slow
-async def test_http_writes_resume_within_two_seconds_of_a_leader_kill(
+async def test_http_writes_resume_after_a_leader_kill(
     agents: dict[str, AgentProcess],
 ) -> None:
     by_rpc = {f"127.0.0.1:{a.rpc_port}": a for a in agents.values()}
@@ -64,11 +64,14 @@ async def test_http_writes_resume_within_two_seconds_of_a_leader_kill(
         assert await _until(time.monotonic() + 15, lambda: write(follower, "before"))
 
         old.kill()
-        killed_at = time.monotonic()
-        await _until(killed_at + 15, lambda: write(follower, "after"))
-        failover = time.monotonic() - killed_at
-        print(f"HTTP writes resumed {failover:.2f}s after kill -9 of the leader")
-        assert failover < FAILOVER_BUDGET, f"HTTP writes resumed after {failover:.2f}s"
+        # Liveness, not speed (``nox -s bench -- liveness`` measures the time).
+        assert await _until(time.monotonic() + 30, lambda: write(follower, "after"))
+
+        async def new_leader() -> AgentProcess | None:
+            answer = await get(follower, "/v1/status/leader")
+            return by_rpc.get(answer) if isinstance(answer, str) else None
+
+        assert await _until(time.monotonic() + 30, new_leader) is not old
 
         # an agent service registered on one survivor shows up, healthy, through the other
         definition = {"Name": "web", "Check": {"TTL": "1h", "Status": "passing"}}

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,9 +20,30 @@ from wanfed_agent.keygen import generate_gossip_key
 _HTTP_LISTENING = re.compile(rb"http api listening address=([\d.]+):(\d+)")
 
 
+def _tls_config(folder: Path) -> Path:
+    """A config file with the TLS material a server outside -dev needs."""
+    from wanfed_agent.tls import create_ca, create_server_cert
+
+    folder.mkdir(exist_ok=True)
+    ca = create_ca()
+    pair = create_server_cert(ca, "dc1", "consul", "s1")
+    (folder / "ca.pem").write_bytes(ca.cert_pem)
+    (folder / "cert.pem").write_bytes(pair.cert_pem)
+    (folder / "key.pem").write_bytes(pair.key_pem)
+    defaults = {f"{kind}_file": str(folder / f"{kind}.pem") for kind in ("ca", "cert", "key")}
+    path = folder / "tls.json"
+    path.write_text(json.dumps({"tls": {"defaults": defaults}}))
+    return path
+
+
 @asynccontextmanager
-async def _server(data_dir: Path, key: str) -> AsyncIterator[str]:
-    """One bootstrapped server; yields its HTTP base URL, stops it with SIGTERM."""
+async def _server(data_dir: Path, key: str, rpc_port: int) -> AsyncIterator[str]:
+    """One bootstrapped server; yields its HTTP base URL, stops it with SIGTERM.
+
+    Raft rides the RPC port, so a restarted server keeps it (its raft address)."""
+    tls = data_dir / "tls" / "tls.json"
+    if not tls.exists():
+        _tls_config(tls.parent)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -37,11 +59,13 @@ async def _server(data_dir: Path, key: str) -> AsyncIterator[str]:
         "-bind",
         "127.0.0.1",
         "-server-port",
-        "0",
+        str(rpc_port),
         "-http-port",
         "0",
         "-encrypt",
         key,
+        "-config-file",
+        str(tls),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -92,6 +116,9 @@ async def _until(what: str, check: Callable[[], Awaitable[bool]], within: float 
 @pytest.mark.slow
 async def test_agent_services_survive_a_server_restart(tmp_path: Path) -> None:
     key = generate_gossip_key()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        rpc_port = int(probe.getsockname()[1])
     definition = {"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "1h"}}
     async with aiohttp.ClientSession() as session:
 
@@ -102,21 +129,24 @@ async def test_agent_services_survive_a_server_restart(tmp_path: Path) -> None:
                 checks = json.loads(await response.text())
             return any(check["CheckID"] == "service:web-1" for check in checks)
 
-        async with _server(tmp_path, key) as base:
+        async with _server(tmp_path, key, rpc_port) as base:
             async with session.put(base + "/v1/agent/service/register", json=definition) as r:
                 assert r.status == 200, await r.text()
             await _until("the service reaches the catalog", lambda: in_catalog(base))
 
         assert (tmp_path / "local-agent" / "services.json").exists()
 
-        async with _server(tmp_path, key) as base:
+        async with _server(tmp_path, key, rpc_port) as base:
             async with session.get(base + "/v1/agent/services") as response:
                 services = json.loads(await response.text())
             assert services["web-1"]["Port"] == 80
             async with session.get(base + "/v1/agent/checks") as response:
                 assert "service:web-1" in json.loads(await response.text())
-            # the restored agent owns it again: removed behind its back, it comes back
+            await _until("the restored agent syncs its service", lambda: in_catalog(base))
+            # the server's node is written only by the servers: the catalog API
+            # cannot remove the restored agent's service behind its back
             gone = {"Node": "s1", "ServiceID": "web-1"}
             async with session.put(base + "/v1/catalog/deregister", json=gone) as r:
-                assert r.status == 200, await r.text()
-            await _until("the agent re-registers its service", lambda: in_catalog(base))
+                assert r.status == 403, await r.text()
+                assert (await r.text()).startswith("Permission denied: ")
+            assert await in_catalog(base)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
-import time
 from pathlib import Path
 
 from wanfed_proto import RpcClient, RpcType, dial_plain
@@ -16,16 +14,9 @@ from wanfed_server.cli import main
 _AGENT = [sys.executable, "-c", "import sys; from wanfed_server.cli import main; sys.exit(main())"]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _start_dev_agent() -> tuple[asyncio.subprocess.Process, str, float, float]:
-    """Start ``wanfed agent -dev``; return it, its RPC address, and the wall-clock and
-    CPU seconds until it said it was running."""
-    started = time.monotonic()
+async def _start_dev_agent() -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``wanfed agent -dev``; return it once it says it is running, with its RPC
+    address. (How long a start takes is measured by ``nox -s bench -- liveness``.)"""
     process = await asyncio.create_subprocess_exec(
         *_AGENT,
         "agent",
@@ -40,14 +31,13 @@ async def _start_dev_agent() -> tuple[asyncio.subprocess.Process, str, float, fl
     )
     assert process.stderr is not None
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):
             while True:
                 line = (await process.stderr.readline()).decode()
                 assert line, "the agent exited before it was running"
                 match = re.search(r"agent running .* rpc=(\S+);", line)
                 if match:
-                    wall = time.monotonic() - started
-                    return process, match.group(1), wall, _cpu_seconds(process.pid)
+                    return process, match.group(1)
     except BaseException:
         process.kill()
         await process.wait()
@@ -65,27 +55,13 @@ async def _stop(process: asyncio.subprocess.Process) -> int:
             await process.wait()
 
 
-async def test_dev_agent_starts_in_under_two_seconds_answers_and_stops_on_sigterm() -> None:
-    # A start is almost all interpreter and import time. On a shared machine other
-    # processes stretch the wall clock; best of three, and when the machine is
-    # overloaded (load above the core count) the CPU time the start cost is what
-    # is held to the budget.
-    walls: list[float] = []
-    cpus: list[float] = []
-    for _ in range(3):
-        process, address, wall, cpu = await _start_dev_agent()
-        try:
-            walls.append(wall)
-            cpus.append(cpu)
-            async with RpcClient(await dial_plain(address, RpcType.MULTIPLEX_V2)) as client:
-                assert await client.call("Status.Leader", None, type=str, timeout=5) == address
-        finally:
-            assert await _stop(process) == 0, "SIGTERM is a clean stop"
-        if wall < 2.0:
-            break
-    overloaded = os.getloadavg()[0] > (os.cpu_count() or 1)
-    measured = min(cpus) if overloaded and min(walls) >= 2.0 else min(walls)
-    assert measured < 2.0, f"dev agent start: wall {walls} s, cpu {cpus} s"
+async def test_dev_agent_starts_answers_and_stops_on_sigterm() -> None:
+    process, address = await _start_dev_agent()
+    try:
+        async with RpcClient(await dial_plain(address, RpcType.MULTIPLEX_V2)) as client:
+            assert await client.call("Status.Leader", None, type=str, timeout=5) == address
+    finally:
+        assert await _stop(process) == 0, "SIGTERM is a clean stop"
 
 
 def test_an_invalid_config_starts_nothing_and_exits_1_with_one_message(
@@ -107,10 +83,8 @@ def test_a_client_agent_is_refused_with_one_message(tmp_path: Path, capsys: obje
     assert err == "error: wanfed agent: only server agents are supported; pass -server or -dev\n"
 
 
-def test_a_server_without_raft_authentication_refuses_to_start(
-    tmp_path: Path, capsys: object
-) -> None:
-    # no encrypt key and no -dev: raft (pickle on the wire) would be unauthenticated
+def test_a_server_without_tls_refuses_to_start(tmp_path: Path, capsys: object) -> None:
+    # no TLS material and no -dev: servers could not authenticate each other
     code = main(
         [
             "agent",
@@ -131,4 +105,6 @@ def test_a_server_without_raft_authentication_refuses_to_start(
     )
     assert code == 1
     err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert "encrypt" in err
+    assert "a server outside -dev requires TLS" in err
+    assert "wanfed tls ca create" in err
+    assert "wanfed tls cert create -server -dc dc1 -node s1" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -30,6 +30,7 @@ from wanfed_fsm import (
     RegisterRequest,
     Service,
     ServiceSpecificRequest,
+    Table,
 )
 from wanfed_proto import RemoteError, RpcClient, RpcType, dial_plain
 from wanfed_server.runtime import (
@@ -42,6 +43,9 @@ from wanfed_server.runtime import (
     Server,
     StaticRouter,
 )
+
+if TYPE_CHECKING:
+    from .conftest import RuntimePki  # type: ignore[import-not-found]
 
 StartServer = Callable[..., Awaitable[Server]]
 
@@ -173,8 +177,8 @@ async def test_bad_requests_get_clear_remote_errors(
     with pytest.raises(RemoteError, match="Missing service registration"):
         await client.call("Catalog.Register", orphan_check, timeout=5)
     nameless = FederationStateRequest(op="upsert", state=FederationState(datacenter=""))
-    with pytest.raises(RemoteError) as error:
-        await client.call("FederationState.Apply", nameless, timeout=5)
+    with pytest.raises(RemoteError) as error:  # only servers write federation states
+        await server.rpc("FederationState.Apply", nameless, bool)
     assert str(error.value) == MISSING_FEDERATION_STATE_DATACENTER
 
 
@@ -186,8 +190,9 @@ async def test_federation_state_apply_get_list_and_mesh_gateways(
     before = time.time()
     state = FederationState(datacenter="dc2", mesh_gateways=[_gateway("gw2", "dc2")])
     request = FederationStateRequest(datacenter="dc9", op="upsert", state=state)
-    # "dc9" is unknown, but Apply targets the primary (here, this dc1 server) whatever it says
-    assert await client.call("FederationState.Apply", request, type=bool, timeout=5)
+    # "dc9" is unknown, but Apply targets the primary (here, this dc1 server) whatever it says;
+    # only servers write federation states: this server's own code here
+    assert await server.rpc("FederationState.Apply", request, bool)
 
     got = await client.call(
         "FederationState.Get",
@@ -216,7 +221,7 @@ async def test_federation_state_apply_get_list_and_mesh_gateways(
     assert list(gateways.datacenter_nodes) == ["dc2"]
 
     delete = FederationStateRequest(op="delete", state=FederationState(datacenter="dc2"))
-    await client.call("FederationState.Apply", delete, type=bool)
+    await server.rpc("FederationState.Apply", delete, bool)
     empty = await client.call(
         "FederationState.List", DCSpecificRequest(), type=IndexedFederationStates
     )
@@ -236,20 +241,35 @@ async def test_blocking_query_waits_until_a_write_and_times_out_unchanged(
         DCSpecificRequest(min_query_index=first.index, max_query_time=0.3),
         type=IndexedNodes,
     )
+    # A lower bound only: a loaded machine can delay the answer, never hasten it.
     assert time.monotonic() - started >= 0.3
     assert unchanged.index == first.index
 
+    parked = server.store.watch_count(Table.NODES)
     blocked = asyncio.ensure_future(
         client.call(
             "Catalog.ListNodes",
-            DCSpecificRequest(min_query_index=first.index, max_query_time=30),
+            DCSpecificRequest(min_query_index=first.index, max_query_time=600),
             type=IndexedNodes,
         )
     )
+    # Write only once the read is parked on the store's watch: a write that
+    # lands first would be answered without any wake-up at all.
+    await _until(lambda: server.store.watch_count(Table.NODES) > parked, "the read is parked")
+    assert not blocked.done()
     await client.call("Catalog.Register", _web("n9"), type=bool)
-    woken = await asyncio.wait_for(blocked, 5)
+    woken = await asyncio.wait_for(blocked, 15)  # a deadline, not a measurement (wait: 600 s)
     assert woken.index > first.index
     assert "n9" in {n.node for n in woken.nodes}
+
+
+async def _until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.01)
 
 
 async def test_stale_and_consistent_reads_report_a_known_leader(
@@ -315,21 +335,25 @@ async def test_other_datacenters_go_through_the_router(
 
 
 async def test_federation_state_apply_in_a_secondary_lands_in_the_primary(
-    start_dev_server: StartServer, connect: Callable[[Server], Awaitable[RpcClient]]
+    start_dev_server: StartServer, runtime_pki: RuntimePki
 ) -> None:
-    primary = await start_dev_server("s1", datacenter="dc1")
+    # the primary checks that a server of dc2 writes dc2's state: both speak TLS
+    primary = await start_dev_server("s1", datacenter="dc1", tls=runtime_pki.mutual_tls("s1"))
     router = StaticRouter(
         "dc2", {"dc1": [RemoteServer(node="s1", datacenter="dc1", address=primary.rpc_address)]}
     )
     secondary = await start_dev_server(
-        "r1", router=router, datacenter="dc2", primary_datacenter="dc1"
+        "r1",
+        router=router,
+        datacenter="dc2",
+        primary_datacenter="dc1",
+        tls=runtime_pki.mutual_tls("r1"),
     )
-    client = await connect(secondary)
     state = FederationState(datacenter="dc2", mesh_gateways=[_gateway("gw2", "dc2")])
-    await client.call(
+    await secondary.rpc(  # as the secondary leader's anti-entropy does
         "FederationState.Apply",
         FederationStateRequest(datacenter="dc2", op="upsert", state=state),
-        type=bool,
+        bool,
     )
     in_primary = await primary.rpc(
         "FederationState.List", DCSpecificRequest(), IndexedFederationStates

@@ -21,7 +21,13 @@ loop. So the transport is two halves joined by queues:
 Each direction has its own connection: a server sends on the connection it
 dialed and receives on the ones its peers dialed. The dialer's first frame
 is its raft node id, so the receiver knows which peer a message is from.
-Pickle is only ever decoded from a peer that passed mutual TLS.
+
+Pickle is only ever decoded from a peer that passed mutual TLS *and* whose
+certificate names a server of this datacenter: any client certificate of the
+same CA passes the handshake, so the owner must hand :meth:`RaftLink.serve`
+only connections it has checked (the server puts it behind
+``wanfed_agent.tls.ServerCertificatePolicy.guard``, which refuses before a
+byte is read; its tests spy on :class:`_Inbound` to prove it).
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ class RaftLink:
         self._pending: list[Connection] = []
 
     async def serve(self, connection: Connection) -> None:
-        """Handle one inbound ``wanfed/raft`` connection until it closes."""
+        """Handle one inbound ``wanfed/raft`` connection until it closes; the caller has
+        checked that the peer is a server of this datacenter (see the module docstring)."""
         transport = self._transport
         if transport is None:
             logger.warning(
@@ -227,6 +234,11 @@ class _LinkTransport(Transport):  # type: ignore[misc]
             node = await asyncio.wait_for(asyncio.shield(protocol.hello), _HELLO_TIMEOUT)
             if node is None:
                 return
+            # A peer's raft link is persistent and may be quiet for long (followers
+            # rarely talk to each other); Raft's own timeouts judge it, so the RPC
+            # port's idle timeout must not close it. Only after the hello: before,
+            # a silent connection is anyone's.
+            connection.report_busy(lambda: True)
             await connection.wait_closed()
         except TimeoutError:
             logger.warning("raft connection from %s sent no hello; closing", peer)

@@ -422,10 +422,11 @@ class StateStore:
         for watch in watches:
             watch._callback(abandoned)
 
-    def watch_count(self) -> int:
-        """Registered, unfired watches; a leak shows up here."""
+    def watch_count(self, table: Table | None = None) -> int:
+        """Registered, unfired watches (on ``table`` only, when given); a leak shows
+        up here, and so does a blocking query that is parked, waiting for a write."""
         with self._lock:
-            return len(self._all_watches)
+            return len(self._all_watches if table is None else self._watches[table])
 
 
 def decode_snapshot(data: bytes) -> StoreContents:

@@ -300,6 +300,8 @@ async def serve_rpc(
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     protocol = _ServerProtocol(connection.info, handlers, max_frame, max_in_flight)
+    # A parked handler (a blocking query) keeps the connection from counting as idle.
+    connection.report_busy(lambda: protocol.running > 0 or bool(protocol.waiting))
     connection.attach(protocol)
     try:
         await connection.wait_closed()

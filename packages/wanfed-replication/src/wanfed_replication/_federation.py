@@ -162,11 +162,26 @@ def federation_state_to_sync(
     gateways: Sequence[CheckServiceNode],
     now: datetime,
 ) -> FederationState | None:
-    """The record to write, or ``None`` when the stored one already says the same."""
-    current = FederationState(datacenter=datacenter, mesh_gateways=list(gateways))
+    """The record to write, or ``None`` when the stored one already says the same.
+
+    Check outputs are left out: a gateway refreshes its TTL check by writing a
+    new output every few seconds, and carrying that text would turn every
+    refresh into a federation-state write replicated to every datacenter.
+    The record says which gateways exist and whether they are healthy.
+    """
+    current = FederationState(
+        datacenter=datacenter, mesh_gateways=[_without_output(g) for g in gateways]
+    )
     if stored is not None and stored.is_same(current):
         return None
     return msgspec.structs.replace(current, updated_at=now)
+
+
+def _without_output(gateway: CheckServiceNode) -> CheckServiceNode:
+    if all(not check.output for check in gateway.checks):
+        return gateway
+    checks = [msgspec.structs.replace(check, output="") for check in gateway.checks]
+    return msgspec.structs.replace(gateway, checks=checks)
 
 
 def _usable(state: FederationState | None) -> bool:

@@ -49,6 +49,9 @@ class DatacenterSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     servers: int = 1
     gateways: int = 1
+    outsiders: int = 0
+    """Hosts on this datacenter's LAN that run neither a server nor a gateway: a
+    machine of the same network that an attacker controls (``o1``, ``o2``...)."""
     first_gateway: int = 1
     """Gateways are ``gw<first_gateway>``, ``gw<first_gateway + 1>``...; a replacement
     set starts after the old one, so it gets new names and new addresses."""
@@ -58,6 +61,8 @@ class DatacenterSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"datacenter name {self.name!r} must match [a-z0-9_-]+")
         if not 1 <= self.servers <= 9 or not 0 <= self.gateways <= 9:
             raise ValueError("a datacenter has 1-9 servers and 0-9 gateways")
+        if not 0 <= self.outsiders <= 9:
+            raise ValueError(f"{self.name} has 0-9 outsiders, got {self.outsiders}")
         if self.first_gateway < 1 or self.first_gateway + self.gateways - 1 > 9:
             raise ValueError(
                 f"gateway numbers of {self.name} run from 1 to 9 (the address plan has "
@@ -67,11 +72,11 @@ class DatacenterSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Host(msgspec.Struct, frozen=True, kw_only=True):
-    """One namespace: a server or a gateway of one datacenter."""
+    """One namespace: a server, a gateway or an outsider of one datacenter's network."""
 
-    role: Literal["server", "gateway"]
+    role: Literal["server", "gateway", "outsider"]
     name: str
-    """Node name: ``s1``, ``gw1``..."""
+    """Node name: ``s1``, ``gw1``, ``o1``..."""
     datacenter: str
     dc_index: int
     netns: str
@@ -142,6 +147,17 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
                         wan_ip=f"198.19.0.{d * 10 + j}",
                     )
                 )
+            for k in range(1, dc.outsiders + 1):
+                hosts.append(
+                    Host(
+                        role="outsider",
+                        name=f"o{k}",
+                        datacenter=dc.name,
+                        dc_index=d,
+                        netns=f"{self.prefix}-{d}o{k}",
+                        lan_ip=f"198.18.{d}.{30 + k}",
+                    )
+                )
         return hosts
 
     def replace_gateways(self, datacenter: str) -> Topology:
@@ -181,6 +197,13 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             h
             for h in self.hosts()
             if h.role == "gateway" and (datacenter is None or h.datacenter == datacenter)
+        ]
+
+    def outsiders(self, datacenter: str | None = None) -> list[Host]:
+        return [
+            h
+            for h in self.hosts()
+            if h.role == "outsider" and (datacenter is None or h.datacenter == datacenter)
         ]
 
     def host(self, datacenter: str, name: str) -> Host:

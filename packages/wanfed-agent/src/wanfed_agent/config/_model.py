@@ -83,8 +83,32 @@ class TLSConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How much of a server one client, or all of them together, may hold.
+
+    Every listener caps its open connections per client address and in total,
+    so that idle or slow clients cannot exhaust the server's file descriptors;
+    a cap of 0 means "no cap" (as in Consul). Behind a mesh gateway every
+    connection of a remote datacenter comes from the gateway's address, which
+    the per-client caps count as one client.
+    """
+
     rpc_handshake_timeout: float = 5.0
     """Seconds allowed for the first byte and the TLS handshake of an RPC connection."""
+    rpc_max_conns_per_client: int = 100
+    """Open RPC connections one client address may hold (Consul's key and default)."""
+    rpc_max_conns: int = 4096
+    """Open RPC connections in total (a wanfed key)."""
+    rpc_idle_timeout: float = 300.0
+    """Seconds an RPC connection with no request in flight may stay silent (a wanfed key)."""
+    http_max_conns_per_client: int = 200
+    """Open HTTP API connections one client address may hold (Consul's key and default)."""
+    http_max_conns: int = 4096
+    """Open HTTP API connections in total (a wanfed key)."""
+    http_read_header_timeout: float = 10.0
+    """Seconds a client may take to send a request's headers, from its first byte
+    (a wanfed key; Go's ``ReadHeaderTimeout``): slowloris clients are cut."""
+    http_idle_timeout: float = 60.0
+    """Seconds a keep-alive HTTP connection may wait for its next request (a wanfed key)."""
 
 
 class Performance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

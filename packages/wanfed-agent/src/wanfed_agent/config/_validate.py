@@ -77,6 +77,26 @@ def _problems(c: AgentConfig) -> list[tuple[str, str]]:
     found += _server_problems(c)
     found += _tls_problems(c)
     found += _port_problems(c)
+    found += _limit_problems(c)
+    return found
+
+
+def _limit_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """A per-client cap above the total cap would let one client take every connection."""
+    found: list[tuple[str, str]] = []
+    for port in ("rpc", "http"):
+        per_client = getattr(c.limits, f"{port}_max_conns_per_client")
+        total = getattr(c.limits, f"{port}_max_conns")
+        if total and (per_client == 0 or per_client > total):
+            shown = "0 (no cap)" if per_client == 0 else str(per_client)
+            found.append(
+                (
+                    f"'limits.{port}_max_conns_per_client' ({shown}) must not exceed "
+                    f"'limits.{port}_max_conns' ({total}): one client could hold every "
+                    "connection and lock all others out",
+                    f"limits.{port}_max_conns_per_client",
+                )
+            )
     return found
 
 
@@ -102,7 +122,28 @@ def _server_problems(c: AgentConfig) -> list[tuple[str, str]]:
                 "data_dir",
             )
         )
+    found += _server_tls_problems(c)
     return found
+
+
+def _server_tls_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """Servers trust each other by certificate alone (Raft is pickle on the wire), so a
+    server outside -dev cannot run without its TLS material."""
+    if not c.server or c.dev_mode or c.tls.mutual_tls_capable:
+        return []
+    missing = [
+        f"'tls.defaults.{key}'"
+        for key in ("ca_file", "cert_file", "key_file")
+        if getattr(c.tls.defaults, key) is None
+    ]
+    return [
+        (
+            f"a server outside -dev requires TLS: {', '.join(missing)} not set. Make a CA once "
+            "with 'wanfed tls ca create', then a certificate for each server with 'wanfed tls "
+            f"cert create -server -dc {c.datacenter} -node {c.node_name or '<node>'}'",
+            f"tls.defaults.{'ca_file' if c.tls.defaults.ca_file is None else 'cert_file'}",
+        )
+    ]
 
 
 def _tls_problems(c: AgentConfig) -> list[tuple[str, str]]:

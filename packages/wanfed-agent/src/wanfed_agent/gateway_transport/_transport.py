@@ -15,7 +15,10 @@ placeholder of a join) and exactly one ALPN id:
 
 The receiving server's RPC port hands both ALPNs to :meth:`serve_packets` and
 :meth:`serve_stream`, which feed the same membership core as the plain
-transport does. The TCP peer of such traffic is the gateway, never the member.
+transport does. The TCP peer of such traffic is the gateway, never the member;
+the certificate is the member's (gateways forward TLS without terminating it),
+and only a server certificate (``server.<dc>.<domain>`` of any datacenter) is
+let in: one packet from anyone else could add a member to the WAN pool.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from typing import Final, Protocol
 
 from wanfed_agent.dialer import NoGatewayKnownError, dial_through_gateway
 from wanfed_agent.gossip import GossipTransport, HostPort
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_proto import (
     DEFAULT_DIAL_TIMEOUT,
     DEFAULT_MAX_FRAME,
     Alpn,
     Connection,
+    ConnectionHandler,
     FrameTooLargeError,
     InvalidNameError,
     ProtoError,
@@ -93,8 +98,10 @@ class GatewayTransport:
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
         idle_limit: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        policy: ServerCertificatePolicy | None = None,
     ) -> None:
-        """``packet_context``/``stream_context`` offer exactly their one ALPN id."""
+        """``packet_context``/``stream_context`` offer exactly their one ALPN id;
+        ``policy`` reads incoming certificates (one for ``domain`` if not given)."""
         self._local = local
         self._datacenter = datacenter
         self._domain = domain
@@ -110,6 +117,15 @@ class GatewayTransport:
         self._failures_logged: dict[str, tuple[float, int]] = {}
         """Per datacenter: when a send failure was last logged, how many since."""
         self._clock = clock
+        self._policy = policy or ServerCertificatePolicy(domain, clock=clock)
+        self.serve_packets: ConnectionHandler = self._policy.guard(
+            self._serve_packets, what="wan gossip packet"
+        )
+        """The RPC port's ``wanfed/wan-gossip/packet`` handler: servers only."""
+        self.serve_stream: ConnectionHandler = self._policy.guard(
+            self._serve_stream, what="wan gossip stream"
+        )
+        """The RPC port's ``wanfed/wan-gossip/stream`` handler: servers only."""
 
     # --- GossipTransport ----------------------------------------------------------
 
@@ -244,8 +260,9 @@ class GatewayTransport:
 
     # --- incoming (the RPC port's ALPN handlers) ---------------------------------------
 
-    async def serve_packets(self, connection: Connection) -> None:
-        """``wanfed/wan-gossip/packet``: frames until EOF or two idle minutes."""
+    async def _serve_packets(self, connection: Connection) -> None:
+        """``wanfed/wan-gossip/packet`` (behind the server check): frames until EOF or
+        two idle minutes."""
         reader, _writer = connection.open_streams()
         peer = connection.info.peer or ("0.0.0.0", 0)
         while True:
@@ -272,8 +289,9 @@ class GatewayTransport:
             if self._on_packet is not None:
                 self._on_packet(packet, peer)
 
-    async def serve_stream(self, connection: Connection) -> None:
-        """``wanfed/wan-gossip/stream``: the membership core owns the stream."""
+    async def _serve_stream(self, connection: Connection) -> None:
+        """``wanfed/wan-gossip/stream`` (behind the server check): the membership core
+        owns the stream."""
         reader, writer = connection.open_streams()
         if self._on_stream is None:
             writer.close()

@@ -170,6 +170,10 @@ class GossipAgent:
     def members(self) -> list[Member]:
         return self.core.members()
 
+    def failed_member_names(self) -> list[str]:
+        """Failed members not yet reaped (see :meth:`Membership.failed_member_names`)."""
+        return self.core.failed_member_names()
+
     async def join(self, *targets: str) -> int:
         """Join through ``name/host:port`` targets; return how many answered."""
         loop = asyncio.get_running_loop()

@@ -141,6 +141,15 @@ class Membership:
         node = self._table.get(name)
         return None if node is None else node.state
 
+    def failed_member_names(self) -> list[str]:
+        """Members that failed (not left) and are still being reconnected to.
+
+        A dead member leaves :meth:`members` after ``gossip_to_the_dead_time``,
+        but it is *reaped* — given up on — only after ``reconnect_timeout``;
+        until then it may be partitioned away, not gone.
+        """
+        return sorted(self._states.failed)
+
     def alive_members(self) -> list[Member]:
         return [n.member() for n in self._table.nodes.values() if n.state is MemberState.ALIVE]
 

@@ -3,6 +3,8 @@
 ``create_ca`` / ``create_server_cert`` / ``create_client_cert`` return
 :class:`PemPair` (PEM bytes); :meth:`TLSMaterial.load` reads and cross-checks
 an agent's ``ca_file``, ``cert_file`` and ``key_file``.
+:class:`ServerCertificatePolicy` decides whether a verified peer certificate
+belongs to a server (of a datacenter, of a node): every servers-only door asks it.
 
 Everything that needs ``cryptography`` loads on first use (PEP 562), so code
 that only catches :class:`TLSMaterialError` or builds SNI names stays cheap to
@@ -27,13 +29,17 @@ if TYPE_CHECKING:
         create_client_cert,
         create_server_cert,
     )
+    from ._identity import NotAServerError, PeerIdentity, ServerCertificatePolicy
     from ._material import EXPIRY_WARNING, TLSMaterial
 
 __all__ = [
     "DEFAULT_CA_DAYS",
     "DEFAULT_CERT_DAYS",
     "EXPIRY_WARNING",
+    "NotAServerError",
+    "PeerIdentity",
     "PemPair",
+    "ServerCertificatePolicy",
     "TLSMaterial",
     "TLSMaterialError",
     "client_name",
@@ -52,6 +58,9 @@ _HOMES = {
     "create_server_cert": "._authority",
     "EXPIRY_WARNING": "._material",
     "TLSMaterial": "._material",
+    "NotAServerError": "._identity",
+    "PeerIdentity": "._identity",
+    "ServerCertificatePolicy": "._identity",
 }
 
 

@@ -192,6 +192,9 @@ async def _serve(config: AgentConfig, stop: asyncio.Event) -> int:
     from wanfed_proto import ProtoError
     from wanfed_server.runtime import Server
 
+    from ._fd_limit import raise_open_files_limit
+
+    raise_open_files_limit(config.limits.rpc_max_conns + config.limits.http_max_conns)
     server = Server(config, options=server_options(config))
     started: list[Closeable] = []
     try:

@@ -97,6 +97,15 @@ def register(subparsers: Subparsers) -> None:
         metavar="N",
         help="connections served at once; more are refused",
     )
+    add_flag(
+        parser,
+        "max-connections-per-client",
+        dest="max_connections_per_client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections one client address may hold at once; more are refused",
+    )
     add_flag(parser, "log-level", dest="log_level", default="info", help="log level")
     parser.set_defaults(handler=_run)
 
@@ -155,10 +164,15 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         raise CommandError("-http-addr names no server")
     urls = tuple(http_base_url(entry) for entry in entries)
     try:
+        defaults = GatewayConfig()
         limit = args.max_connections
+        per_client = args.max_connections_per_client
         config = GatewayConfig(
             hello_timeout=hello_timeout,
-            max_connections=GatewayConfig().max_connections if limit is None else limit,
+            max_connections=defaults.max_connections if limit is None else limit,
+            max_connections_per_client=(
+                defaults.max_connections_per_client if per_client is None else per_client
+            ),
         )
         lan_host, lan_port = lan or bind
         wan_host, wan_port = wan or bind
@@ -203,6 +217,10 @@ async def _serve(settings: GatewaySettings, stop: asyncio.Event) -> int:
 
     from wanfed_server.gateway import GatewayProcess
 
+    from ._fd_limit import raise_open_files_limit
+
+    # Each proxied connection holds two descriptors: the client's and the upstream's.
+    raise_open_files_limit(2 * settings.gateway.max_connections)
     process = GatewayProcess(settings)
     try:
         # start() waits for a reachable server; a signal meanwhile must still stop us

@@ -1,7 +1,7 @@
 """The mesh gateway: routes raw TLS between datacenters by SNI, never decrypting.
 
-``build_route_table`` turns what the gateway watches (local servers, federation
-states, service dumps) into a frozen ``RouteTable``; ``RouteFeed`` keeps the
+``build_route_table`` turns what the gateway watches (the servers' own server
+directory, federation states, service dumps) into a frozen ``RouteTable``; ``RouteFeed`` keeps the
 last answer of each watch and yields a new table when routing changes;
 ``MeshGateway`` is the
 asyncio data plane that routes on it and can swap it at runtime;
@@ -21,14 +21,16 @@ from ._process import (
 )
 from ._proxy import GatewayConfig, MeshGateway
 from ._registration import (
-    CHECK_INTERVAL,
     CHECK_NAME,
+    CHECK_TTL,
     DEREGISTER_CRITICAL_AFTER,
     GatewayRegistration,
     is_registered,
+    refresh_interval,
 )
 from ._routes import (
     CONSUL_SERVICE,
+    DirectoryServer,
     Route,
     RouteInputError,
     RouteInputs,
@@ -38,16 +40,18 @@ from ._routes import (
     render_route_table,
 )
 from ._status import StatusServer, status_app
-from ._watch import Backoff, BlockingIndex, ServerPool
+from ._watch import Backoff, BlockingIndex, ContentHash, ServerPool
 
 __all__ = [
-    "CHECK_INTERVAL",
     "CHECK_NAME",
+    "CHECK_TTL",
     "CONSUL_SERVICE",
     "DEREGISTER_CRITICAL_AFTER",
     "ApiError",
     "Backoff",
     "BlockingIndex",
+    "ContentHash",
+    "DirectoryServer",
     "GatewayConfig",
     "GatewayCounters",
     "GatewayProcess",
@@ -70,6 +74,7 @@ __all__ = [
     "build_route_table",
     "default_node_name",
     "is_registered",
+    "refresh_interval",
     "render_route_table",
     "status_app",
 ]

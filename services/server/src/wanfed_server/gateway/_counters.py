@@ -36,6 +36,7 @@ class RejectReason(StrEnum):
     CLOSED_BEFORE_HELLO = "closed-before-hello"
     UNKNOWN_SNI = "unknown-sni"
     TOO_MANY_CONNECTIONS = "too-many-connections"
+    TOO_MANY_FROM_CLIENT = "too-many-from-client"
 
 
 class RouteCounters:

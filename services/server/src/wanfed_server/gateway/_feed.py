@@ -1,6 +1,6 @@
 """Where the gateway's watchers hand in what they saw.
 
-Each blocking-query watcher (health of ``consul``, ``ListMeshGateways``, one
+Each watcher (the servers' own server directory, ``ListMeshGateways``, one
 service dump per remote DC) calls one ``set_*`` method with its latest
 answer. The feed keeps the last answer of every watch, rebuilds the route
 table with :func:`build_route_table`, and returns the new table only when it
@@ -16,7 +16,7 @@ import msgspec
 
 from wanfed_fsm import CheckServiceNode
 
-from ._routes import RouteInputs, RouteTable, build_route_table
+from ._routes import DirectoryServer, RouteInputs, RouteTable, build_route_table
 
 __all__ = ["RouteFeed"]
 
@@ -36,13 +36,13 @@ class RouteFeed:
     def inputs(self) -> RouteInputs:
         return self._inputs
 
-    def set_local_servers(self, servers: Sequence[CheckServiceNode]) -> RouteTable | None:
-        """The health answer for service ``consul`` in the local DC.
+    def set_server_directory(self, servers: Sequence[DirectoryServer]) -> RouteTable | None:
+        """The local servers' own directory (``/v1/internal/server-directory``).
 
         Raises :class:`RouteInputError` (keeping the previous state) when an
-        entry is not a ``consul`` service of this DC.
+        entry belongs to another DC.
         """
-        return self._update(local_servers=tuple(servers))
+        return self._update(server_directory=tuple(servers))
 
     def set_fed_state_gateways(
         self, by_dc: Mapping[str, Sequence[CheckServiceNode]]

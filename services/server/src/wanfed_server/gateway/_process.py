@@ -5,12 +5,20 @@ which datacenter it serves (``/v1/agent/self``), starts the
 :class:`MeshGateway` listener (and the status endpoint, if asked), then runs
 one task per blocking-query watch, all against the same :class:`ServerPool`:
 
-* health of service ``consul``            → ``RouteFeed.set_local_servers``
+* ``/v1/internal/server-directory`` (the servers' own directory, blocking on
+  its content hash)                → ``RouteFeed.set_server_directory``
 * ``/v1/internal/federation-states/mesh-gateways`` → ``set_fed_state_gateways``
 * the datacenter list (polled, as Consul caches it for 30 s) starts and stops
   one service-dump watch per remote DC → ``set_gateway_group``
 * health of the gateway's own service → register again when our entry is gone
-  or differs from what we would register (only with ``-register``).
+  or differs from what we would register (only with ``-register``);
+* the TTL refresh: the registration is sent again every third of the check's
+  TTL, so the gateway's check stays passing exactly while this process lives
+  (only with ``-register``).
+
+Local servers come from the server directory, never from the catalog's
+``consul`` service: catalog rows are data anyone who reaches the HTTP API can
+write, and routing on them would make the gateway a relay to any address.
 
 Whenever the feed yields a new table it is swapped into the data plane. A
 failing watch backs off (:class:`Backoff`); when the server cannot be reached
@@ -29,18 +37,19 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
-import aiohttp
 import msgspec
 
 from wanfed_fsm import CheckServiceNode
-from wanfed_proto import InvalidNameError, error_text, normalize_domain
+from wanfed_proto import InvalidNameError, normalize_domain
 
+from ._api import REQUEST_MARGIN, ApiClient, ApiError, ServerUnreachableError
 from ._feed import RouteFeed
 from ._proxy import GatewayConfig, MeshGateway
-from ._registration import GatewayRegistration, is_registered
-from ._routes import RouteInputError, RouteTable
+from ._registrar import Registrar
+from ._registration import CHECK_TTL, GatewayRegistration, is_registered
+from ._routes import DirectoryServer, RouteInputError, RouteTable
 from ._status import StatusServer
-from ._watch import Backoff, BlockingIndex, ServerPool
+from ._watch import Backoff, BlockingIndex, ContentHash, ServerPool
 
 __all__ = [
     "ApiError",
@@ -56,9 +65,6 @@ T = TypeVar("T")
 
 SERVER_ERRORS_BEFORE_SWITCH: Final = 3
 """Server errors (5xx) in a row after which a watch moves to the next server."""
-
-_REQUEST_MARGIN: Final = 10.0
-"""Seconds a blocking query may take beyond its ``wait`` (the server adds jitter)."""
 
 
 def default_node_name() -> str:
@@ -91,6 +97,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_initial: float = 1.0
     backoff_cap: float = 30.0
     deregister_timeout: float = 5.0
+    check_ttl: str = CHECK_TTL
+    """TTL of the gateway's own check; refreshed every third of it."""
 
     def __post_init__(self) -> None:
         if not self.http_urls:
@@ -105,77 +113,13 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(str(exc)) from None
 
 
-class ServerUnreachableError(Exception):
-    """The server's HTTP API could not be reached or stopped answering; try another."""
-
-
-class ApiError(Exception):
-    """The server answered with an error status; the server itself is alive."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text.strip()}")
-        self.status = status
-
-
-class _Api:
-    """A thin HTTP client over the pool: the current server, one session."""
-
-    def __init__(self, pool: ServerPool) -> None:
-        self.pool = pool
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: object = None,
-        limit: float = _REQUEST_MARGIN,
-        url: str | None = None,
-    ) -> tuple[bytes, int]:
-        """Send one request; returns the body and ``X-Consul-Index`` (0 when absent)."""
-        base = url or self.pool.current
-        data = None if body is None else msgspec.json.encode(body)
-        try:
-            async with self.session.request(
-                method,
-                base + path,
-                params=params,
-                data=data,
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise ApiError(response.status, payload.decode(errors="replace"))
-                index_text = response.headers.get("X-Consul-Index", "0")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ServerUnreachableError(f"{base}: {error_text(exc)}") from exc
-        try:
-            index = int(index_text)
-        except ValueError:
-            index = 0
-        return payload, index
-
-
 class GatewayProcess:
     """One mesh gateway with everything around its data plane; ``start``/``stop``."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.pool = ServerPool(settings.http_urls)
-        self._api = _Api(self.pool)
+        self._api = ApiClient(self.pool)
         self.gateway = MeshGateway(
             RouteTable(local_dc="unknown", domain=settings.domain), settings.gateway
         )
@@ -184,6 +128,7 @@ class GatewayProcess:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dumps: dict[str, asyncio.Task[None]] = {}
         self.registration: GatewayRegistration | None = None
+        self._registrar: Registrar | None = None
         self.datacenter = ""
         self.registered = asyncio.Event()
         """Set each time the gateway's registration is written to the catalog."""
@@ -218,13 +163,21 @@ class GatewayProcess:
                 wan_host=settings.wan_host,
                 wan_port=settings.wan_port or bound_port,
                 expose_servers=settings.expose_servers,
+                check_ttl=settings.check_ttl,
             )
-            self._spawn(self._watch_registration(self.registration))
-        self._spawn(self._watch_local_servers())
+            registrar = self._registrar = Registrar(
+                self._api,
+                self.registration,
+                deregister_timeout=settings.deregister_timeout,
+                registered=self.registered,
+            )
+            self._spawn(self._watch_registration(registrar))
+            self._spawn(registrar.refresh_forever())
+        self._spawn(self._watch_server_directory())
         self._spawn(self._watch_fed_state_gateways())
         self._spawn(self._watch_datacenters())
         log.info(
-            "gateway started; watching the catalog for routes",
+            "gateway started; watching the server directory and the catalog for routes",
             extra={
                 "datacenter": self.datacenter,
                 "listen": "{}:{}".format(*self.gateway.address),
@@ -233,9 +186,11 @@ class GatewayProcess:
             },
         )
 
-    async def stop(self) -> None:
+    async def stop(self, *, deregister: bool = True) -> None:
         """Stop watching, deregister (best effort, each server once), close the listener.
 
+        ``deregister=False`` leaves the catalog entry behind, as a crash does:
+        the entry turns critical once its TTL passes without a refresh.
         Safe to call again: a second call finds nothing left to do.
         """
         tasks = [*self._tasks, *self._dumps.values()]
@@ -244,9 +199,9 @@ class GatewayProcess:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._dumps.clear()
-        registration, self.registration = self.registration, None
-        if registration is not None:
-            await self._deregister(registration)
+        registrar, self._registrar, self.registration = self._registrar, None, None
+        if registrar is not None and deregister:
+            await registrar.deregister()
         status, self._status = self._status, None
         if status is not None:
             await status.close()
@@ -261,7 +216,7 @@ class GatewayProcess:
         while True:
             url = self.pool.current
             try:
-                body, _ = await self._api.request("GET", "/v1/agent/self")
+                body, _, _ = await self._api.request("GET", "/v1/agent/self")
                 info = msgspec.json.decode(body, type=dict[str, Any])
                 datacenter = info["Config"]["Datacenter"]
                 if isinstance(datacenter, str) and datacenter:
@@ -279,34 +234,6 @@ class GatewayProcess:
                 extra={"server": url, "error": str(error), "next": next_url, "retry_in": delay},
             )
             await asyncio.sleep(delay)
-
-    async def _deregister(self, registration: GatewayRegistration) -> None:
-        body = registration.deregister_body()
-        for url in (self.pool.current, *[u for u in self.pool.urls if u != self.pool.current]):
-            try:
-                await self._api.request(
-                    "PUT",
-                    "/v1/catalog/deregister",
-                    body=body,
-                    url=url,
-                    limit=self.settings.deregister_timeout,
-                )
-            except (ServerUnreachableError, ApiError) as exc:
-                log.warning(
-                    "deregistration failed; trying the next server",
-                    extra={"server": url, "error": str(exc)},
-                )
-                continue
-            log.info(
-                "gateway deregistered from the catalog",
-                extra={"node": registration.node, "server": url},
-            )
-            return
-        log.error(
-            "gateway could not deregister; the catalog keeps it until its check "
-            "has been critical long enough",
-            extra={"node": registration.node},
-        )
 
     # --- watches ---------------------------------------------------------------
 
@@ -328,24 +255,24 @@ class GatewayProcess:
         apply: Callable[[T], Awaitable[None] | None],
         *,
         switch_on_server_errors: bool = True,
+        cursor: BlockingIndex | ContentHash | None = None,
     ) -> None:
         """Run one blocking query forever, handing each answer to ``apply``.
 
         ``switch_on_server_errors=False`` is for queries another datacenter
-        answers: its errors say nothing about the local server.
+        answers: its errors say nothing about the local server. ``cursor``
+        says how the query blocks: on the Raft index (the default) or on the
+        content hash.
         """
-        index = BlockingIndex()
+        index = cursor if cursor is not None else BlockingIndex()
         backoff = self._backoff()
         wait = self.settings.wait
         while True:
             url = self.pool.current
-            query = dict(params)
-            if index.value:
-                query["index"] = str(index.value)
-                query["wait"] = f"{wait:g}s"
+            query = {**params, **index.query(f"{wait:g}s")}
             try:
-                body, answer_index = await self._api.request(
-                    "GET", path, params=query, limit=wait + wait / 16 + _REQUEST_MARGIN
+                body, answer_index, answer_hash = await self._api.request(
+                    "GET", path, params=query, limit=wait + wait / 16 + REQUEST_MARGIN
                 )
                 value = msgspec.json.decode(body, type=reply_type)
                 outcome = apply(value)
@@ -404,7 +331,7 @@ class GatewayProcess:
             if backoff.failures:
                 log.info("watch recovered", extra={"watch": name, "server": url})
             backoff.succeeded()
-            if not index.observe(answer_index):
+            if not index.observe_answer(answer_index, answer_hash):
                 log.info(
                     "watch index went backwards; re-reading everything",
                     extra={"watch": name, "server": url, "index": answer_index},
@@ -431,14 +358,19 @@ class GatewayProcess:
             raise RuntimeError("gateway process is not started")
         return self._feed
 
-    async def _watch_local_servers(self) -> None:
+    async def _watch_server_directory(self) -> None:
         feed = self._feed_or_fail()
 
-        def apply(servers: list[CheckServiceNode]) -> None:
-            self._swap(feed.set_local_servers(servers), "local servers")
+        def apply(servers: list[DirectoryServer]) -> None:
+            self._swap(feed.set_server_directory(servers), "server directory")
 
         await self._watch(
-            "local-servers", "/v1/health/service/consul", {}, list[CheckServiceNode], apply
+            "server-directory",
+            "/v1/internal/server-directory",
+            {},
+            list[DirectoryServer],
+            apply,
+            cursor=ContentHash(),
         )
 
     async def _watch_fed_state_gateways(self) -> None:
@@ -477,7 +409,7 @@ class GatewayProcess:
         while True:
             url = self.pool.current
             try:
-                body, _ = await self._api.request("GET", "/v1/catalog/datacenters")
+                body, _, _ = await self._api.request("GET", "/v1/catalog/datacenters")
                 names = msgspec.json.decode(body, type=list[str])
             except ServerUnreachableError as exc:
                 next_url = self.pool.failed(url)
@@ -510,7 +442,9 @@ class GatewayProcess:
             self._dumps.pop(dc).cancel()
             self._swap(feed.drop_gateway_group(dc), f"{dc} left")
 
-    async def _watch_registration(self, registration: GatewayRegistration) -> None:
+    async def _watch_registration(self, registrar: Registrar) -> None:
+        registration = registrar.registration
+
         async def apply(entries: list[CheckServiceNode]) -> None:
             if is_registered(registration, entries):
                 return
@@ -523,10 +457,7 @@ class GatewayProcess:
                     "expose_servers": registration.expose_servers,
                 },
             )
-            await self._api.request(
-                "PUT", "/v1/catalog/register", body=registration.register_body()
-            )
-            self.registered.set()
+            await registrar.register()
 
         await self._watch(
             "registration",

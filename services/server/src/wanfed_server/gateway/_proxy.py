@@ -23,6 +23,11 @@ This is deliberately ``asyncio.Protocol`` (not streams, not
 bytes, and the hot path is one ``write`` and one integer addition per chunk.
 Idle connections are found by one sweep timer for the whole gateway instead
 of one timer per connection.
+
+Connections are capped in total (``max_connections``) and per client address
+(``max_connections_per_client``), so one client cannot take the whole
+gateway; one over a cap is closed as it is accepted, and refusals are logged
+at most once per interval with a count.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ from typing import NamedTuple, TypeAlias, cast
 import msgspec
 
 from wanfed_proto import (
+    REFUSAL_LOG_INTERVAL,
     ClientHello,
     ClientHelloParser,
+    ConnectionLimiter,
     HelloError,
     HelloTooLargeError,
     MalformedHelloError,
     NotTLSError,
+    RateLimitedLog,
+    Refusal,
 )
 
 from ._counters import GatewayCounters, GatewayStats, RejectReason
@@ -81,6 +90,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds an upstream whose connect failed slowly is skipped (0: never)."""
     idle_timeout: float = 3600.0
     max_connections: int = 4000
+    max_connections_per_client: int = 1000
+    """Open connections one client address may hold (capped by ``max_connections``).
+
+    Every connection from another datacenter arrives from that datacenter's
+    gateway, and every local server's traffic from the server's address, so
+    this is generous: it stops one address from taking the whole gateway,
+    not a busy peer from working."""
     write_buffer_limit: int = 64 * 1024
     """High-water mark of each side's write buffer before the other side stops reading.
 
@@ -99,7 +115,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("upstream_ejection must not be negative")
         if self.stats_log_interval < 0:
             raise ValueError("stats_log_interval must not be negative")
-        for name in ("connect_attempts", "max_connections", "backlog"):
+        counts = ("connect_attempts", "max_connections", "max_connections_per_client", "backlog")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_hello_size < _MIN_HELLO_CAP:
@@ -135,6 +152,11 @@ class MeshGateway:
         self.counters = GatewayCounters()
         self.upstream_health = UpstreamHealth(self.config.upstream_ejection)
         self._connections: set[_Downstream] = set()
+        self._limiter = ConnectionLimiter(
+            per_client=min(self.config.max_connections_per_client, self.config.max_connections),
+            total=self.config.max_connections,
+        )
+        self._refusals = RateLimitedLog(log, REFUSAL_LOG_INTERVAL)
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -218,16 +240,37 @@ class MeshGateway:
 
     # --- internal, used by connections -------------------------------------
 
-    def _admit(self, conn: _Downstream) -> bool:
-        if len(self._connections) >= self.config.max_connections:
-            self.counters.reject(RejectReason.TOO_MANY_CONNECTIONS)
+    def _admit(self, conn: _Downstream, client: str) -> bool:
+        refusal = self._limiter.admit(client)
+        if refusal is not None:
+            reason = (
+                RejectReason.TOO_MANY_FROM_CLIENT
+                if refusal is Refusal.PER_CLIENT
+                else RejectReason.TOO_MANY_CONNECTIONS
+            )
+            self.counters.reject(reason)
+            assert self._loop is not None
+            self._refusals.log(
+                self._loop.time(),
+                logging.WARNING,
+                "connection refused: over the gateway's connection limit; closed as accepted",
+                key=str(refusal),
+                extra={
+                    "client": client,
+                    "limit": str(refusal),
+                    "max": self._limiter.limit_of(refusal),
+                    "refused_so_far": self._limiter.refused[refusal],
+                },
+            )
             return False
         self._connections.add(conn)
         self.counters.accepted += 1
         return True
 
-    def _forget(self, conn: _Downstream) -> None:
-        self._connections.discard(conn)
+    def _forget(self, conn: _Downstream, client: str) -> None:
+        if conn in self._connections:
+            self._connections.remove(conn)
+            self._limiter.release(client)
         if not self._connections and self._drained is not None:
             self._drained.set()
 
@@ -252,6 +295,7 @@ class _Downstream(asyncio.Protocol):
 
     __slots__ = (
         "_candidates",
+        "_client",
         "_client_eof",
         "_closed",
         "_dials",
@@ -284,6 +328,7 @@ class _Downstream(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._route: Route | None = None
         self._candidates: list[Upstream] = []
+        self._client = ""
         self._dials: dict[_DialTask, _Attempt] = {}
         self._stagger: asyncio.TimerHandle | None = None
         self._client_eof = False
@@ -302,14 +347,9 @@ class _Downstream(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         gateway = self._gateway
-        if not gateway._admit(self):
-            log.warning(
-                "connection refused: gateway at its connection limit; closing it",
-                extra={
-                    "peer": transport.get_extra_info("peername"),
-                    "limit": gateway.config.max_connections,
-                },
-            )
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not gateway._admit(self, self._client):
             self._closed = True
             transport.abort()
             return
@@ -369,7 +409,7 @@ class _Downstream(asyncio.Protocol):
             # ends up counted once, either under a route or a reject reason.
             self._parser = None
             gateway.counters.reject(RejectReason.CLOSED_BEFORE_HELLO)
-        gateway._forget(self)
+        gateway._forget(self, self._client)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None

@@ -1,11 +1,19 @@
 """What the gateway writes into the catalog about itself, as plain data.
 
 The gateway is its own catalog node (no local agent runs beside it), so it
-registers node, service and check in one ``/v1/catalog/register`` body and
-the DC's leader runs the TCP check against the LAN listener. The body is
-built here without I/O so tests can pin it down exactly; the process only
-sends it, and sends it again whenever :func:`is_registered` says the
-catalog lost it (a snapshot restore, an operator's deregister).
+registers node, service and check in one ``/v1/catalog/register`` body. The
+check is a TTL check that the gateway keeps passing itself: it sends the body
+again every :func:`refresh_interval` with a new ``Output`` (the refresh
+time), which restarts the TTL. A gateway that vanishes without deregistering
+stops refreshing, and the leader turns the check critical when its TTL runs
+out; anti-entropy then stops publishing the gateway to other datacenters.
+No server ever dials the gateway for this: catalog checks are data, and a
+server that probed catalog addresses would be a port scanner for anyone who
+can write the catalog.
+
+The body is built here without I/O so tests can pin it down exactly; the
+process only sends it, on every refresh and whenever :func:`is_registered`
+says the catalog lost it (a snapshot restore, an operator's deregister).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
+from wanfed_agent.config import parse_duration
 from wanfed_fsm import (
     MESH_GATEWAY_KIND,
     WAN_FEDERATION_META_KEY,
@@ -23,15 +32,20 @@ from wanfed_fsm import (
 )
 
 __all__ = [
-    "CHECK_INTERVAL",
     "CHECK_NAME",
+    "CHECK_TTL",
     "DEREGISTER_CRITICAL_AFTER",
     "GatewayRegistration",
     "is_registered",
+    "refresh_interval",
 ]
 
-CHECK_NAME: Final = "Mesh Gateway Listening"
-CHECK_INTERVAL: Final = "10s"
+CHECK_NAME: Final = "Mesh Gateway Alive"
+CHECK_TTL: Final = "30s"
+"""How long the catalog keeps the gateway passing without a refresh."""
+REFRESHES_PER_TTL: Final = 3
+"""Refreshes sent per TTL: two may be lost (a leader election, a slow server)
+before the gateway turns critical."""
 DEREGISTER_CRITICAL_AFTER: Final = "6h"
 """Long enough to ride out any planned outage, short enough that a gateway
 whose process vanished without deregistering eventually disappears."""
@@ -49,8 +63,15 @@ class GatewayRegistration(msgspec.Struct, frozen=True, kw_only=True):
     wan_host: str
     wan_port: int
     expose_servers: bool = False
+    check_ttl: str = CHECK_TTL
 
     def __post_init__(self) -> None:
+        try:
+            ttl = parse_duration(self.check_ttl)
+        except ValueError as exc:
+            raise ValueError(f"gateway check TTL: {exc}") from None
+        if ttl <= 0:
+            raise ValueError(f"gateway check TTL {self.check_ttl!r} must be greater than zero")
         if not self.node:
             raise ValueError("gateway node name must not be empty")
         if not self.service:
@@ -72,8 +93,13 @@ class GatewayRegistration(msgspec.Struct, frozen=True, kw_only=True):
     def lan_address(self) -> str:
         return format_host_port(self.lan_host, self.lan_port)
 
-    def register_body(self) -> dict[str, Any]:
-        """The JSON object for ``PUT /v1/catalog/register``."""
+    def register_body(self, output: str = "") -> dict[str, Any]:
+        """The JSON object for ``PUT /v1/catalog/register``: the gateway passing.
+
+        ``output`` must differ from the previous refresh (the process puts
+        the time in it): an identical record is not a write, so it would not
+        restart the TTL.
+        """
         meta = {WAN_FEDERATION_META_KEY: "1"} if self.expose_servers else {}
         return {
             "Datacenter": self.datacenter,
@@ -96,12 +122,12 @@ class GatewayRegistration(msgspec.Struct, frozen=True, kw_only=True):
                 "Node": self.node,
                 "CheckID": self.check_id,
                 "Name": CHECK_NAME,
-                "Status": "critical",
+                "Status": "passing",
+                "Output": output,
                 "ServiceID": self.service_id,
                 "ServiceName": self.service,
                 "Definition": {
-                    "TCP": self.lan_address,
-                    "Interval": CHECK_INTERVAL,
+                    "TTL": self.check_ttl,
                     "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
                 },
             },
@@ -112,9 +138,14 @@ class GatewayRegistration(msgspec.Struct, frozen=True, kw_only=True):
         return {"Datacenter": self.datacenter, "Node": self.node}
 
 
+def refresh_interval(registration: GatewayRegistration) -> float:
+    """Seconds between two refreshes of the gateway's TTL check."""
+    return parse_duration(registration.check_ttl) / REFRESHES_PER_TTL
+
+
 def is_registered(registration: GatewayRegistration, entries: Sequence[CheckServiceNode]) -> bool:
     """Whether the health answer for the gateway's service still shows this gateway
-    with its check and the addresses it would register now."""
+    with its TTL check and the addresses it would register now."""
     for entry in entries:
         if entry.node.node != registration.node:
             continue
@@ -128,5 +159,10 @@ def is_registered(registration: GatewayRegistration, entries: Sequence[CheckServ
             return False
         if (service.meta.get(WAN_FEDERATION_META_KEY) == "1") != registration.expose_servers:
             return False
-        return any(check.check_id == registration.check_id for check in entry.checks)
+        return any(
+            check.check_id == registration.check_id
+            and check.definition.ttl == registration.check_ttl
+            and not check.definition.tcp
+            for check in entry.checks
+        )
     return False

@@ -1,9 +1,9 @@
 """The mesh gateway's route table: watched state in, SNI → upstreams out.
 
-Theory of operation: the gateway's watchers (health of service ``consul``,
-``ListMeshGateways`` and the per-DC service dump of mesh gateways) each hand
-their latest answer to :func:`build_route_table`, which is pure — it reads no
-clock, does no I/O and keeps no state — and returns a frozen
+Theory of operation: the gateway's watchers (the local servers' own server
+directory, ``ListMeshGateways`` and the per-DC service dump of mesh gateways)
+each hand their latest answer to :func:`build_route_table`, which is pure — it
+reads no clock, does no I/O and keeps no state — and returns a frozen
 :class:`RouteTable`. The data plane swaps the whole table at once, so a new
 connection always sees one consistent picture and an in-flight one keeps the
 upstream it already has.
@@ -12,8 +12,8 @@ Only server names are routed; everything else has no route, so the gateway
 is never an open relay:
 
 * ``<node>.server.<local dc>.<domain>`` → that local server (exact names only:
-  a node the catalog does not list gets nothing);
-* ``server.<local dc>.<domain>`` → any local server without a critical check;
+  a node the server directory does not list gets nothing);
+* ``server.<local dc>.<domain>`` → any local server the directory calls alive;
 * ``<anything>.server.<remote dc>.<domain>`` and ``server.<remote dc>.<domain>``
   → the remote DC's opted-in, non-critical mesh gateways at their WAN
   addresses. For each remote DC the source (federation states or the service
@@ -21,6 +21,18 @@ is never an open relay:
   service dump: the dump of a remote DC can go stale when that DC is
   unreachable, while federation states keep being replicated, so the newer
   one must win (Consul #11522).
+
+Where local names go is decided by :class:`DirectoryServer` entries only: the
+servers' own directory of the datacenter (learned from the servers' mutually
+authenticated hellos and Raft membership, served by
+``/v1/internal/server-directory``). The catalog's ``consul`` service is not an
+input at all: anyone who can write the catalog could add a row there naming
+any address, and the gateway would become a relay to it. Remote names go to
+mesh gateways from the catalog and the federation states: until ACLs exist a
+false ``mesh-gateway`` registration can be chosen as a path into its DC and
+black-hole that traffic, but every connection is mutual TLS end to end with
+server certificates, so it cannot read it or impersonate a server (the
+server README, "Trust: where routes come from").
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from wanfed_proto import InvalidNameError, normalize_domain, server_sni, validat
 
 __all__ = [
     "CONSUL_SERVICE",
+    "DirectoryServer",
     "Route",
     "RouteInputError",
     "RouteInputs",
@@ -53,7 +66,7 @@ __all__ = [
 ]
 
 CONSUL_SERVICE: Final = "consul"
-"""The service name every server registers itself under."""
+"""The service name every server registers itself under (never a route source)."""
 
 LOCAL_ANY_LABEL: Final = "local-any"
 
@@ -90,6 +103,29 @@ class Upstream(msgspec.Struct, frozen=True, order=True):
         return format_host_port(self.host, self.port)
 
 
+class DirectoryServer(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
+    """One server of the datacenter as the servers' own directory lists it.
+
+    The JSON shape of ``/v1/internal/server-directory``: ``Address``/``Port``
+    is the server's RPC address, ``Alive`` whether it answered its peers'
+    hellos recently and is a Raft voter.
+    """
+
+    node: str
+    datacenter: str
+    address: str
+    port: int
+    alive: bool
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ValueError("directory server has an empty node name")
+        if not self.address:
+            raise ValueError(f"directory server {self.node!r} has no address")
+        if not 0 < self.port <= 0xFFFF:
+            raise ValueError(f"directory server {self.node!r} port {self.port} is outside 1..65535")
+
+
 class Route(msgspec.Struct, frozen=True):
     """Where connections for one name go; ``label`` keys the counters."""
 
@@ -106,7 +142,8 @@ class RouteInputs(msgspec.Struct, frozen=True, kw_only=True):
 
     local_dc: str
     domain: str = "consul"
-    local_servers: Sequence[CheckServiceNode] = ()
+    server_directory: Sequence[DirectoryServer] = ()
+    """The local servers; never catalog rows (see the module text)."""
     fed_state_gateways: Mapping[str, Sequence[CheckServiceNode]] = msgspec.field(
         default_factory=dict
     )
@@ -184,27 +221,14 @@ def _wan_upstreams(gateways: Iterable[CheckServiceNode]) -> tuple[Upstream, ...]
     return tuple(sorted(found))
 
 
-def _server_upstream(server: CheckServiceNode) -> Upstream | None:
-    host = server.service.address or server.node.address
-    port = server.service.port
-    if not host or not port:
-        return None
-    return Upstream(host, port)
-
-
-def _check_local_servers(local_dc: str, servers: Sequence[CheckServiceNode]) -> None:
-    # The health watch of service "consul" must describe this DC's servers;
-    # anything else means a miswired watcher, and routing on it would send
-    # "local" traffic to the wrong place.
-    for csn in servers:
-        if csn.service.service != CONSUL_SERVICE:
+def _check_directory(local_dc: str, servers: Sequence[DirectoryServer]) -> None:
+    # The directory endpoint lists this DC's servers only; anything else means
+    # a miswired watcher (or another DC's server answered), and routing on it
+    # would send "local" traffic to the wrong place.
+    for entry in servers:
+        if entry.datacenter.lower() != local_dc:
             raise RouteInputError(
-                f"local server list holds service {csn.service.service!r} on node "
-                f"{csn.node.node!r}, expected {CONSUL_SERVICE!r}"
-            )
-        if csn.node.datacenter and csn.node.datacenter.lower() != local_dc:
-            raise RouteInputError(
-                f"local server {csn.node.node!r} is in datacenter {csn.node.datacenter!r}, "
+                f"local server {entry.node!r} is in datacenter {entry.datacenter!r}, "
                 f"not {local_dc!r}"
             )
 
@@ -213,17 +237,17 @@ def build_route_table(inputs: RouteInputs) -> RouteTable:
     """Compute the table for the gateway of ``inputs.local_dc``.
 
     Raises :class:`RouteInputError` when the inputs contradict themselves
-    (an invalid datacenter or domain, a non-``consul`` entry among the local
-    servers, a server of another DC). Servers or datacenters whose names
-    cannot form a server SNI are left out: nothing could ask for them.
+    (an invalid datacenter or domain, a directory entry of another DC).
+    Servers or datacenters whose names cannot form a server SNI are left out:
+    nothing could ask for them.
     """
     try:
         domain = normalize_domain(inputs.domain)
         local_dc = validate_datacenter(inputs.local_dc.lower())
     except InvalidNameError as exc:
         raise RouteInputError(str(exc)) from None
-    _check_local_servers(local_dc, inputs.local_servers)
-    exact = _local_routes(local_dc, domain, inputs.local_servers)
+    _check_directory(local_dc, inputs.server_directory)
+    exact = _local_routes(local_dc, domain, inputs.server_directory)
     remote_suffixes = _remote_routes(local_dc, domain, inputs)
     exact.update(remote_suffixes)
     return RouteTable(
@@ -232,19 +256,17 @@ def build_route_table(inputs: RouteInputs) -> RouteTable:
 
 
 def _local_routes(
-    local_dc: str, domain: str, servers: Sequence[CheckServiceNode]
+    local_dc: str, domain: str, servers: Sequence[DirectoryServer]
 ) -> dict[str, Route]:
     routes: dict[str, Route] = {}
     healthy: set[Upstream] = set()
     per_node: dict[str, set[Upstream]] = {}
-    for csn in servers:
-        upstream = _server_upstream(csn)
-        if upstream is None:
-            continue
+    for entry in servers:
+        upstream = Upstream(entry.address, entry.port)
         # The caller named this server; whether it can serve is its own call,
-        # so the per-node name routes to it whatever its checks say.
-        per_node.setdefault(csn.node.node, set()).add(upstream)
-        if not csn.has_critical_check():
+        # so the per-node name routes to it whether it looks alive or not.
+        per_node.setdefault(entry.node, set()).add(upstream)
+        if entry.alive:
             healthy.add(upstream)
     for node, upstreams in per_node.items():
         try:

@@ -14,13 +14,16 @@ Three small objects, each a pure function of what happened:
   treated as 1), and start over from 0 when the server's index goes
   backwards (a restore or another server's view), which forces a full,
   non-blocking read.
+* :class:`ContentHash` — the ``?hash=`` of the next query of an endpoint that
+  blocks on its content instead of a Raft index (the server directory, as
+  Consul's agent endpoints do): block while the answer still hashes the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["Backoff", "BlockingIndex", "ServerPool"]
+__all__ = ["Backoff", "BlockingIndex", "ContentHash", "ServerPool"]
 
 
 class Backoff:
@@ -83,6 +86,15 @@ class BlockingIndex:
     def value(self) -> int:
         return self._index
 
+    def query(self, wait: str) -> dict[str, str]:
+        """The blocking parameters of the next query (none for a full read)."""
+        return {"index": str(self._index), "wait": wait} if self._index else {}
+
+    def observe_answer(self, index: int, content_hash: str) -> bool:
+        """:meth:`observe` for the watch loop, which hands both headers to every cursor."""
+        del content_hash
+        return self.observe(index)
+
     def observe(self, index: int) -> bool:
         """Take the ``X-Consul-Index`` of an answer.
 
@@ -98,3 +110,27 @@ class BlockingIndex:
     def reset(self) -> None:
         """Start over (e.g. after switching servers, whose indexes may lag)."""
         self._index = 0
+
+
+class ContentHash:
+    """The ``X-Consul-ContentHash`` to send back with the next query of one watch."""
+
+    def __init__(self) -> None:
+        self._hash = ""
+
+    @property
+    def value(self) -> str:
+        return self._hash
+
+    def query(self, wait: str) -> dict[str, str]:
+        """Block on the last hash; without one (first read, after a reset) read at once."""
+        return {"hash": self._hash, "wait": wait} if self._hash else {}
+
+    def observe_answer(self, index: int, content_hash: str) -> bool:
+        """Take an answer's hash; an answer without one makes the next read a full one."""
+        del index
+        self._hash = content_hash
+        return True
+
+    def reset(self) -> None:
+        self._hash = ""

@@ -4,6 +4,11 @@ Every catalog read and write goes through the :class:`RpcDispatcher`, so an
 HTTP request takes the same path as an RPC (forwarding to the leader or to
 another datacenter included); agent endpoints act on the :class:`LocalAgent`;
 ``/v1/agent/self`` and ``/v1/agent/members`` read the :class:`ServerView`.
+
+The listener caps connections per client address and in total and bounds
+how long a request's headers and a keep-alive wait may take
+(:class:`HttpLimits`, from the agent config's ``limits.http_*`` keys), so
+idle or slowloris clients cannot exhaust the server's file descriptors.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from ._context import CONTEXT, ApiContext
 from ._errors import error_middleware
 from ._federation import register_federation_routes
 from ._federation_routes import register_federation_routes_status
+from ._guard import GuardedSite, HttpGuard, HttpLimits, HttpStats
 from ._health import register_health_routes
 from ._internal import register_internal_routes
+from ._server_directory import register_server_directory_routes
 from ._status import register_status_routes
 
-__all__ = ["HttpApi", "build_app", "start_http_api"]
+__all__ = ["HttpApi", "HttpLimits", "HttpStats", "build_app", "start_http_api"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) ->
     register_federation_routes(app)
     register_federation_routes_status(app)
     register_internal_routes(app)
+    register_server_directory_routes(app)
     return app
 
 
@@ -66,8 +74,10 @@ class HttpApi:
         local_agent: LocalAgent,
         host: str,
         port: int,
+        limits: HttpLimits | None = None,
     ) -> None:
         self._app = build_app(dispatcher, view, local_agent)
+        self._guard = HttpGuard(limits or HttpLimits())
         self._agent = local_agent
         self._host = host
         self._requested_port = port
@@ -84,6 +94,10 @@ class HttpApi:
     def address(self) -> str:
         return f"{self._host}:{self.port}"
 
+    def stats(self) -> HttpStats:
+        """Open connections and what the caps and the header timeout refused."""
+        return self._guard.stats()
+
     async def start(self) -> None:
         # Blocking queries park handlers for up to 10 minutes; stopping must not
         # wait for them (aiohttp's default grace is 60 s), so they get 1 s.
@@ -91,7 +105,7 @@ class HttpApi:
             self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port, reuse_address=True)
+        site = GuardedSite(runner, self._host, self._requested_port, self._guard)
         try:
             await site.start()
         except OSError:
@@ -101,7 +115,17 @@ class HttpApi:
         bound = runner.addresses  # the real port when 0 was asked for
         self._port = int(bound[0][1]) if bound else self._requested_port
         await self._agent.start()
-        logger.info("http api listening address=%s:%d", self._host, self._port)
+        limits = self._guard.limits
+        logger.info(
+            "http api listening address=%s:%d max_conns_per_client=%d max_conns=%d "
+            "read_header_timeout=%g idle_timeout=%g",
+            self._host,
+            self._port,
+            limits.max_conns_per_client,
+            limits.max_conns,
+            limits.read_header_timeout,
+            limits.idle_timeout,
+        )
 
     async def stop(self) -> None:
         await self._agent.stop()
@@ -134,6 +158,15 @@ async def start_http_api(server: Server) -> HttpApi:
         datacenter=server.datacenter,
         services_file=services_file,
     )
-    api = HttpApi(server, server, agent, config.http_bind_addr, config.ports.http)
+    limits = HttpLimits(
+        max_conns_per_client=config.limits.http_max_conns_per_client,
+        max_conns=config.limits.http_max_conns,
+        read_header_timeout=config.limits.http_read_header_timeout,
+        idle_timeout=config.limits.http_idle_timeout,
+    )
+    # The local agent is the server's own code; API requests are not (reserved entries).
+    api = HttpApi(
+        server.http_dispatcher, server, agent, config.http_bind_addr, config.ports.http, limits
+    )
     await api.start()
     return api

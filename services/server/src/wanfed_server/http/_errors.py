@@ -22,6 +22,7 @@ from wanfed_proto import RemoteError, TransportError
 from wanfed_server.local_agent import (
     CheckNotTtlError,
     DefinitionError,
+    TooManyChecksError,
     UnknownCheckError,
     UnknownServiceError,
 )
@@ -62,6 +63,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except HttpError as error:
         return _text(error.status, error.message)
+    except TooManyChecksError as error:
+        return _text(400, str(error))
     except (DefinitionError, msgspec.ValidationError, msgspec.DecodeError) as error:
         return _text(400, f"Request decode failed: {error}")
     except UnknownCheckError as error:

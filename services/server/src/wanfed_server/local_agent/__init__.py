@@ -1,13 +1,16 @@
 """The agent half of a server: services and checks registered on this node.
 
 Services registered through ``/v1/agent/service/register`` belong to the
-server's own node; the agent runs their TTL and TCP checks and keeps the
+server's own node; the agent runs their TTL and TCP checks (TCP at most
+once a second each, at most ``max_checks`` checks in all: the only checks a
+server ever runs) and keeps the
 catalog in step with what it holds (anti-entropy), re-registering whatever
 the catalog loses.
 """
 
 from ._agent import LocalAgent, tcp_probe
 from ._definitions import (
+    MIN_CHECK_INTERVAL,
     CheckDefinition,
     DefinitionError,
     ServiceDefinition,
@@ -15,15 +18,19 @@ from ._definitions import (
 )
 from ._persist import ServiceFile
 from ._state import (
+    DEFAULT_MAX_CHECKS,
     CatalogView,
     CheckNotTtlError,
     LocalState,
     SyncPlan,
+    TooManyChecksError,
     UnknownCheckError,
     UnknownServiceError,
 )
 
 __all__ = [
+    "DEFAULT_MAX_CHECKS",
+    "MIN_CHECK_INTERVAL",
     "CatalogView",
     "CheckDefinition",
     "CheckNotTtlError",
@@ -33,6 +40,7 @@ __all__ = [
     "ServiceDefinition",
     "ServiceFile",
     "SyncPlan",
+    "TooManyChecksError",
     "UnknownCheckError",
     "UnknownServiceError",
     "parse_service_definition",

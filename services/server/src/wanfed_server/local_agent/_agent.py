@@ -42,7 +42,7 @@ from wanfed_server.runtime import IndexedHealthChecks, NodeSpecificRequest
 
 from ._definitions import CheckDefinition, ServiceDefinition
 from ._persist import ServiceFile
-from ._state import CatalogView, LocalState, SyncPlan
+from ._state import DEFAULT_MAX_CHECKS, CatalogView, LocalState, SyncPlan, TooManyChecksError
 
 __all__ = ["LocalAgent"]
 
@@ -66,15 +66,25 @@ class LocalAgent:
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         services_file: Path | None = None,
+        max_checks: int = DEFAULT_MAX_CHECKS,
     ) -> None:
-        """``services_file``: where registrations survive a restart (None: memory only)."""
+        """``services_file``: where registrations survive a restart (None: memory only).
+        ``max_checks``: how many checks this agent runs at most."""
         self._dispatcher = dispatcher
-        self._state = LocalState(node=node, datacenter=datacenter)
+        self._state = LocalState(node=node, datacenter=datacenter, max_checks=max_checks)
         self._file = ServiceFile(services_file) if services_file is not None else None
         if self._file is not None:
             restored = self._file.load()
             for definition in restored:
-                self._state.add_service(definition, clock())
+                try:
+                    self._state.add_service(definition, clock())
+                except TooManyChecksError as error:
+                    logger.error(
+                        "saved service not restored service_id=%s error=%s; "
+                        "register it again once there is room",
+                        definition.service.service_id,
+                        error,
+                    )
             if restored:
                 logger.info(
                     "agent services restored count=%d path=%s; syncing them on start",

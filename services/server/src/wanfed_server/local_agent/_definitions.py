@@ -11,6 +11,7 @@ check, with Consul's check ids already assigned.
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 import msgspec
@@ -25,6 +26,7 @@ from wanfed_fsm import (
 )
 
 __all__ = [
+    "MIN_CHECK_INTERVAL",
     "RESERVED_SERVICE",
     "CheckDefinition",
     "DefinitionError",
@@ -33,7 +35,13 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger(__name__)
+
 RESERVED_SERVICE: Final = "consul"
+
+MIN_CHECK_INTERVAL: Final = 1.0
+"""Seconds; a shorter ``Interval`` is raised to it with a warning, as Consul's
+agent does. A check every millisecond would only burn the server's CPU."""
 
 
 class DefinitionError(ValueError):
@@ -253,6 +261,16 @@ def _check(raw: object, service: Service, position: int, count: int) -> CheckDef
         host, sep, port_text = tcp.rpartition(":")
         if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
             raise DefinitionError(f"{what}: TCP target {tcp!r} is not host:port")
+        if interval < MIN_CHECK_INTERVAL:
+            logger.warning(
+                "check interval below the minimum check_id=%s interval=%s minimum=%gs; "
+                "running it every %gs instead",
+                check_id,
+                interval_text,
+                MIN_CHECK_INTERVAL,
+                MIN_CHECK_INTERVAL,
+            )
+            interval, interval_text = MIN_CHECK_INTERVAL, f"{MIN_CHECK_INTERVAL:g}s"
     status = _text(fields, "status", f"{what} Status") or "critical"
     if status not in HEALTH_STATUSES:
         raise DefinitionError(f"{what}: Status {status!r} is not passing, warning or critical")

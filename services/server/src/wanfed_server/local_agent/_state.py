@@ -32,18 +32,37 @@ from wanfed_fsm import (
     Service,
 )
 
-from ._definitions import CheckDefinition, ServiceDefinition
+from ._definitions import CheckDefinition, DefinitionError, ServiceDefinition
 
 __all__ = [
+    "DEFAULT_MAX_CHECKS",
     "CatalogView",
     "CheckNotTtlError",
     "LocalState",
     "SyncPlan",
+    "TooManyChecksError",
     "UnknownCheckError",
     "UnknownServiceError",
 ]
 
 TTL_EXPIRED_OUTPUT = "TTL expired"
+
+DEFAULT_MAX_CHECKS = 256
+"""Checks one agent runs at most. Each TCP check is a task dialling every
+interval (at least 1 s), so the cap bounds the load a registration can put
+on the server: 256 connects a second at worst."""
+
+
+class TooManyChecksError(DefinitionError):
+    """A registration would take the agent past its check limit; nothing was changed."""
+
+    def __init__(self, wanted: int, limit: int) -> None:
+        super().__init__(
+            f"agent check limit reached: this registration would make {wanted} checks, "
+            f"the limit is {limit}; deregister services or checks first"
+        )
+        self.wanted = wanted
+        self.limit = limit
 
 
 class UnknownCheckError(LookupError):
@@ -103,7 +122,12 @@ def _bare(record: Service | HealthCheck) -> Service | HealthCheck:
 class LocalState:
     """Services and checks registered on this agent, and their health."""
 
-    def __init__(self, *, node: Node, datacenter: str) -> None:
+    def __init__(
+        self, *, node: Node, datacenter: str, max_checks: int = DEFAULT_MAX_CHECKS
+    ) -> None:
+        if max_checks < 1:
+            raise ValueError(f"the agent check limit must be at least 1, got {max_checks}")
+        self.max_checks = max_checks
         self.node = node
         self.datacenter = datacenter
         self._services: dict[str, Service] = {}
@@ -121,6 +145,9 @@ class LocalState:
 
         Checks of the service left out of the new definition stay, as in
         Consul, unless ``replace_existing_checks`` asks to drop them.
+
+        Raises :class:`TooManyChecksError` (changing nothing) when the agent
+        would run more than ``max_checks`` checks afterwards.
         """
         service = definition.service
         sid = service.service_id
@@ -131,9 +158,18 @@ class LocalState:
                     f"check {check.check_id!r} already belongs to service "
                     f"{owner.definition.service_id!r}"
                 )
+        new_ids = {check.check_id for check in definition.checks}
+        after = set(self._checks) | new_ids
+        if replace_existing_checks:
+            after -= {
+                cid
+                for cid, check in self._checks.items()
+                if check.definition.service_id == sid and cid not in new_ids
+            }
+        if len(after) > self.max_checks and len(after) > len(self._checks):
+            raise TooManyChecksError(len(after), self.max_checks)
         self._services[sid] = service
         self._removed_services.pop(sid, None)
-        new_ids = {check.check_id for check in definition.checks}
         if replace_existing_checks:
             for check_id in [
                 cid

@@ -7,7 +7,7 @@ if it had arrived on the RPC port, and the ``ServerView`` properties describe
 the running server.
 """
 
-from ._checks import CheckRunner, CheckSchedule, Expire, ProbeTcp, StatusChange
+from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
     CLUSTER_FILE,
     HELLO_TIMEOUT,
@@ -68,7 +68,6 @@ __all__ = [
     "NoPathToDatacenterError",
     "NodeSpecificRequest",
     "PlainDialer",
-    "ProbeTcp",
     "Reap",
     "RemoteServer",
     "Router",

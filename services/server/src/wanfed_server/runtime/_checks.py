@@ -1,27 +1,33 @@
-"""Catalog-registered TCP and TTL checks, executed by the datacenter's leader.
+"""Catalog-registered checks are data; the leader only expires their TTLs.
 
-A gateway registers itself through the catalog with a check definition; no
-agent runs that check, so the leader does. Checks of nodes that have their
-own agent (the servers, whose local agents sync their checks into the
-catalog with the definitions) are left to that agent. Theory of operation:
-:class:`CheckSchedule` is the sans-I/O core. It is fed the catalog's current
-checks (``sync``) and probe results (``tcp_result``) with the current time,
-and says what is due (``due``: TCP probes to run, TTLs that expired) and when
-to look again (``next_deadline``). :class:`CheckRunner` is the asyncio
-adapter: it follows the checks table with blocking queries, runs probes, and
-writes status changes through Raft (only changes: an unchanged status costs
-nothing).
+A check written through ``Catalog.Register`` (or ``/v1/catalog/register``) is
+a record, as in Consul: its status is whatever the writer last wrote, and no
+server runs it. A server that dialled the TCP address of a catalog check
+would probe any host and port for anyone who can write the catalog (a port
+scanner, and a CPU sink at 1 ms intervals); only a server's own agent runs
+checks, the ones registered through ``/v1/agent/service/register``
+(:mod:`wanfed_server.local_agent`), with a minimum interval and a cap.
 
-TCP: the first probe runs as soon as a check is seen, then every
-``Interval`` (default 10 s); the connect timeout is ``Timeout`` (default
-10 s) but never longer than the interval, so an unreachable address turns
-critical within one interval. TTL: the clock restarts whenever the check's
-record changes (a status update or re-registration); when ``TTL`` passes
-without one, the check turns critical with output ``TTL expired``.
+Two things remain for the leader, because they dial nothing:
 
-The same follower feeds :class:`~._reaper.CriticalServiceReaper`: a service
-whose check stayed critical past its ``DeregisterCriticalServiceAfter`` is
-deregistered through Raft.
+* TTL expiry: a catalog check with a ``TTL`` whose record has not changed
+  for that long turns critical with output ``TTL expired``. This is how a
+  catalog-only node without an agent (the mesh gateway) says it is alive:
+  it re-writes its check before the TTL passes. The clock restarts whenever
+  the check's record changes; a new leader starts every clock afresh, so an
+  election can delay an expiry but never hasten it. Each expiry is one Raft
+  write, at most once per write of the check, so a writer cannot make the
+  leader write faster than it writes itself.
+* ``DeregisterCriticalServiceAfter`` reaping (:mod:`._reaper`): removing a
+  service that asked to be removed once critical long enough deletes only
+  data any writer could delete.
+
+Theory of operation: :class:`CheckSchedule` is the sans-I/O core. It is fed
+the catalog's current checks (``sync``) with the current time, and says
+which TTLs expired (``due``) and when to look again (``next_deadline``).
+:class:`CheckRunner` is the asyncio adapter: it follows the checks table
+with blocking queries and writes expiries through Raft. The same follower
+feeds :class:`~._reaper.CriticalServiceReaper`.
 """
 
 from __future__ import annotations
@@ -51,23 +57,19 @@ from wanfed_fsm import (
 
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM, CriticalServiceReaper, Reap
 
-__all__ = ["CheckRunner", "CheckSchedule", "Expire", "ProbeTcp", "StatusChange"]
+__all__ = ["CheckRunner", "CheckSchedule", "Expire", "StatusChange"]
 
 logger = logging.getLogger("wanfed_server.runtime.checks")
 
-DEFAULT_INTERVAL: Final = 10.0
-DEFAULT_TIMEOUT: Final = 10.0
+DEFAULT_TTL: Final = 10.0
+"""The TTL of a check whose ``TTL`` text cannot be read (the catalog refuses
+none of them today)."""
 TTL_EXPIRED: Final = "TTL expired"
+WRITE_RETRY_AFTER: Final = 5.0
+"""Seconds before an expiry that did not commit is written again."""
 
 CheckKey = tuple[str, str]
 """(node, check id)"""
-
-
-@dataclass(frozen=True)
-class ProbeTcp:
-    key: CheckKey
-    address: str
-    timeout: float
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,10 @@ class StatusChange:
 @dataclass
 class _Tracked:
     check: HealthCheck
-    kind: str  # "tcp" | "ttl"
-    period: float
-    timeout: float
-    next_at: float
-    probing: bool = False
+    ttl: float
+    expires_at: float
+    writing: bool = False
+    """An expiry was handed out; nothing more until the write shows up in sync()."""
 
 
 def _seconds(text: str, default: float) -> float:
@@ -103,64 +104,41 @@ def _seconds(text: str, default: float) -> float:
 
 
 class CheckSchedule:
-    """Which catalog checks are due, as a pure function of checks, results and time."""
+    """Which catalog TTL checks expired, as a pure function of checks and time.
+
+    Checks without a TTL (TCP definitions included) are not tracked: they
+    are data, and nothing here ever dials an address.
+    """
 
     def __init__(self) -> None:
         self._tracked: dict[CheckKey, _Tracked] = {}
 
     def sync(self, checks: Iterable[HealthCheck], now: float) -> None:
-        """Adopt the catalog's current checks: new ones start, removed ones stop."""
+        """Adopt the catalog's current checks: new or changed TTLs (re)start, removed
+        ones stop."""
         seen: set[CheckKey] = set()
         for check in checks:
-            definition = check.definition
-            if definition.tcp:
-                kind = "tcp"
-            elif definition.ttl:
-                kind = "ttl"
-            else:
+            if not check.definition.ttl:
                 continue
             key = (check.node.lower(), check.check_id)
             seen.add(key)
             tracked = self._tracked.get(key)
-            if kind == "tcp":
-                period = _seconds(definition.interval, DEFAULT_INTERVAL)
-                timeout = min(_seconds(definition.timeout, DEFAULT_TIMEOUT), period)
-                if tracked is None or tracked.kind != "tcp" or tracked.period != period:
-                    self._tracked[key] = _Tracked(check, "tcp", period, timeout, now)
-                else:
-                    tracked.check = check
-            else:
-                ttl = _seconds(definition.ttl, DEFAULT_INTERVAL)
-                changed = tracked is None or tracked.check.modify_index != check.modify_index
-                if tracked is None or tracked.kind != "ttl" or changed:
-                    self._tracked[key] = _Tracked(check, "ttl", ttl, 0.0, now + ttl)
+            if tracked is None or tracked.check.modify_index != check.modify_index:
+                ttl = _seconds(check.definition.ttl, DEFAULT_TTL)
+                self._tracked[key] = _Tracked(check, ttl, now + ttl)
         for key in list(self._tracked):
             if key not in seen:
                 del self._tracked[key]
 
-    def due(self, now: float) -> list[ProbeTcp | Expire]:
-        actions: list[ProbeTcp | Expire] = []
+    def due(self, now: float) -> list[Expire]:
+        actions: list[Expire] = []
         for key, tracked in self._tracked.items():
-            if tracked.probing or tracked.next_at > now:
+            if tracked.writing or tracked.expires_at > now:
                 continue
-            if tracked.kind == "tcp":
-                tracked.probing = True
-                actions.append(ProbeTcp(key, tracked.check.definition.tcp, tracked.timeout))
-            elif tracked.check.status != "critical":
-                tracked.probing = True  # until the write shows up in sync()
+            if tracked.check.status != "critical":
+                tracked.writing = True
                 actions.append(Expire(key))
         return actions
-
-    def tcp_result(self, key: CheckKey, ok: bool, output: str, now: float) -> StatusChange | None:
-        tracked = self._tracked.get(key)
-        if tracked is None:
-            return None
-        tracked.probing = False
-        tracked.next_at = now + tracked.period
-        status: HealthStatus = "passing" if ok else "critical"
-        if tracked.check.status == status and tracked.check.output == output:
-            return None
-        return StatusChange(key, status, output)
 
     def expired(self, key: CheckKey) -> StatusChange | None:
         tracked = self._tracked.get(key)
@@ -168,30 +146,28 @@ class CheckSchedule:
             return None
         return StatusChange(key, "critical", TTL_EXPIRED)
 
+    def write_failed(self, key: CheckKey, retry_at: float) -> None:
+        """The expiry did not commit: hand it out again at ``retry_at``."""
+        tracked = self._tracked.get(key)
+        if tracked is not None:
+            tracked.writing = False
+            tracked.expires_at = retry_at
+
     def next_deadline(self) -> float | None:
-        pending = [t.next_at for t in self._tracked.values() if not t.probing]
+        pending = [
+            t.expires_at
+            for t in self._tracked.values()
+            if not t.writing and t.check.status != "critical"
+        ]
         return min(pending, default=None)
+
+    def tracked(self) -> int:
+        """How many TTL checks are being timed."""
+        return len(self._tracked)
 
     def node_name(self, key: CheckKey) -> str:
         tracked = self._tracked.get(key)
         return tracked.check.node if tracked is not None else key[0]
-
-
-async def probe_tcp(address: str, timeout: float) -> tuple[bool, str]:  # noqa: ASYNC109
-    """Consul's TCP check: a connect that succeeds within the timeout is passing."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, int(port))
-    except TimeoutError:
-        return False, f"dial tcp {address}: i/o timeout"
-    except (OSError, ValueError) as exc:
-        return False, f"dial tcp {address}: {exc}"
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True, f"TCP connect {address}: Success"
 
 
 class CheckRunner:
@@ -206,7 +182,7 @@ class CheckRunner:
         has_agent: Callable[[str], bool] = lambda node: False,
         deregister_minimum: float = DEREGISTER_CRITICAL_MINIMUM,
     ) -> None:
-        """``has_agent(node)`` says a node's checks are run (and its services
+        """``has_agent(node)`` says a node's checks are timed (and its services
         reaped) by its own agent (the servers' nodes): the leader handles only
         catalog-only nodes. ``deregister_minimum`` is the shortest
         ``DeregisterCriticalServiceAfter`` honoured; only tests lower it."""
@@ -227,12 +203,9 @@ class CheckRunner:
         try:
             while True:
                 for action in self._schedule.due(self._now()):
-                    if isinstance(action, ProbeTcp):
-                        self._spawn(self._probe(action))
-                    else:
-                        change = self._schedule.expired(action.key)
-                        if change is not None:
-                            self._spawn(self._write(change))
+                    change = self._schedule.expired(action.key)
+                    if change is not None:
+                        self._spawn(self._write(change))
                 for reap in self._reaper.due(self._now()):
                     self._spawn(self._reap(reap))
                 deadlines = [self._schedule.next_deadline(), self._reaper.next_deadline()]
@@ -268,13 +241,6 @@ class CheckRunner:
             self._reaper.sync(ours, now)
             self._wake.set()
 
-    async def _probe(self, action: ProbeTcp) -> None:
-        ok, output = await probe_tcp(action.address, action.timeout)
-        change = self._schedule.tcp_result(action.key, ok, output, self._now())
-        self._wake.set()
-        if change is not None:
-            await self._write(change)
-
     async def _write(self, change: StatusChange) -> None:
         node = self._schedule.node_name(change.key)
         try:
@@ -284,11 +250,14 @@ class CheckRunner:
                 )
             )
         except ConsensusError as exc:
+            self._schedule.write_failed(change.key, self._now() + WRITE_RETRY_AFTER)
+            self._wake.set()
             logger.warning(
-                "check status write failed node=%s check=%s error=%s; retried at next run",
+                "check status write failed node=%s check=%s error=%s; retrying in %.0fs",
                 node,
                 change.key[1],
                 exc,
+                WRITE_RETRY_AFTER,
             )
             return
         logger.info(

@@ -5,7 +5,8 @@ it reads or writes, and which datacenter a request targets. Routing (to
 another datacenter, to the leader) is decided once, in ``_forward``, from
 these fields; the handler only ever runs on the server that must answer. So
 the RPC port, the HTTP API and local callers share one path and one set of
-rules.
+rules. Who may call is decided first, by ``authorize``, on the server the
+request reaches, before it is forwarded anywhere.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import msgspec
 
 from wanfed_fsm import Consensus, QueryMeta, QueryOptions, ReadTxn, StateStore, blocking_query
 
+from ._caller import Caller
 from ._router import Router
 
 __all__ = [
     "Endpoint",
     "EndpointContext",
     "EndpointKind",
+    "anyone",
     "meta_fields",
     "run_query",
 ]
@@ -51,6 +54,10 @@ def _unchanged(request: Req) -> Req:
     return request
 
 
+def anyone(_caller: Caller, _request: Any) -> None:
+    """Every caller may make the call (reads, status, writes of ordinary entries)."""
+
+
 @dataclass(frozen=True)
 class Endpoint(Generic[Req, Rep]):
     method: str
@@ -62,8 +69,9 @@ class Endpoint(Generic[Req, Rep]):
     """The datacenter that must answer; ``""`` means the local one."""
     prepare: Callable[[Req], Req] = _unchanged
     """Rewrites a request before it is routed (``FederationState.Apply`` → primary)."""
-    servers_only: bool = False
-    """Over TLS, only callers whose certificate names a server of this datacenter."""
+    authorize: Callable[[Caller, Req], None] = anyone
+    """Raises :class:`~._caller.PermissionDeniedError` when this caller may not make
+    this request; runs before ``prepare`` and before any forwarding."""
 
     def allows_stale(self, request: Req) -> bool:
         return isinstance(request, QueryOptions) and request.allow_stale

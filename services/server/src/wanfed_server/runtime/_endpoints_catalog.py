@@ -4,7 +4,9 @@ Writes become FSM commands; reads are blocking queries over one store
 transaction, so an index a client blocks on covers exactly what it read.
 A request that is wrong in itself is refused here with
 :class:`InvalidRequestError` (HTTP 400) before it reaches the log: the FSM
-would refuse it too, but only as an opaque rejected write.
+would refuse it too, but only as an opaque rejected write. A write that
+claims the ``consul`` service or a server's node is refused unless the servers
+themselves make it (``_reserved``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run
 from ._endpoints_errors import InvalidRequestError
 from ._messages import IndexedHealthChecks, NodeSpecificRequest
 from ._reaper import deregister_critical_after
+from ._reserved import ReservedCatalogEntries, ServerNodes
 
 __all__ = ["catalog_endpoints", "validate_registration"]
 
@@ -65,7 +68,9 @@ def validate_registration(request: RegisterRequest, store: StateStore) -> None:
             raise InvalidRequestError(f"cannot skip the node update: node {node!r} is unknown")
 
 
-def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
+def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[Endpoint[Any, Any]]:
+    reserved = ReservedCatalogEntries(context.datacenter, servers)
+
     async def register(request: RegisterRequest) -> bool:
         validate_registration(request, context.store)
         if not request.node.datacenter:
@@ -126,8 +131,24 @@ def catalog_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
 
     read, write, local = EndpointKind.READ, EndpointKind.WRITE, EndpointKind.LOCAL
     return [
-        Endpoint("Catalog.Register", RegisterRequest, bool, write, register, _dc),
-        Endpoint("Catalog.Deregister", DeregisterRequest, bool, write, deregister, _dc),
+        Endpoint(
+            "Catalog.Register",
+            RegisterRequest,
+            bool,
+            write,
+            register,
+            _dc,
+            authorize=reserved.register,
+        ),
+        Endpoint(
+            "Catalog.Deregister",
+            DeregisterRequest,
+            bool,
+            write,
+            deregister,
+            _dc,
+            authorize=reserved.deregister,
+        ),
         Endpoint("Catalog.ListDatacenters", DCSpecificRequest, list[str], local, list_datacenters),
         Endpoint("Catalog.ListNodes", DCSpecificRequest, IndexedNodes, read, list_nodes, _dc),
         Endpoint(

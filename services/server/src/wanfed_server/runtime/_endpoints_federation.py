@@ -2,6 +2,9 @@
 
 ``Apply`` always targets the primary datacenter, whatever the caller put in
 ``Datacenter``: federation states are written only there and replicated out.
+Only servers write them (each leader's anti-entropy): a server of the
+datacenter whose state is written, or a server of this datacenter forwarding
+such a write to its leader.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import (
     ZERO_TIME,
     DatacenterIndexedCheckServiceNodes,
@@ -22,6 +26,7 @@ from wanfed_fsm import (
     IndexedFederationStates,
 )
 
+from ._caller import Caller
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
 from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
 
@@ -30,7 +35,17 @@ __all__ = ["MISSING_FEDERATION_STATE_DATACENTER", "federation_state_endpoints"]
 MISSING_FEDERATION_STATE_DATACENTER = f"{INVALID_REQUEST_PREFIX}missing federation state datacenter"
 
 
-def federation_state_endpoints(context: EndpointContext) -> list[Endpoint[Any, Any]]:
+def federation_state_endpoints(
+    context: EndpointContext, policy: ServerCertificatePolicy
+) -> list[Endpoint[Any, Any]]:
+    def servers_only(caller: Caller, request: FederationStateRequest) -> None:
+        written = request.state.datacenter
+        caller.require_server(
+            policy,
+            what="FederationState.Apply",
+            datacenters=(written, context.datacenter) if written else (context.datacenter,),
+        )
+
     def to_primary(request: FederationStateRequest) -> FederationStateRequest:
         return msgspec.structs.replace(request, datacenter=context.primary_datacenter)
 
@@ -76,6 +91,7 @@ def federation_state_endpoints(context: EndpointContext) -> list[Endpoint[Any, A
             apply,
             target,
             to_primary,
+            authorize=servers_only,
         ),
         Endpoint(
             "FederationState.Get",

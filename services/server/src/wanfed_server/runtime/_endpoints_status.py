@@ -3,6 +3,11 @@
 ``Status.Hello`` and ``Raft.Join`` are the cluster-formation exchange
 described in ``_cluster``; ``Status.Ping`` is the cheapest possible call (a
 health probe, and the benchmark's baseline).
+
+Hello and Join change the server directory and the Raft membership, so only
+a server of this datacenter may make them, and only for itself: the
+certificate must name ``<node>.server.<dc>.<domain>`` for the node the
+:class:`ServerInfo` claims.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import DCSpecificRequest
 
+from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._messages import ClusterInfo, ServerInfo
 
@@ -33,7 +40,15 @@ class StatusSource(Protocol):
     async def add_raft_server(self, server: ServerInfo) -> ClusterInfo: ...
 
 
-def status_endpoints(source: StatusSource) -> list[Endpoint[Any, Any]]:
+def status_endpoints(
+    source: StatusSource, *, datacenter: str, policy: ServerCertificatePolicy
+) -> list[Endpoint[Any, Any]]:
+    def this_server_itself(method: str) -> Any:
+        def authorize(caller: Caller, server: ServerInfo) -> None:
+            caller.require_server(policy, what=method, datacenters=(datacenter,), node=server.node)
+
+        return authorize
+
     async def leader(_: DCSpecificRequest | None) -> str:
         return source.leader_rpc_address() or ""
 
@@ -59,6 +74,20 @@ def status_endpoints(source: StatusSource) -> list[Endpoint[Any, Any]]:
         Endpoint("Status.Leader", _DC_REQUEST, str, local, leader, target_datacenter=target),
         Endpoint("Status.Peers", _DC_REQUEST, list[str], local, peers, target_datacenter=target),
         Endpoint("Status.Ping", msgspec.Raw, bool, local, ping),
-        Endpoint("Status.Hello", ServerInfo, ClusterInfo, local, hello, servers_only=True),
-        Endpoint("Raft.Join", ServerInfo, ClusterInfo, EndpointKind.WRITE, join, servers_only=True),
+        Endpoint(
+            "Status.Hello",
+            ServerInfo,
+            ClusterInfo,
+            local,
+            hello,
+            authorize=this_server_itself("Status.Hello"),
+        ),
+        Endpoint(
+            "Raft.Join",
+            ServerInfo,
+            ClusterInfo,
+            EndpointKind.WRITE,
+            join,
+            authorize=this_server_itself("Raft.Join"),
+        ),
     ]

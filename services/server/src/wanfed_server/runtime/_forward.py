@@ -3,6 +3,11 @@
 The rules, applied in order to every request (from the RPC port, the HTTP
 API or the server itself):
 
+0. ``authorize`` decides whether this :class:`Caller` may make the request
+   (servers-only methods, reserved catalog entries); a refusal is
+   ``Permission denied: ...``. A request forwarded onwards arrives at the
+   next server from this server's certificate, so each hop checks what it
+   can know itself.
 1. ``prepare`` may rewrite it (``FederationState.Apply`` targets the primary).
 2. A request whose target datacenter is not ours goes to a server of that
    datacenter, chosen by the :class:`Router`. Unknown datacenter →
@@ -33,6 +38,7 @@ from typing import Any, Final
 
 import msgspec
 
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import ConsensusError, FsmError, NotLeaderError
 from wanfed_proto import (
     DEFAULT_DOMAIN,
@@ -41,9 +47,9 @@ from wanfed_proto import (
     RpcCall,
     RpcHandler,
     TransportError,
-    server_sni,
 )
 
+from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_errors import InvalidRequestError, typed_remote_error
 from ._messages import ServerInfo
@@ -77,7 +83,7 @@ class Dispatcher:
         domain: str = DEFAULT_DOMAIN,
     ) -> None:
         self._datacenter = datacenter
-        self._server_name = server_sni(datacenter, domain)
+        self._policy = ServerCertificatePolicy(domain)
         self._endpoints = {endpoint.method: endpoint for endpoint in endpoints}
         self._is_leader = is_leader
         self._leader = leader
@@ -96,37 +102,32 @@ class Dispatcher:
         except KeyError:
             raise RemoteError(f"rpc: can't find method {method}") from None
 
+    @property
+    def policy(self) -> ServerCertificatePolicy:
+        """How this server reads its peers' certificates (its cluster domain)."""
+        return self._policy
+
     def rpc_handlers(self) -> Mapping[str, RpcHandler]:
         """Handlers for ``serve_rpc``: decode the body as the endpoint's request type."""
 
         def handler_for(endpoint: Endpoint[Any, Any]) -> RpcHandler:
             async def handle(call: RpcCall) -> object:
-                if endpoint.servers_only:
-                    self._check_server_peer(call, endpoint.method)
+                caller = Caller.rpc_peer(call.peer, self._policy)
                 try:
                     request = call.decode(endpoint.request_type)
                 except EnvelopeError as exc:
                     raise InvalidRequestError(str(exc)) from None
-                return await self.dispatch(endpoint, request)
+                return await self.dispatch(endpoint, request, caller)
 
             return handle
 
         return {method: handler_for(endpoint) for method, endpoint in self._endpoints.items()}
 
-    def _check_server_peer(self, call: RpcCall, method: str) -> None:
-        """Cluster membership is for servers: a client certificate from the same CA
-        passes the TLS handshake but must not add a Raft member or pose as a peer.
-        Plain connections exist only where ``verify_incoming`` is off (or in dev)."""
-        if call.peer.alpn is None:
-            return
-        cert = call.peer.peer_cert or {}
-        names = {value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
-        if self._server_name not in names:
-            raise RemoteError(
-                f"Permission denied: {method} needs a {self._server_name} certificate"
-            )
-
-    async def dispatch(self, endpoint: Endpoint[Any, Any], request: Any) -> Any:
+    async def dispatch(
+        self, endpoint: Endpoint[Any, Any], request: Any, caller: Caller | None = None
+    ) -> Any:
+        """Run ``request``; ``caller`` defaults to this server's own code."""
+        endpoint.authorize(caller or Caller.this_server(), request)
         request = endpoint.prepare(request)
         target = endpoint.target_datacenter(request)
         if target and target.lower() != self._datacenter.lower():

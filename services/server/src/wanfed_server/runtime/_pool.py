@@ -3,6 +3,13 @@
 One :class:`RpcClient` per destination carries every concurrent call (the
 envelope is multiplexed), so forwarding costs one dial per peer, not one per
 request. A connection that died is noticed at the next call and redialled.
+
+Servers close RPC connections that stay silent with nothing in flight
+(``limits.rpc_idle_timeout``). A connection the server closed while idle is
+seen as closed by the next call and dialled again; and so that a call never
+races the server's close (sent just as the server hangs up, it would fail
+though the server never saw it), the pool itself retires a connection idle
+for ``max_idle`` (half the server's idle timeout) before reusing it.
 Dial failures are reported as :class:`DialError`: nothing was sent, so a
 caller may safely try elsewhere, unlike a failure after the request left.
 """
@@ -107,10 +114,23 @@ async def _in_task(coro: Coroutine[Any, Any, T]) -> T:
 class RpcPool:
     """Cached clients keyed by ``(datacenter, node, address)``."""
 
-    def __init__(self, dialer: RpcDialer, *, retire_grace: float = RETIRE_GRACE) -> None:
+    def __init__(
+        self,
+        dialer: RpcDialer,
+        *,
+        retire_grace: float = RETIRE_GRACE,
+        max_idle: float | None = None,
+    ) -> None:
+        if max_idle is not None and max_idle <= 0:
+            raise ValueError("max_idle must be positive (or None)")
         self._dialer = dialer
         self._retire_grace = retire_grace
+        self._max_idle = max_idle
         self._clients: dict[tuple[str, str, str], RpcClient] = {}
+        self._use: weakref.WeakKeyDictionary[RpcClient, list[float]] = weakref.WeakKeyDictionary()
+        """Per client: [calls in flight, loop time the last call ended]."""
+        self.idle_retired = 0
+        """Connections retired for idleness before reuse (for tests and stats)."""
         self._dialing: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._generation: dict[str, int] = {}
         """Per datacenter, bumped by each retirement: a dial that saw it change
@@ -131,6 +151,8 @@ class RpcPool:
         timeout: float | None = None,  # noqa: ASYNC109 (forwarded as the RPC deadline)
     ) -> T:
         client = await self._client(node, datacenter, address)
+        use = self._use.setdefault(client, [0, 0.0])
+        use[0] += 1
         try:
             return await client.call(method, body, type=reply_type, timeout=timeout)
         except TransportError as exc:
@@ -140,18 +162,40 @@ class RpcPool:
                     f"{exc} (retired: the path to dc {datacenter} changed)"
                 ) from exc
             raise
+        finally:
+            use[0] -= 1
+            if not use[0]:
+                use[1] = asyncio.get_running_loop().time()
+
+    def _usable(self, key: tuple[str, str, str], client: RpcClient | None) -> bool:
+        """A cached client may carry a call: open, not closing, not idle too long."""
+        if client is None or client.is_closed or client.connection.transport.is_closing():
+            return False
+        if self._max_idle is None:
+            return True
+        use = self._use.get(client)
+        if use is None or use[0]:
+            return True
+        idle = asyncio.get_running_loop().time() - use[1]
+        if idle < self._max_idle:
+            return True
+        # The server may be about to close it as idle: retire it and dial afresh.
+        self.idle_retired += 1
+        logger.debug("rpc pool: connection to %s idle for %.1fs; dialling a new one", key, idle)
+        self._drop(key, client)
+        return False
 
     async def _client(self, node: str, datacenter: str, address: str) -> RpcClient:
         if self._closed:
             raise DialError("rpc pool is closed")
         key = (datacenter.lower(), node.lower(), address)
         client = self._clients.get(key)
-        if client is not None and not client.is_closed:
+        if client is not None and self._usable(key, client):
             return client
         lock = self._dialing.setdefault(key, asyncio.Lock())
         async with lock:
             client = self._clients.get(key)
-            if client is not None and not client.is_closed:
+            if client is not None and self._usable(key, client):
                 return client
             while True:
                 generation = self._generation.get(key[0], 0)

@@ -4,7 +4,10 @@ A service instance that registers a check with ``DeregisterCriticalServiceAfter`
 asks to be removed from the catalog once that check has been critical for
 longer than the limit (a mesh gateway asks for 6 h). Nodes with their own agent
 (the servers) have it done by that agent; catalog-only nodes have no agent, so
-the datacenter's leader does it.
+the datacenter's leader does it. This dials nothing: a catalog check is data
+(its status is what its writer or a TTL expiry last wrote, see :mod:`._checks`),
+and reaping deletes only a service that asked for it, which any writer of the
+catalog could delete anyway.
 
 Theory of operation: :class:`CriticalServiceReaper` is the sans-I/O core. It is
 fed the catalog's checks (``sync``) with the current time and answers which

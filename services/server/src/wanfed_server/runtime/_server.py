@@ -2,19 +2,22 @@
 
 What it wires together: the FSM and its consensus (in-memory for ``-dev``,
 pysyncobj Raft with its journal in ``data_dir`` otherwise), the RPC port (one
-listener; plain type-byte clients only where allowed, native TLS with ALPN
-``wanfed/rpc-multi`` / ``wanfed/rpc-single`` always demanding a client
-certificate), the endpoint table behind one :class:`Dispatcher`, cluster
-formation and the leader routines. It implements the two seams the HTTP API
-codes against: :class:`~wanfed_server.interfaces.RpcDispatcher` (``rpc``)
-and :class:`~wanfed_server.interfaces.ServerView`.
+listener; native TLS with ALPN ``wanfed/rpc-multi`` / ``wanfed/rpc-single``
+always demanding a client certificate from the cluster's CA; plain type-byte
+clients only in ``-dev`` without TLS), the endpoint table behind one
+:class:`Dispatcher`, cluster formation and the leader routines. It implements
+the two seams the HTTP API codes against:
+:class:`~wanfed_server.interfaces.RpcDispatcher` (``rpc``, and
+``http_dispatcher`` for the API's own calls) and
+:class:`~wanfed_server.interfaces.ServerView`.
 
-Raft traffic is pysyncobj's pickle, so it only ever reaches authenticated
-peers: with TLS material it rides the RPC port (ALPN ``wanfed/raft``, and
-only for clients whose certificate names a server of this datacenter,
-``server.<dc>.<domain>``); without TLS it uses pysyncobj's own port
-(``ports.raft``) protected by a password derived from ``encrypt``. A non-dev
-server with neither refuses to start.
+A non-dev server needs TLS material (``ca_file``, ``cert_file``,
+``key_file``) and refuses to start without it. Raft traffic is pysyncobj's
+pickle, so it rides the mutual-TLS RPC port (ALPN ``wanfed/raft``) and only
+for peers whose certificate names a server of this datacenter
+(``server.<dc>.<domain>``): the check is made before a byte of theirs is
+read. Every servers-only door asks the one
+:class:`~wanfed_agent.tls.ServerCertificatePolicy`.
 
 Lifecycle: ``await start()`` returns once the RPC port listens (a fresh
 non-dev server then forms its cluster in the background; if that fails,
@@ -46,6 +49,7 @@ from wanfed_agent.gossip import (
     fast_profile,
     wan_profile,
 )
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import (
     Consensus,
     ConsensusError,
@@ -55,7 +59,6 @@ from wanfed_fsm import (
     RaftConfig,
     RaftConsensus,
     RaftLink,
-    RaftSecurityError,
     StateStore,
 )
 from wanfed_gateway_locator import LocatorStatus
@@ -77,6 +80,7 @@ from wanfed_proto import (
 )
 from wanfed_server.interfaces import Member, MemberStatus
 
+from ._caller import Caller
 from ._cluster import (
     ClusterFile,
     FormingConsensus,
@@ -91,19 +95,26 @@ from ._endpoints_status import status_endpoints
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
+from ._own_certificate import check_own_certificate
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
 from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
 from ._wanfed import FederationOptions, PrimaryPingProbe, WanFederation
 
-__all__ = ["Server", "ServerOptions"]
+__all__ = ["TLS_REQUIRED", "Server", "ServerOptions"]
 
 logger = logging.getLogger("wanfed_server.runtime")
 
 T = TypeVar("T")
 
 HELLO_INTERVAL: Final = 1.0
+
+TLS_REQUIRED: Final = (
+    "a server outside -dev needs TLS: set tls.defaults ca_file, cert_file and key_file. "
+    "Make a CA once with `wanfed tls ca create`, then a certificate per server with "
+    "`wanfed tls cert create -server -dc <datacenter> -node <node>`"
+)
 
 
 class ServerOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,12 +154,6 @@ def _advertise_host(config: AgentConfig) -> str:
     return "127.0.0.1"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class _CurrentRouter:
     """Whatever router the server uses now: the WAN pool replaces the static one at start."""
 
@@ -165,6 +170,16 @@ class _CurrentRouter:
         self._server.router.notify_failed(server)
 
 
+class HttpDispatcher:
+    """A server's :class:`~wanfed_server.interfaces.RpcDispatcher` for the HTTP API."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
+        return await self._server.rpc(method, args, reply_type, caller=Caller.http_api())
+
+
 class Server:
     """One server of a datacenter; see the module docstring."""
 
@@ -179,6 +194,8 @@ class Server:
             raise ValueError("wanfed_server.runtime.Server runs server agents only (-server)")
         if not config.dev_mode and not config.data_dir:
             raise ValueError("a server needs data_dir outside -dev")
+        if not config.dev_mode and not config.tls.mutual_tls_capable:
+            raise ValueError(TLS_REQUIRED)
         self._config = config
         self._options = options or ServerOptions()
         self._injected_router = router is not None
@@ -199,6 +216,7 @@ class Server:
         self._failed: asyncio.Future[BaseException] | None = None
         self._raft_link: RaftLink | None = None
         self._gateway_transport: GatewayTransport | None = None
+        self._policy = ServerCertificatePolicy(config.domain)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -216,23 +234,22 @@ class Server:
                 options=self._options.federation,
                 clock_now=time.monotonic(),
             )
+        if not config.dev_mode:
+            check_own_certificate(config)
         server_ssl, dialer = self._tls()
-        if not config.dev_mode and server_ssl is None and config.encrypt_key is None:
-            raise RaftSecurityError(
-                "refusing to start: raft traffic between servers would be unauthenticated. "
-                "Configure TLS (ca_file, cert_file, key_file) so raft rides the mutual-TLS RPC "
-                "port, or set the `encrypt` key (the same on every server), or run -dev"
-            )
-        self._pool = RpcPool(dialer)
+        # Retire pooled connections well before a peer's idle timeout closes them.
+        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
                 self._federation.locator_service.probe = self._local_path_probe()
-        plain_allowed = config.dev_mode or not config.tls.defaults.verify_incoming
+        # With TLS material no plain connection is served, whatever verify_incoming says.
+        plain_allowed = config.dev_mode and server_ssl is None
+        policy = self._policy
         endpoints = [
-            *status_endpoints(self),
-            *catalog_endpoints(self),
-            *federation_state_endpoints(self),
+            *status_endpoints(self, datacenter=config.datacenter, policy=policy),
+            *catalog_endpoints(self, self),
+            *federation_state_endpoints(self, policy),
         ]
         self._dispatcher = Dispatcher(
             datacenter=config.datacenter,
@@ -242,6 +259,7 @@ class Server:
             router=_CurrentRouter(self),
             pool=self._pool,
             hold_timeout=self._options.hold_timeout,
+            domain=config.domain,
         )
         handlers = self._dispatcher.rpc_handlers()
 
@@ -256,7 +274,10 @@ class Server:
         )
         if server_ssl is not None and not config.dev_mode:
             self._raft_link = self._make_raft_link()
-            alpn[Alpn.RAFT] = self._servers_only(self._raft_link.serve)
+            # pickle: nobody but a server of this datacenter may send it a byte
+            alpn[Alpn.RAFT] = policy.guard(
+                self._raft_link.serve, what="raft", datacenter=config.datacenter
+            )
         gossip_transport = self._gossip_transport()
         if isinstance(gossip_transport, GatewayTransport):
             self._gateway_transport = gossip_transport
@@ -269,15 +290,13 @@ class Server:
             alpn_handlers=alpn,
             ssl_context=server_ssl,
             handshake_timeout=config.limits.rpc_handshake_timeout,
+            max_conns_per_client=config.limits.rpc_max_conns_per_client,
+            max_conns=config.limits.rpc_max_conns,
+            idle_timeout=config.limits.rpc_idle_timeout,
         )
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
-        raft_address = ""
-        if self._raft_link is not None:
-            raft_address = rpc_address  # raft rides the RPC port
-        elif not config.dev_mode:
-            raft_port = config.ports.raft or _free_port(config.bind_addr)
-            raft_address = f"{host}:{raft_port}"
+        raft_address = rpc_address if self._raft_link is not None else ""  # rides the RPC port
         wan_gossip_address = ""
         if gossip_transport is not None:
             wan_gossip_address = await self._start_wan(
@@ -324,6 +343,7 @@ class Server:
             picker=self._federation,
             packet_context=packet_ssl,
             stream_context=stream_ssl,
+            policy=self._policy,
         )
 
     async def _start_wan(self, transport: GossipTransport, host: str, rpc_port: int) -> str:
@@ -503,31 +523,6 @@ class Server:
 
         return RaftLink(dial)
 
-    def _servers_only(self, handler: ConnectionHandler) -> ConnectionHandler:
-        """Admit a connection only if its certificate names a server of this datacenter.
-
-        Any holder of a certificate from the CA (clients too) passes the TLS
-        handshake; raft (pickle) must be spoken only by servers.
-        """
-        wanted = server_sni(self._config.datacenter, self._config.domain)
-
-        async def guarded(connection: Connection) -> None:
-            cert = connection.info.peer_cert or {}
-            names = {
-                value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"
-            }
-            if wanted not in names:
-                logger.warning(
-                    "raft connection refused peer=%s: certificate does not name %s; closed",
-                    connection.info.peer_text,
-                    wanted,
-                )
-                connection.abort()
-                return
-            await handler(connection)
-
-        return guarded
-
     async def _form_and_start_raft(self) -> None:
         directory, pool = self._require_directory(), self._require_pool()
         config = self._config
@@ -549,7 +544,6 @@ class Server:
                 address=me,
                 peers=[m for m in members if m != me],
                 data_dir=str(data_dir / "raft"),
-                encrypt_key=config.encrypt_key,
             ).scaled(config.performance.raft_multiplier),
             fsm=self._fsm,
             link=self._raft_link,
@@ -724,7 +718,15 @@ class Server:
 
     # --- RpcDispatcher ---------------------------------------------------------------
 
-    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T:
+    async def rpc(
+        self,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        caller: Caller | None = None,
+    ) -> T:
+        """Run ``method`` as this server's own code, unless ``caller`` says who asks."""
         if self._dispatcher is None:
             raise RemoteError(NO_CLUSTER_LEADER)
         endpoint = self._dispatcher.endpoint(method)
@@ -734,10 +736,24 @@ class Server:
                 request = msgspec.convert(msgspec.to_builtins(args), endpoint.request_type)
             except msgspec.ValidationError as exc:
                 raise RemoteError(f"rpc {method}: invalid request: {exc}") from None
-        reply = await self._dispatcher.dispatch(endpoint, request)
+        reply = await self._dispatcher.dispatch(endpoint, request, caller)
         if reply_type is endpoint.reply_type:
             return cast(T, reply)
         return msgspec.convert(msgspec.to_builtins(reply), reply_type)
+
+    @property
+    def http_dispatcher(self) -> HttpDispatcher:
+        """The :class:`RpcDispatcher` the HTTP API uses: its calls are the API's, not
+        this server's, so reserved catalog entries and server-to-server methods stay
+        closed to it."""
+        return HttpDispatcher(self)
+
+    def is_server_node(self, node: str) -> bool:
+        """``node`` is a server of this datacenter (the server directory knows it)."""
+        directory = self._directory
+        if directory is None:
+            return node.lower() == self._config.node_name.lower()
+        return directory.is_server(node)
 
     # --- ServerView ---------------------------------------------------------------
 
@@ -891,7 +907,10 @@ class Server:
         return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
 
     def known_datacenters(self) -> list[str]:
-        """The datacenters of the WAN pool (pruning keeps only their federation states)."""
+        """The datacenters whose federation states pruning keeps: those of the WAN
+        pool, failed (partitioned) ones included; only a leave or a reap forgets one."""
+        if self._wan is not None and not self._injected_router:
+            return self._wan.known_datacenters()
         return self._router.datacenters()
 
     def federation_status(self) -> LocatorStatus | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from wanfed_agent.gossip import (
@@ -33,7 +33,7 @@ from wanfed_server.interfaces import Member, MemberStatus
 
 from ._router import RemoteServer
 
-__all__ = ["WAN_JOIN_PLACEHOLDER_ADDRESS", "WanPool", "server_tags"]
+__all__ = ["WAN_JOIN_PLACEHOLDER_ADDRESS", "WanPool", "datacenters_kept", "server_tags"]
 
 logger = logging.getLogger("wanfed_server.wan")
 
@@ -62,6 +62,30 @@ def server_tags(
         "ft_fs": "1",
         "wan_join_port": str(wan_join_port),
     }
+
+
+def datacenters_kept(
+    members: Iterable[GossipMember], failed_names: Iterable[str], local: str
+) -> list[str]:
+    """The datacenters whose federation states pruning keeps, the local one included.
+
+    A datacenter is forgotten only when none of its servers is left in the
+    pool: every one *left* (a graceful leave) or was *reaped* (failed, and
+    given up on after ``reconnect_timeout``). A server that merely *failed* —
+    dead to gossip, e.g. behind a partition — still counts, whether it is
+    still in the member list or only among the members being reconnected to:
+    deleting its datacenter's record would leave that datacenter with no
+    path back when the partition heals.
+    """
+    kept = {
+        tags["dc"].lower()
+        for member in members
+        if (tags := member.tags).get("role") == "consul"
+        and "dc" in tags
+        and member.state is not MemberState.LEFT
+    }
+    kept.update(name.rsplit(".", 1)[1].lower() for name in failed_names if "." in name)
+    return sorted(kept | {local.lower()})
 
 
 class WanPool:
@@ -177,8 +201,10 @@ class WanPool:
         return sorted(known | {self._datacenter.lower()})
 
     def known_datacenters(self) -> list[str]:
-        """For pruning: every datacenter with a member that has not left or died."""
-        return self.datacenters()
+        """For pruning: see :func:`datacenters_kept`."""
+        return datacenters_kept(
+            self.agent.members(), self.agent.failed_member_names(), self._datacenter
+        )
 
     def servers(self, datacenter: str) -> Sequence[RemoteServer] | None:
         wanted = datacenter.lower()
