@@ -397,6 +397,9 @@ class _EndpointContext:
     async def add_raft_server(self, server: Any) -> Any:
         return self.cluster_info()
 
+    def is_server_node(self, node: str) -> bool:
+        return node.lower() == "s1"
+
 
 class _NoDialer:
     async def dial(self, *args: object, **kwargs: object) -> Any:
@@ -404,15 +407,17 @@ class _NoDialer:
 
 
 def _handlers(context: _EndpointContext) -> dict[str, Any]:
+    from wanfed_agent.tls import ServerCertificatePolicy
     from wanfed_server.runtime import Dispatcher, RpcPool
     from wanfed_server.runtime._endpoints_catalog import catalog_endpoints
     from wanfed_server.runtime._endpoints_federation import federation_state_endpoints
     from wanfed_server.runtime._endpoints_status import status_endpoints
 
+    policy = ServerCertificatePolicy("consul")
     endpoints = [
-        *status_endpoints(context),
-        *catalog_endpoints(context),
-        *federation_state_endpoints(context),
+        *status_endpoints(context, datacenter="dc1", policy=policy),
+        *catalog_endpoints(context, context),
+        *federation_state_endpoints(context, policy),
     ]
     dispatcher = Dispatcher(
         datacenter="dc1",

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import LocalConsensus, QueryOptions, StateStore, blocking_query
 from wanfed_proto import ConnectionInfo, RemoteError, Request, RpcCall
 from wanfed_server.runtime import (
@@ -74,6 +75,9 @@ class _Context:
     async def add_raft_server(self, server: ServerInfo) -> ClusterInfo:
         return self.cluster_info()
 
+    def is_server_node(self, node: str) -> bool:
+        return node.lower() == SELF.node
+
 
 class _NoDialer:
     async def dial(self, *args: object, **kwargs: object) -> Any:
@@ -81,10 +85,11 @@ class _NoDialer:
 
 
 def _endpoints(context: _Context) -> list[Endpoint[Any, Any]]:
+    policy = ServerCertificatePolicy("consul")
     return [
-        *status_endpoints(context),
-        *catalog_endpoints(context),
-        *federation_state_endpoints(context),
+        *status_endpoints(context, datacenter="dc1", policy=policy),
+        *catalog_endpoints(context, context),
+        *federation_state_endpoints(context, policy),
     ]
 
 
