@@ -161,7 +161,7 @@ def lint(session: nox.Session) -> None:
 def _python_folders() -> list[list[str]]:
     roots = [*ROOT.glob("packages/*/tests"), ROOT / "services/server/tests", ROOT / "tests"]
     roots.append(ROOT / "tools")
-    folders: list[list[str]] = [["noxfile.py"]]
+    folders: list[list[str]] = [["noxfile.py"], ["conftest.py"]]
     for root in sorted(roots):
         for folder in sorted({root, *(p.parent for p in root.rglob("*.py"))}):
             if "src" in folder.relative_to(ROOT).parts:
