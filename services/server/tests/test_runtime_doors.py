@@ -115,13 +115,16 @@ async def test_plain_rpc_is_refused_by_a_tls_server_even_with_verify_incoming_of
     assert not server.config.tls.defaults.verify_incoming
     for rpc_type in (RpcType.MULTIPLEX_V2, RpcType.CONSUL):
 
-        async def join(rpc_type: RpcType = rpc_type) -> None:
+        async def ping(rpc_type: RpcType = rpc_type) -> None:
             connection = await dial_plain(server.rpc_bind_address, rpc_type)
             async with RpcClient(connection) as client:
-                await client.call("Raft.Join", GHOST, type=ClusterInfo, timeout=5)
+                await client.call("Status.Ping", None, type=bool, timeout=5)
 
-        with pytest.raises(ProtoError):
-            await join()
+        # The connection itself is refused: not even the one call anyone may make
+        # is answered (a method's own refusal would be a RemoteError).
+        with pytest.raises(ProtoError) as refused:
+            await ping()
+        assert not isinstance(refused.value, RemoteError), refused.value
     await _still_healthy(server, runtime_pki)
 
 
