@@ -13,6 +13,8 @@ from wanfed_server import cli
 from wanfed_server.commands import UsageError
 from wanfed_server.commands.agent import parse_agent_config
 
+GOSSIP_KEY = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+
 
 def test_server_flags(tmp_path: Path) -> None:
     config = parse_agent_config(
@@ -23,6 +25,7 @@ def test_server_flags(tmp_path: Path) -> None:
             "-serf-wan-port", "18302", "-retry-join", "127.0.0.6", "-retry-join",
             "127.0.0.7:18300", "-bootstrap-expect", "3", "-domain", "example.",
             "-log-level", "debug", "-log-json", "-retry-interval-wan", "10s",
+            "-encrypt", GOSSIP_KEY,
         ]
     )  # fmt: skip
     assert config.server
@@ -44,6 +47,7 @@ def test_server_flags(tmp_path: Path) -> None:
     assert config.log_json
     assert config.retry_interval_wan == 10.0
     assert not config.dev_mode
+    assert config.encrypt == GOSSIP_KEY
 
 
 def test_dev() -> None:
@@ -95,6 +99,7 @@ def write_secondary(tmp_path: Path, **extra: Any) -> Path:
         "node_name": "s1",
         "server": True,
         "data_dir": str(tmp_path / "data"),
+        "encrypt": GOSSIP_KEY,
         "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
         "tls": {
             "defaults": {
@@ -193,7 +198,7 @@ def test_every_flag_sets_its_key(flag: Any) -> None:
     value = sample_value(flag.kind, flag.key)
     base = ["-dev", "-node", "n0"] if flag.key != "node_name" else ["-dev"]
     if flag.key == "bootstrap_expect":  # -dev bootstraps by itself; use a plain server
-        base = ["-server", "-data-dir", "/srv/wanfed", "-node", "n0"]
+        base = ["-server", "-data-dir", "/srv/wanfed", "-node", "n0", "-encrypt", GOSSIP_KEY]
     if flag.key == "primary_gateways":
         base += ["-datacenter", "dc2", "-primary-datacenter", "dc1"]
     config = parse_agent_config([*base, flag.flag, *value])
