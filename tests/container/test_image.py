@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tools.container import Podman
+from tools.container import Podman, RunSpec
 from tools.container.testing import (
     IMAGE_UID,
     Containers,
@@ -122,7 +122,7 @@ def test_three_server_dc_keeps_a_leader_and_takes_writes_after_its_leader_is_kil
             volumes=mount,
             workdir="/wanfed/tls",
         )
-    key = base64.b64encode(os.urandom(32)).decode()
+    key = containers.run("keygen").strip()  # the gossip key, made as the README shows
     names: dict[str, str] = {}
     for i, node in enumerate(nodes):
         config_dir = tmp_path / node / "config"
@@ -185,6 +185,22 @@ def test_three_server_dc_keeps_a_leader_and_takes_writes_after_its_leader_is_kil
     )
     health = podman.call("healthcheck", "run", names[survivors[1]], check=False)
     assert health.returncode == 0, health.stdout + health.stderr
+
+
+def test_a_server_without_a_gossip_key_refuses_to_start_and_says_how_to_make_one(
+    podman: Podman, containers: Containers, tmp_path: Path
+) -> None:
+    data = owned_dir(tmp_path / "data")
+    spec = RunSpec(
+        containers.image,
+        ("agent", "-server", "-bootstrap", "-node", "solo", "-data-dir", "/wanfed/data"),
+        network="none",
+        volumes=((data, "/wanfed/data"),),
+    )
+    done = podman.run(spec)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert b"wanfed keygen" in done.stderr
+    assert not any(data.iterdir())  # refused before anything was written
 
 
 def test_data_survives_rm_f_and_a_new_container_on_the_same_volume(

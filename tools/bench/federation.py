@@ -50,6 +50,7 @@ import msgspec
 from _common import Column, percentile, print_table, ratio, run
 
 from wanfed_agent.config import load_config
+from wanfed_agent.keygen import generate_gossip_key
 from wanfed_agent.tls import PemPair, create_ca, create_client_cert, create_server_cert
 from wanfed_fsm import (
     CheckServiceNode,
@@ -252,6 +253,7 @@ class Federation:
 async def federation(size: int, profile: Profile, directory: Path) -> AsyncIterator[Federation]:
     """``size`` datacenters, every one holding every other's federation state."""
     ca = create_ca()
+    gossip_key = generate_gossip_key()  # one WAN pool: every server holds it
     dcs = [Datacenter(f"dc{i}", i) for i in range(1, size + 1)]
     primary = dcs[0]
     try:
@@ -270,6 +272,7 @@ async def federation(size: int, profile: Profile, directory: Path) -> AsyncItera
                 "data_dir": str(directory / f"data-{dc.name}"),
                 "bind_addr": dc.server_ip,
                 "ports": {"server": 0, "serf_wan": 0},
+                "encrypt": gossip_key,
                 "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
                 "tls": {"defaults": _tls_files(directory, ca, dc.name)},
                 "primary_gateways_interval": "1s",

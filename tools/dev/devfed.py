@@ -2,8 +2,9 @@
 
 Two datacenters — dc1 (primary) and dc2 — each with its servers and one mesh
 gateway, every process a real ``wanfed agent`` or ``wanfed gateway`` on its own
-127.x address, certificates made with ``wanfed tls``. dc2 knows nothing of dc1
-but ``primary_gateways``: it federates through the gateways alone.
+127.x address, certificates made with ``wanfed tls`` and the gossip key with
+``wanfed keygen``. dc2 knows nothing of dc1 but ``primary_gateways``: it
+federates through the gateways alone.
 
     python tools/dev/devfed.py                 # start, wait until federated, run until Ctrl-C
     python tools/dev/devfed.py --servers 3     # three servers per datacenter
@@ -35,6 +36,7 @@ from wanfed_topology import (
     HTTP_PORT,
     gateway_argv,
     make_certificates,
+    make_gossip_key,
     server_config,
     wanfed_executable,
     write_config,
@@ -75,11 +77,13 @@ class Federation:
         nodes = [f"s{i}" for i in range(1, self.servers + 1)]
         tls_dir = self.workdir / "tls"
         make_certificates(tls_dir, dict.fromkeys(DATACENTERS, nodes))
+        gossip_key = make_gossip_key()
         for dc_index, dc in enumerate(DATACENTERS, start=1):
             ips = [server_ip(dc_index, i) for i in range(1, self.servers + 1)]
             for index, (node, ip) in enumerate(zip(nodes, ips, strict=True)):
                 config = server_config(
                     tls_dir=tls_dir,
+                    gossip_key=gossip_key,
                     data_dir=self.workdir / "data" / dc / node,
                     datacenter=dc,
                     primary="dc1",

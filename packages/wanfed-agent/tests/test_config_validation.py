@@ -9,9 +9,11 @@ import msgspec
 import pytest
 
 from wanfed_agent.config import AgentConfig, ConfigError, Connect, load_config, validate_config
+from wanfed_agent.config._validate import GOSSIP_KEY_REQUIRED
 from wanfed_agent.tls import TLSMaterial
 
 WANFED = "connect.enable_mesh_gateway_wan_federation"
+GOSSIP_KEY = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
 
 
 def tls_block(tls: TLSMaterial) -> dict[str, Any]:
@@ -38,6 +40,7 @@ def secondary(material: TLSMaterial, tmp_path: Path, **changes: Any) -> dict[str
         "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
         "primary_gateways": ["198.18.0.10:8443", "gw.dc1.example:443"],
         "tls": tls_block(material),
+        "encrypt": GOSSIP_KEY,
     }
     config.update(changes)
     return {k: v for k, v in config.items() if v is not None}
@@ -168,6 +171,7 @@ def test_dot_in_node_name_is_fine_without_wanfed(tls_files: TLSMaterial, tmp_pat
             "server": True,
             "data_dir": str(tmp_path),
             "tls": tls_block(tls_files),
+            "encrypt": GOSSIP_KEY,
         }
     )
     assert config.node_name == "s1.example"
@@ -245,6 +249,38 @@ def test_server_requires_data_dir() -> None:
 
 def test_client_agent_needs_no_data_dir() -> None:
     assert load({}).data_dir is None
+
+
+def test_server_refuses_to_start_without_a_gossip_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({"server": True, "data_dir": str(tmp_path)})
+    assert str(caught.value) == GOSSIP_KEY_REQUIRED
+    assert caught.value.key == "encrypt"
+    # The message tells the operator how to make a key and where it goes.
+    assert "'wanfed keygen'" in GOSSIP_KEY_REQUIRED
+    assert "'encrypt'" in GOSSIP_KEY_REQUIRED
+    assert "-encrypt" in GOSSIP_KEY_REQUIRED
+
+
+def test_wanfed_server_without_a_gossip_key_is_refused(
+    tls_files: TLSMaterial, tmp_path: Path
+) -> None:
+    assert error_of(secondary(tls_files, tmp_path, encrypt=None)) == GOSSIP_KEY_REQUIRED
+
+
+def test_server_with_a_gossip_key_starts(tmp_path: Path) -> None:
+    config = load({"server": True, "data_dir": str(tmp_path), "encrypt": GOSSIP_KEY})
+    assert config.encrypt_key is not None
+
+
+def test_dev_server_needs_no_gossip_key() -> None:
+    assert load({}, dev=True).encrypt is None
+
+
+def test_a_bad_gossip_key_is_reported_as_bad_not_as_missing(tmp_path: Path) -> None:
+    message = error_of({"server": True, "data_dir": str(tmp_path), "encrypt": "short"})
+    assert "wanfed keygen" in message
+    assert message != GOSSIP_KEY_REQUIRED
 
 
 def test_cert_and_key_go_together(tls_files: TLSMaterial) -> None:

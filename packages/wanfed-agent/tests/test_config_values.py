@@ -167,6 +167,7 @@ def test_primary_gateway_provider_entries_accepted() -> None:
         [],
         {
             "server": True,
+            "encrypt": "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=",
             "datacenter": "dc2",
             "primary_datacenter": "dc1",
             "data_dir": "/tmp/wanfed-test-unused",

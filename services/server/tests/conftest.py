@@ -787,11 +787,13 @@ class Federation:
     file, the operator's source of truth (#7339)."""
 
     def __init__(self, tmp_path: Path, options: ServerOptions) -> None:
+        from wanfed_agent.keygen import generate_gossip_key
         from wanfed_agent.tls import create_ca
 
         self.tmp_path = tmp_path
         self.options = options
         self.ca = create_ca()
+        self.gossip_key = generate_gossip_key()  # one WAN pool: every server holds it
         self.dcs: dict[str, FedDatacenter] = {}
         self.listing = tmp_path / "primary-gateways.txt"
         self._gateway_serial: dict[str, int] = {}
@@ -843,6 +845,7 @@ class Federation:
             "data_dir": str(self.tmp_path / f"data-{dc.name}-{node}"),
             "bind_addr": ip,
             "ports": {"server": port, "serf_wan": _free_port_on(ip)},
+            "encrypt": self.gossip_key,
             "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
             "tls": {
                 "defaults": {

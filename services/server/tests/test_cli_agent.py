@@ -13,6 +13,8 @@ from wanfed_server import cli
 from wanfed_server.commands import UsageError
 from wanfed_server.commands.agent import parse_agent_config
 
+GOSSIP_KEY = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+
 
 def tls_config_file(tmp_path: Path, dc: str = "dc1", node: str = "s1") -> Path:
     """A config file holding only the ``tls`` section: a server outside -dev needs it."""
@@ -41,6 +43,7 @@ def test_server_flags(tmp_path: Path) -> None:
             "-serf-wan-port", "18302", "-retry-join", "127.0.0.6", "-retry-join",
             "127.0.0.7:18300", "-bootstrap-expect", "3", "-domain", "example.",
             "-log-level", "debug", "-log-json", "-retry-interval-wan", "10s",
+            "-encrypt", GOSSIP_KEY,
         ]
     )  # fmt: skip
     assert config.server
@@ -62,6 +65,7 @@ def test_server_flags(tmp_path: Path) -> None:
     assert config.log_json
     assert config.retry_interval_wan == 10.0
     assert not config.dev_mode
+    assert config.encrypt == GOSSIP_KEY
 
 
 def test_dev() -> None:
@@ -113,6 +117,7 @@ def write_secondary(tmp_path: Path, **extra: Any) -> Path:
         "node_name": "s1",
         "server": True,
         "data_dir": str(tmp_path / "data"),
+        "encrypt": GOSSIP_KEY,
         "connect": {"enabled": True, "enable_mesh_gateway_wan_federation": True},
         "tls": {
             "defaults": {
@@ -213,6 +218,7 @@ def test_every_flag_sets_its_key(flag: Any, tmp_path: Path) -> None:
     if flag.key == "bootstrap_expect":  # -dev bootstraps by itself; use a plain server
         tls = str(tls_config_file(tmp_path, node="n0"))
         base = ["-config-file", tls, "-server", "-data-dir", "/srv/wanfed", "-node", "n0"]
+        base += ["-encrypt", GOSSIP_KEY]
     if flag.key == "primary_gateways":
         base += ["-datacenter", "dc2", "-primary-datacenter", "dc1"]
     config = parse_agent_config([*base, flag.flag, *value])

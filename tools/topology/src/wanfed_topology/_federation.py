@@ -2,7 +2,8 @@
 
 Shared by the namespace harness and the loopback launcher (``nox -s dev``), so
 both start servers and gateways exactly the way an operator would: certificates
-from ``wanfed tls``, one JSON config file per server, ``wanfed gateway`` flags.
+from ``wanfed tls``, a gossip key from ``wanfed keygen``, one JSON config file per
+server, ``wanfed gateway`` flags.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "HTTP_PORT",
     "gateway_argv",
     "make_certificates",
+    "make_gossip_key",
     "server_config",
     "start_federation",
     "start_gateway",
@@ -56,9 +58,19 @@ def make_certificates(tls_dir: Path, servers: Mapping[str, Sequence[str]]) -> No
             run("tls", "cert", "create", "-server", "-dc", dc, "-node", node)
 
 
+def make_gossip_key() -> str:
+    """A gossip ``encrypt`` key made with ``wanfed keygen``; every server of the federation
+    shares it (servers outside ``-dev`` refuse to start without one)."""
+    done = subprocess.run(
+        [wanfed_executable(), "keygen"], check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
 def server_config(
     *,
     tls_dir: Path,
+    gossip_key: str,
     data_dir: Path,
     datacenter: str,
     primary: str,
@@ -70,7 +82,8 @@ def server_config(
     primary_gateways: Sequence[str] = (),
     retry_interval: str = "2s",
 ) -> dict[str, object]:
-    """One server's config: WAN federation via mesh gateways on, mTLS everywhere."""
+    """One server's config: WAN federation via mesh gateways on, mTLS everywhere, gossip
+    encrypted with ``gossip_key``."""
     config: dict[str, object] = {
         "datacenter": datacenter,
         "primary_datacenter": primary,
@@ -78,6 +91,7 @@ def server_config(
         "server": True,
         "bootstrap_expect": bootstrap_expect,
         "data_dir": str(data_dir),
+        "encrypt": gossip_key,
         "bind_addr": bind,
         "client_addr": bind,
         "retry_join": list(retry_join),
@@ -178,11 +192,13 @@ def start_federation(
         primary_gateways = [f"provider=file path={primary_gateways_file}"]
     else:
         primary_gateways = [f"{g.wan_ip}:{GATEWAY_PORT}" for g in topology.gateways(primary)]
+    gossip_key = make_gossip_key()
     for dc in topology.datacenters:
         servers = topology.servers(dc.name)
         for index, host in enumerate(servers):
             config = server_config(
                 tls_dir=tls_dir,
+                gossip_key=gossip_key,
                 data_dir=workdir / "data" / dc.name / host.name,
                 datacenter=dc.name,
                 primary=primary,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._errors import ConfigError
 from ._model import AgentConfig
 
-__all__ = ["validate_config"]
+__all__ = ["GOSSIP_KEY_REQUIRED", "validate_config"]
 
 _WANFED = "connect.enable_mesh_gateway_wan_federation"
 
@@ -78,6 +78,7 @@ def _problems(c: AgentConfig) -> list[tuple[str, str]]:
     found += _tls_problems(c)
     found += _port_problems(c)
     found += _limit_problems(c)
+    found += _gossip_problems(c)
     return found
 
 
@@ -204,3 +205,22 @@ def _port_problems(c: AgentConfig) -> list[tuple[str, str]]:
             )
         used[port] = name
     return found
+
+
+GOSSIP_KEY_REQUIRED = (
+    "a server outside -dev requires a gossip encryption key: without one, anyone who can "
+    "send a UDP packet to the WAN gossip port can add members and datacenters. Create a key "
+    "with 'wanfed keygen' and set it as 'encrypt' (the same key on every server of every "
+    "datacenter) in a config file, e.g. encrypt = \"<key>\", or pass -encrypt <key>"
+)
+"""What a non-dev server without ``encrypt`` is told; kept in one place for the tests."""
+
+
+def _gossip_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """Unauthenticated gossip lets anyone on the network forge members (fake datacenters).
+
+    Only ``-dev``, a single server that joins no pool, may run without a key.
+    """
+    if c.server and not c.dev_mode and c.encrypt is None:
+        return [(GOSSIP_KEY_REQUIRED, "encrypt")]
+    return []

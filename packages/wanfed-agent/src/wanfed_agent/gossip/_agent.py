@@ -309,9 +309,10 @@ class GossipAgent:
                     writer.write(reply)
                     await writer.drain()
         except GossipDecodeError as exc:
-            logger.warning("refusing gossip stream from=%s:%d error=%s", *source, exc)
+            reply = self.core.refuse_stream(exc, source, asyncio.get_running_loop().time())
+            self._changed.set()  # wakes wait_until callers watching the refusal counts
             with contextlib.suppress(OSError):
-                writer.write(self.core.error_reply(str(exc)))
+                writer.write(reply)
                 await writer.drain()
         except (OSError, TimeoutError, ConnectionError) as exc:
             logger.debug("incoming gossip stream dropped from=%s:%d error=%r", *source, exc)

@@ -53,6 +53,7 @@ from ._messages import (
 )
 from ._probing import FailureDetector
 from ._push_pull import StateSync
+from ._refusals import RefusalCounts, Refusals
 from ._state_changes import StateChanges
 from ._suspicion import Awareness
 
@@ -77,6 +78,7 @@ class Membership:
         self.config = config
         self._keyring = config.keyring()
         self._rng = random.Random(seed)
+        self._refusals = Refusals()
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._table = MemberTable(self._rng)
         self._outbox = Outbox(config, self._keyring, self._table)
@@ -158,6 +160,11 @@ class Membership:
         return self._awareness.score
 
     @property
+    def refusals(self) -> RefusalCounts:
+        """Packets and incoming streams refused so far (undecodable, unsealed, over a limit)."""
+        return self._refusals.counts
+
+    @property
     def has_left(self) -> bool:
         return self._states.left
 
@@ -205,7 +212,7 @@ class Membership:
         try:
             messages = decode_packet(data, self._keyring)
         except GossipDecodeError as exc:
-            logger.warning("dropping undecodable gossip packet from=%s:%d error=%s", *source, exc)
+            self._refusals.refuse("packet", source, exc, now)
             return
         for msg in messages:
             self._dispatch(msg, source, now)
@@ -223,8 +230,7 @@ class Membership:
         try:
             msg, _used = read_stream_message(data, self._keyring)
         except GossipDecodeError as exc:
-            logger.warning("refusing gossip stream from=%s:%d error=%s", *source, exc)
-            return encode_stream_message(ErrorResponse(error=str(exc)), self._keyring)
+            return self.refuse_stream(exc, source, now)
         if isinstance(msg, PushPull):
             reply = encode_push_pull(self._sync.local_state(msg.join), self._keyring)
             self._sync.checked_merge(msg.states, source, now)
@@ -238,9 +244,11 @@ class Membership:
             logger.debug("ignoring user message over stream bytes=%d", len(msg.payload))
         return None
 
-    def error_reply(self, error: str) -> bytes:
-        """What to answer on a stream whose request could not be read (as memberlist does)."""
-        return encode_stream_message(ErrorResponse(error=error), self._keyring)
+    def refuse_stream(self, error: GossipDecodeError, source: HostPort, now: float) -> bytes:
+        """Count a stream request that could not be read; return the error to answer with
+        (as memberlist does) before closing it."""
+        self._refusals.refuse("stream", source, error, now)
+        return encode_stream_message(ErrorResponse(error=str(error)), self._keyring)
 
     def handle_stream_reply(self, stream_id: int, data: bytes, now: float) -> bool:
         """The reply to one of our :class:`StreamExchange` actions; True on success."""

@@ -13,6 +13,16 @@ node-state maps, then the raw user state — so the reader must understand
 msgpack to know where a message ends. Encrypted, it is type 10, a u32 length and
 the sealed message.
 
+Every decoder here takes bytes from unauthenticated peers (the seal is checked
+first, but a refused packet has still been read), so each is bounded: a packet
+is at most :data:`MAX_PACKET_BYTES` and nests wrappers at most
+:data:`_MAX_NESTING` deep; a stream message at most
+:data:`MAX_STREAM_MESSAGE_BYTES`, with node counts and lengths checked against
+that before any loop or allocation; node metadata at most
+:data:`META_MAX_SIZE`; and a packet or stream message is decompressed at most
+once, with the output capped by size and by ratio (:mod:`._lzw`), so a small
+forged message cannot make us expand a bomb inside a bomb.
+
 Everything here is pure: bytes in, frozen structs out, or the reverse.
 """
 
@@ -33,6 +43,7 @@ from ._keyring import ENCRYPT_MSG, Keyring
 from ._lzw import lzw_decompress
 
 __all__ = [
+    "MAX_PACKET_BYTES",
     "MAX_PUSH_STATE_BYTES",
     "MAX_STREAM_MESSAGE_BYTES",
     "META_MAX_SIZE",
@@ -115,7 +126,8 @@ class _Wire(msgspec.Struct, frozen=True):
 
     ``_FIELDS`` is ``(attribute, Go field name, kind, omitempty)``; kinds are
     ``u8``/``u16``/``u32``/``int`` (range-checked integers), ``bool``, ``str``
-    (UTF-8 text) and ``bytes`` (raw, any content).
+    (UTF-8 text), ``bytes`` (raw, any content) and ``meta`` (raw, at most
+    :data:`META_MAX_SIZE` bytes).
     """
 
     TYPE: ClassVar[MessageType]
@@ -208,7 +220,7 @@ class Alive(_Wire, frozen=True, kw_only=True):
         ("node", "Node", "str", False),
         ("addr", "Addr", "bytes", False),
         ("port", "Port", "u16", False),
-        ("meta", "Meta", "bytes", False),
+        ("meta", "Meta", "meta", False),
         ("vsn", "Vsn", "bytes", False),
     )
     incarnation: int
@@ -225,7 +237,7 @@ class PushNodeState(_Wire, frozen=True, kw_only=True):
         ("name", "Name", "str", False),
         ("addr", "Addr", "bytes", False),
         ("port", "Port", "u16", False),
-        ("meta", "Meta", "bytes", False),
+        ("meta", "Meta", "meta", False),
         ("incarnation", "Incarnation", "u32", False),
         ("state", "State", "u8", False),
         ("vsn", "Vsn", "bytes", False),
@@ -299,7 +311,7 @@ def _to_map(msg: _Wire) -> dict[str, Any]:
         value = getattr(msg, attr)
         if omit and not value:
             continue
-        if kind == "bytes" and not value:
+        if kind in ("bytes", "meta") and not value:
             value = None  # a nil Go slice
         fields[wire] = value
     return fields
@@ -409,6 +421,10 @@ def _check(cls: type[_Wire], wire: str, kind: str, value: Any) -> Any:
             return value.decode("utf-8")
         except UnicodeDecodeError:
             raise GossipDecodeError(f"{where} is not valid UTF-8") from None
+    if kind == "meta" and len(value) > META_MAX_SIZE:
+        # memberlist's senders never exceed it; a member's metadata is kept for as
+        # long as the member, so a larger one would be memory an attacker chooses.
+        raise GossipDecodeError(f"{where} is {len(value)} bytes, limit {META_MAX_SIZE}")
     return value
 
 
@@ -437,30 +453,46 @@ def decode_packet(
         except GossipDecodeError:
             if require_encryption:
                 raise
-    out: list[Message] = []
-    _decode_command(data, out, 0)
-    return out
+    decoding = _PacketDecoding()
+    _decode_command(data, decoding, 0)
+    return decoding.messages
 
 
-def _decode_command(data: bytes, out: list[Message], depth: int) -> None:
+class _PacketDecoding:
+    """One packet's decode so far: the messages found, and whether it was decompressed."""
+
+    __slots__ = ("decompressed", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.decompressed = False
+
+
+def _decode_command(data: bytes, decoding: _PacketDecoding, depth: int) -> None:
     if depth > _MAX_NESTING:
         raise GossipDecodeError("gossip packet nests wrappers too deeply")
     if not data:
         raise GossipDecodeError("empty gossip message")
     kind = data[0]
     body = data[1:]
+    out = decoding.messages
     if kind == MessageType.HAS_CRC:
         if len(body) < 4:
             raise GossipDecodeError("truncated CRC header")
         (expected,) = struct.unpack_from(">I", body)
         if binascii.crc32(body[4:]) != expected:
             raise GossipDecodeError("invalid checksum for gossip packet")
-        _decode_command(body[4:], out, depth + 1)
+        _decode_command(body[4:], decoding, depth + 1)
     elif kind == MessageType.COMPOUND:
         for part in _split_compound(body):
-            _decode_command(part, out, depth + 1)
+            _decode_command(part, decoding, depth + 1)
     elif kind == MessageType.COMPRESS:
-        _decode_command(_decompress(body, 0)[0], out, depth + 1)
+        # memberlist compresses a whole packet once; several compressed parts (or a
+        # compressed part inside one) would multiply the work a small packet buys.
+        if decoding.decompressed:
+            raise GossipDecodeError("gossip packet holds more than one compressed message")
+        decoding.decompressed = True
+        _decode_command(_decompress(body, 0, MAX_PACKET_BYTES)[0], decoding, depth + 1)
     elif kind == MessageType.USER:
         out.append(UserMessage(payload=body))
     elif kind in _PACKET_TYPES:
@@ -507,11 +539,13 @@ def _split_compound(body: bytes) -> list[bytes]:
     return parts
 
 
-def _decompress(buf: bytes | bytearray | memoryview, pos: int) -> tuple[bytes, int]:
+def _decompress(
+    buf: bytes | bytearray | memoryview, pos: int, max_output: int
+) -> tuple[bytes, int]:
     wrapper, end = _decode_body(_Compress, buf, pos)
     if wrapper.algo != 0:
         raise GossipDecodeError(f"unsupported compression algorithm {wrapper.algo}")
-    return lzw_decompress(wrapper.buf, max_output=MAX_PUSH_STATE_BYTES), end
+    return lzw_decompress(wrapper.buf, max_output=max_output), end
 
 
 StreamMessage = PushPull | Ping | Ack | ErrorResponse | UserMessage
@@ -539,26 +573,36 @@ def read_stream_message(
         if len(buf) < 5 + length:
             raise IncompleteMessage("encrypted stream message is truncated")
         plain = keyring.decrypt(bytes(buf[5 : 5 + length]), bytes(buf[:5]))
-        msg, _ = _read_plain(plain, complete=True)
+        msg, _ = _read_plain(plain, complete=True, may_decompress=True)
         return msg, 5 + length
     if keyring is not None and require_encryption:
         raise GossipDecodeError("encryption is configured but remote state is not encrypted")
-    return _read_plain(buf, complete=False)
+    return _read_plain(buf, complete=False, may_decompress=True)
 
 
-def _read_plain(buf: bytes | bytearray, *, complete: bool) -> tuple[StreamMessage, int]:
+def _read_plain(
+    buf: bytes | bytearray, *, complete: bool, may_decompress: bool
+) -> tuple[StreamMessage, int]:
     try:
         kind = buf[0] if buf else None
         if kind is None:
             raise IncompleteMessage("empty stream message")
         if kind == MessageType.COMPRESS:
-            inner, end = _decompress(buf, 1)
-            msg, _ = _read_plain(inner, complete=True)
+            # Once only: layers of compression inside compression would each
+            # multiply the output, and recurse as deep as the sender likes.
+            if not may_decompress:
+                raise GossipDecodeError("compressed stream message inside a compressed one")
+            inner, end = _decompress(buf, 1, MAX_PUSH_STATE_BYTES)
+            msg, _ = _read_plain(inner, complete=True, may_decompress=False)
             return msg, end
         if kind == MessageType.PUSH_PULL:
             return _read_push_pull(buf)
         if kind == MessageType.USER:
             header, pos = _decode_body(_UserMsgHeader, buf, 1)
+            if header.user_msg_len > MAX_PUSH_STATE_BYTES:
+                raise GossipDecodeError(
+                    f"remote user message is larger than limit ({header.user_msg_len})"
+                )
             end = pos + header.user_msg_len
             if end > len(buf):
                 raise IncompleteMessage("user message is truncated")
