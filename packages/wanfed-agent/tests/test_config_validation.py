@@ -251,9 +251,11 @@ def test_client_agent_needs_no_data_dir() -> None:
     assert load({}).data_dir is None
 
 
-def test_server_refuses_to_start_without_a_gossip_key(tmp_path: Path) -> None:
+def test_server_refuses_to_start_without_a_gossip_key(
+    tls_files: TLSMaterial, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError) as caught:
-        load({"server": True, "data_dir": str(tmp_path)})
+        load({"server": True, "data_dir": str(tmp_path), "tls": tls_block(tls_files)})
     assert str(caught.value) == GOSSIP_KEY_REQUIRED
     assert caught.value.key == "encrypt"
     # The message tells the operator how to make a key and where it goes.
@@ -268,8 +270,15 @@ def test_wanfed_server_without_a_gossip_key_is_refused(
     assert error_of(secondary(tls_files, tmp_path, encrypt=None)) == GOSSIP_KEY_REQUIRED
 
 
-def test_server_with_a_gossip_key_starts(tmp_path: Path) -> None:
-    config = load({"server": True, "data_dir": str(tmp_path), "encrypt": GOSSIP_KEY})
+def test_server_with_a_gossip_key_starts(tls_files: TLSMaterial, tmp_path: Path) -> None:
+    config = load(
+        {
+            "server": True,
+            "data_dir": str(tmp_path),
+            "encrypt": GOSSIP_KEY,
+            "tls": tls_block(tls_files),
+        }
+    )
     assert config.encrypt_key is not None
 
 
