@@ -171,7 +171,7 @@ def test_remote_metadata_over_the_limit_is_refused(cls: str) -> None:
             decode_packet(encode_message(alive))
     else:
         state = PushNodeState(name="a", addr=LO, port=1, meta=meta, state=NodeStateKind.ALIVE)
-        with pytest.raises(GossipDecodeError, match="PushNodeState.Meta is"):
+        with pytest.raises(GossipDecodeError, match=r"PushNodeState\.Meta is"):
             read_stream_message(encode_push_pull(PushPull(join=True, states=(state,))))
 
 
@@ -268,10 +268,13 @@ def test_the_same_forged_member_sealed_with_our_key_is_applied() -> None:
 
 def test_an_unsealed_push_pull_stream_is_counted_and_answered_with_an_error() -> None:
     core = encrypted_core()
-    state = PushNodeState(name="ghost.fakedc", addr=LO, port=8302, state=NodeStateKind.ALIVE,
-                          meta=encode_tags({"role": "consul", "dc": "fakedc"}), vsn=VSN)  # fmt: skip
+    meta = encode_tags({"role": "consul", "dc": "fakedc"})
+    state = PushNodeState(
+        name="ghost.fakedc", addr=LO, port=8302, state=NodeStateKind.ALIVE, meta=meta, vsn=VSN
+    )
     request = encode_push_pull(PushPull(join=True, states=(state,)))
     reply = core.handle_stream(request, ("127.0.0.66", 9), 1.0)
-    assert reply is not None and reply[0] == MessageType.ENCRYPT  # sealed error
+    assert reply is not None
+    assert reply[0] == MessageType.ENCRYPT  # a sealed error
     assert core.refusals == RefusalCounts(packets=0, streams=1)
     assert core.member("ghost.fakedc") is None
