@@ -339,4 +339,43 @@ MUTATIONS: tuple[Mutation, ...] = (
             "::test_snapshots_no_store_could_hold_are_refused",
         ),
     ),
+    Mutation(
+        name="unsealed-gossip-accepted",
+        behaviour=(
+            "one unencrypted UDP gossip packet adds a member of a made-up datacenter to the "
+            "WAN pool and to /v1/catalog/datacenters"
+        ),
+        file="packages/wanfed-agent/src/wanfed_agent/gossip/_membership.py",
+        original="messages = decode_packet(data, self._keyring)",
+        replacement="messages = decode_packet(data, self._keyring, require_encryption=False)",
+        tests=(
+            f"{_SERVER_TESTS}/test_gossip_doors.py"
+            "::test_gossip_without_the_key_adds_no_member_and_no_datacenter",
+        ),
+    ),
+    Mutation(
+        name="gossip-key-optional",
+        behaviour="a server outside -dev starts without a gossip key, its WAN port open to forgery",
+        file="packages/wanfed-agent/src/wanfed_agent/config/_validate.py",
+        original="if c.server and not c.dev_mode and c.encrypt is None:",
+        replacement="if False:",
+        tests=(
+            "packages/wanfed-agent/tests/test_config_validation.py"
+            "::test_server_refuses_to_start_without_a_gossip_key",
+        ),
+    ),
+    Mutation(
+        name="lzw-ratio-cap-removed",
+        behaviour=(
+            "a small compressed gossip message expands to the size cap (a decompression bomb "
+            "costs memory and CPU per packet)"
+        ),
+        file="packages/wanfed-agent/src/wanfed_agent/gossip/_lzw.py",
+        original="limit = min(max_output, len(data) * max_ratio)",
+        replacement="limit = max_output",
+        tests=(
+            "packages/wanfed-agent/tests/test_gossip_limits.py"
+            "::test_a_small_bomb_is_refused_by_ratio_below_the_size_cap",
+        ),
+    ),
 )

@@ -59,6 +59,7 @@ from ._messages import (
     with_crc,
 )
 from ._naming import MemberNameError, split_member_name, tcp_pings_allowed_within
+from ._refusals import RefusalCounts
 from ._simulation import SimulatedNetwork
 from ._suspicion import suspicion_timeout
 from ._tags import decode_tags, encode_tags
@@ -91,6 +92,7 @@ __all__ = [
     "PlainTransport",
     "PushNodeState",
     "PushPull",
+    "RefusalCounts",
     "SendPacket",
     "SimulatedNetwork",
     "StreamExchange",
