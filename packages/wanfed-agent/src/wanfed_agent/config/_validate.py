@@ -211,7 +211,7 @@ GOSSIP_KEY_REQUIRED = (
     "a server outside -dev requires a gossip encryption key: without one, anyone who can "
     "send a UDP packet to the WAN gossip port can add members and datacenters. Create a key "
     "with 'wanfed keygen' and set it as 'encrypt' (the same key on every server of every "
-    "datacenter) in a config file, e.g. encrypt = \"<key>\", or pass -encrypt <key>"
+    'datacenter) in a config file, e.g. encrypt = "<key>", or pass -encrypt <key>'
 )
 """What a non-dev server without ``encrypt`` is told; kept in one place for the tests."""
 
