@@ -19,35 +19,43 @@ thorough a run is comes from the profile:
 
 from __future__ import annotations
 
+import importlib.util
 import os
-
-from hypothesis import HealthCheck, Phase, settings
 
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
 PROFILES = ("ci", "dev", "fuzz")
 
-settings.register_profile(
-    "ci",
-    derandomize=False,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    max_examples=100,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("dev", derandomize=False, deadline=None, max_examples=30)
-settings.register_profile(
-    "fuzz",
-    derandomize=False,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    max_examples=20_000,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
-_chosen = os.environ.get(PROFILE_ENV, "ci")
-if _chosen not in PROFILES:
-    raise ValueError(f"{PROFILE_ENV}={_chosen!r} is not one of {', '.join(PROFILES)}")
-settings.load_profile(_chosen)
+def _load_profiles() -> None:
+    from hypothesis import HealthCheck, Phase, settings
+
+    settings.register_profile(
+        "ci",
+        derandomize=False,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile("dev", derandomize=False, deadline=None, max_examples=30)
+    settings.register_profile(
+        "fuzz",
+        derandomize=False,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        max_examples=20_000,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+    _chosen = os.environ.get(PROFILE_ENV, "ci")
+    if _chosen not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={_chosen!r} is not one of {', '.join(PROFILES)}")
+    settings.load_profile(_chosen)
+
+
+# Suites that use no property tests (the container smoke tests) run without hypothesis.
+if importlib.util.find_spec("hypothesis") is not None:
+    _load_profiles()
