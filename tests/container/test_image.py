@@ -191,9 +191,21 @@ def test_a_server_without_a_gossip_key_refuses_to_start_and_says_how_to_make_one
     podman: Podman, containers: Containers, tmp_path: Path
 ) -> None:
     data = owned_dir(tmp_path / "data")
+    # TLS is named (and checked before the key) so that the key is what is missing;
+    # the refusal comes from validation, before any file is read.
+    tls_hcl = (
+        "tls {\n  defaults {\n"
+        '    ca_file = "/wanfed/tls/wanfed-agent-ca.pem"\n'
+        '    cert_file = "/wanfed/tls/dc1-server-consul-0.pem"\n'
+        '    key_file = "/wanfed/tls/dc1-server-consul-0-key.pem"\n'
+        "  }\n}\n"
+    )
     spec = RunSpec(
         containers.image,
-        ("agent", "-server", "-bootstrap", "-node", "solo", "-data-dir", "/wanfed/data"),
+        (
+            *("agent", "-server", "-bootstrap", "-node", "solo", "-data-dir", "/wanfed/data"),
+            *("-hcl", tls_hcl),
+        ),
         network="none",
         volumes=((data, "/wanfed/data"),),
     )
