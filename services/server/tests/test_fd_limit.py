@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
-from collections.abc import Iterator
+from typing import Final
 
 import pytest
 
@@ -18,17 +18,44 @@ from wanfed_server.commands.gateway import run_gateway, settings_from_args
 LOG = "wanfed_server.fd_limit"
 
 
+class FakeLimits:
+    """``RLIMIT_NOFILE`` as the module under test sees it, kept in memory.
+
+    The real hard limit cannot be lowered and raised again without privileges,
+    and may be unlimited on one machine and tiny on another; a fake pair lets
+    every case run everywhere without touching the test process's own limit.
+    """
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.limits = (soft, hard)
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        assert which == resource.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        assert which == resource.RLIMIT_NOFILE
+        soft, hard = limits
+        if hard > self.limits[1]:
+            raise ValueError("not allowed to raise the hard limit")
+        self.limits = (soft, hard)
+
+
+HARD: Final = 4096
+
+
 @pytest.fixture
-def lowered_soft_limit() -> Iterator[tuple[int, int]]:
-    """The soft limit one below the hard one (restored afterwards)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard < 512:
-        pytest.skip(f"needs a finite hard open-files limit of at least 512, not {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard - 1, hard))
-    try:
-        yield hard - 1, hard
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+def fake_limits(monkeypatch: pytest.MonkeyPatch) -> FakeLimits:
+    """A soft limit one below the hard one."""
+    fake = FakeLimits(HARD - 1, HARD)
+    monkeypatch.setattr(resource, "getrlimit", fake.getrlimit)
+    monkeypatch.setattr(resource, "setrlimit", fake.setrlimit)
+    return fake
+
+
+@pytest.fixture
+def lowered_soft_limit(fake_limits: FakeLimits) -> tuple[int, int]:
+    return fake_limits.limits
 
 
 def test_the_soft_limit_is_raised_to_the_hard_limit_and_logged_once(
@@ -68,18 +95,30 @@ def test_a_limit_that_cannot_be_raised_is_a_warning_not_a_failure(
 
 
 def test_caps_that_would_use_up_the_limit_are_warned_about(
-    caplog: pytest.LogCaptureFixture,
+    fake_limits: FakeLimits, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOG)
     soft = raise_open_files_limit().soft
-    if soft == resource.RLIM_INFINITY:
-        pytest.skip("unlimited open files")
+    assert soft == HARD
     raise_open_files_limit(soft - FD_RESERVE)  # fits exactly
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     raise_open_files_limit(soft - FD_RESERVE + 1)
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "connection caps leave too few open files" in warning.getMessage()
     assert warning.__dict__["connection_caps"] == soft - FD_RESERVE + 1
+
+
+def test_an_unlimited_soft_limit_is_never_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOG)
+    fake = FakeLimits(resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(resource, "getrlimit", fake.getrlimit)
+    monkeypatch.setattr(resource, "setrlimit", fake.setrlimit)
+    assert raise_open_files_limit(10**9).soft == resource.RLIM_INFINITY
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    (line,) = [r for r in caplog.records if r.name == LOG]
+    assert line.__dict__["soft"] == "unlimited"
 
 
 class Raised(Exception):
