@@ -547,6 +547,50 @@ def free_port() -> Callable[[], int]:
     return free_tcp_port
 
 
+# --- one bootstrapped non-dev server with mutual TLS --------------------------------
+
+
+@pytest.fixture
+async def start_tls_server(
+    runtime_pki: RuntimePki, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    """``await start_tls_server(verify_incoming=True, **config_overrides)``: server
+    ``s1`` of dc1, a one-member Raft cluster, with the runtime PKI's certificate
+    and a gossip key, as a production server is configured; it has started and
+    runs Raft when returned (its first election may still be under way). Every
+    one started is stopped."""
+    from wanfed_agent.keygen import generate_gossip_key
+
+    started: list[Server] = []
+
+    async def start(*, verify_incoming: bool = True, **overrides: Any) -> Server:
+        tls = runtime_pki.mutual_tls("s1")
+        tls["defaults"]["verify_incoming"] = verify_incoming
+        ports = {"server": 0, "serf_wan": free_tcp_port(), **overrides.pop("ports", {})}
+        config = load_config(
+            overrides={
+                "node_name": "s1",
+                "server": True,
+                "bootstrap": True,
+                "data_dir": str(tmp_path / "s1"),
+                "bind_addr": "127.0.0.1",
+                "ports": ports,
+                "tls": tls,
+                "encrypt": generate_gossip_key(),
+                **overrides,
+            }
+        )
+        server = Server(config)
+        await server.start()
+        started.append(server)
+        await server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
 # --- one in-process dev server per call ---------------------------------------------
 
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from wanfed_agent.config import load_config
 from wanfed_agent.gossip import (
     Alive,
     Keyring,
@@ -31,12 +28,8 @@ from wanfed_agent.gossip import (
     encode_push_pull,
     encode_tags,
 )
-from wanfed_agent.keygen import generate_gossip_key
 from wanfed_fsm import DCSpecificRequest, Node, RegisterRequest
 from wanfed_server.runtime import Server
-
-if TYPE_CHECKING:
-    from .conftest import RuntimePki  # type: ignore[import-not-found]
 
 FAKE_DC = "fakedc"
 GHOST = f"ghost.{FAKE_DC}"
@@ -55,26 +48,8 @@ FORGED_ALIVE = encode_message(
 
 
 @pytest.fixture
-async def keyed_server(
-    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[Server]:
-    config = load_config(
-        overrides={
-            "node_name": "s1",
-            "server": True,
-            "bootstrap": True,
-            "data_dir": str(tmp_path / "s1"),
-            "bind_addr": "127.0.0.1",
-            "ports": {"server": 0, "serf_wan": free_port()},
-            "tls": runtime_pki.mutual_tls("s1"),
-            "encrypt": generate_gossip_key(),
-        }
-    )
-    server = Server(config)
-    await server.start()
-    await server.wait_ready()
-    yield server
-    await server.stop()
+async def keyed_server(start_tls_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await start_tls_server()
 
 
 def _wan_port(server: Server) -> int:

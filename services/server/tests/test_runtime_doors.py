@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,28 +52,8 @@ SNI = "server.dc1.consul"
 
 
 @pytest.fixture
-async def server(
-    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[Server]:
-    tls = runtime_pki.mutual_tls("s1")
-    tls["defaults"]["verify_incoming"] = False  # TLS must still be demanded of everyone
-    config = load_config(
-        overrides={
-            "node_name": "s1",
-            "server": True,
-            "bootstrap": True,
-            "data_dir": str(tmp_path / "s1"),
-            "bind_addr": "127.0.0.1",
-            "ports": {"server": 0, "serf_wan": free_port()},
-            "tls": tls,
-            "encrypt": generate_gossip_key(),
-        }
-    )
-    server = Server(config)
-    await server.start()
-    await server.wait_ready()
-    yield server
-    await server.stop()
+async def server(start_tls_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await start_tls_server(verify_incoming=False)  # TLS must still be demanded
 
 
 def _context(pki: RuntimePki, leaf: str, alpn: str = Alpn.RPC_MULTI) -> ssl.SSLContext:

@@ -10,15 +10,12 @@ them, and everyone can still write ordinary entries afterwards.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
-from wanfed_agent.config import load_config
-from wanfed_agent.keygen import generate_gossip_key
 from wanfed_fsm import (
     DeregisterRequest,
     IndexedServiceNodes,
@@ -36,27 +33,8 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-async def server(
-    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[Server]:
-    config = load_config(
-        overrides={
-            "node_name": "s1",
-            "server": True,
-            "bootstrap": True,
-            "data_dir": str(tmp_path / "s1"),
-            "bind_addr": "127.0.0.1",
-            "client_addr": "127.0.0.1",
-            "ports": {"server": 0, "http": 0, "serf_wan": free_port()},
-            "tls": runtime_pki.mutual_tls("s1"),
-            "encrypt": generate_gossip_key(),
-        }
-    )
-    server = Server(config)
-    await server.start()
-    await server.wait_ready()
-    yield server
-    await server.stop()
+async def server(start_tls_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await start_tls_server(client_addr="127.0.0.1", ports={"http": 0})
 
 
 @pytest.fixture

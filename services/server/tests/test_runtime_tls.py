@@ -9,17 +9,13 @@ cluster's CA; the plain type-byte path is closed because TLS is configured
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
-from wanfed_agent.config import load_config
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_proto import (
     NIL_BODY,
@@ -47,26 +43,8 @@ SNI = "server.dc1.consul"
 
 
 @pytest.fixture
-async def tls_server(
-    runtime_pki: RuntimePki, tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[Server]:
-    config = load_config(
-        overrides={
-            "node_name": "s1",
-            "server": True,
-            "bootstrap": True,
-            "data_dir": str(tmp_path / "s1"),
-            "bind_addr": "127.0.0.1",
-            "ports": {"server": 0, "raft": free_port(), "serf_wan": free_port()},
-            "encrypt": base64.b64encode(os.urandom(32)).decode(),
-            "tls": runtime_pki.mutual_tls("s1"),
-        }
-    )
-    server = Server(config)
-    await server.start()
-    await server.wait_ready()
-    yield server
-    await server.stop()
+async def tls_server(start_tls_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await start_tls_server()
 
 
 def _client_ssl(
