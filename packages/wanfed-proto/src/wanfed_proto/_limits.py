@@ -93,6 +93,15 @@ class ConnectionLimiter:
         """The cap that ``refusal`` names."""
         return self._per_client if refusal is Refusal.PER_CLIENT else self._total
 
+    def refusal_fields(self, refusal: Refusal, client: str) -> dict[str, object]:
+        """The structured fields of a refusal's log line, the same on every port."""
+        return {
+            "client": client,
+            "limit": str(refusal),
+            "max": self.limit_of(refusal),
+            "refused_so_far": self.refused[refusal],
+        }
+
 
 class RateLimitedLog:
     """Logs one kind of repeated event at most once per ``interval`` seconds per key.

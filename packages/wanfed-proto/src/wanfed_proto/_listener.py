@@ -218,12 +218,7 @@ class RpcPortServer:
                     "refused connection on rpc port: client over its connection limit; "
                     "closed before reading",
                     key=str(refusal),
-                    extra={
-                        "client": client,
-                        "limit": str(refusal),
-                        "max": self._limiter.limit_of(refusal),
-                        "refused_so_far": self._limiter.refused[refusal],
-                    },
+                    extra=self._limiter.refusal_fields(refusal, client),
                 )
                 continue
             task = loop.create_task(self._serve(conn, address, client))

@@ -255,12 +255,7 @@ class MeshGateway:
                 logging.WARNING,
                 "connection refused: over the gateway's connection limit; closed as accepted",
                 key=str(refusal),
-                extra={
-                    "client": client,
-                    "limit": str(refusal),
-                    "max": self._limiter.limit_of(refusal),
-                    "refused_so_far": self._limiter.refused[refusal],
-                },
+                extra=self._limiter.refusal_fields(refusal, client),
             )
             return False
         self._connections.add(conn)

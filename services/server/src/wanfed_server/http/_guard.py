@@ -128,12 +128,7 @@ class _GuardedRequestHandler(web.RequestHandler):
                 "refused connection on the http api: client over its connection limit; "
                 "answered 429 and closed",
                 key=str(refusal),
-                extra={
-                    "client": client,
-                    "limit": str(refusal),
-                    "max": guard.limiter.limit_of(refusal),
-                    "refused_so_far": guard.limiter.refused[refusal],
-                },
+                extra=guard.limiter.refusal_fields(refusal, client),
             )
             return
         self._client = client
