@@ -215,7 +215,15 @@ async def test_a_replaced_secondary_gateway_is_learnt_by_the_primary_gateway(
 async def test_a_departed_datacenter_is_pruned(federation: Federation) -> None:
     await converged(federation)
     dc1 = federation["dc1"]
+    primary = dc1.require_server()
+    await eventually(lambda: "s1.dc3" in wan_alive(primary), 30, "s1.dc3 alive in dc1's pool")
     await federation.stop_server("dc3", "s1")  # leaves the WAN pool gracefully
+
+    def s1_dc3_left() -> bool:
+        status = {m.name: m.status for m in primary.members(wan=True)}.get("s1.dc3")
+        return status in (3, None)  # left, or already forgotten after leaving
+
+    await eventually(s1_dc3_left, 30, "dc1 saw s1.dc3 leave (not fail)")
     await eventually(
         lambda: "dc3" not in federation_states(dc1.require_server()),
         30,

@@ -88,6 +88,13 @@ def datacenters_kept(
     return sorted(kept | {local.lower()})
 
 
+LEAVE_WITHIN: Final = 10.0
+"""Seconds a graceful stop waits for its leave to spread through the WAN pool.
+It returns as soon as the leave has been gossiped enough; only a slow or
+broken path uses the whole window. Cut short, the other datacenters see this
+server *failed*, not *left*, and a datacenter that failed is never pruned."""
+
+
 class WanPool:
     """A gossip agent in the WAN pool, plus the router and member list built on it."""
 
@@ -110,7 +117,7 @@ class WanPool:
     async def start(self) -> None:
         await self.agent.start()
 
-    async def stop(self, *, leave: bool = True, within: float = 3.0) -> None:
+    async def stop(self, *, leave: bool = True, within: float = LEAVE_WITHIN) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
