@@ -532,14 +532,28 @@ def runtime_pki(tmp_path_factory: pytest.TempPathFactory) -> RuntimePki:
     return RuntimePki(ca=directory / "ca.pem", certs=certs, foreign_ca=directory / "foreign-ca.pem")
 
 
+_PORTS_BELOW_EPHEMERAL = range(20000, 32768)
+"""Where :func:`free_tcp_port` looks: below Linux's ephemeral range (32768-60999).
+A port the kernel hands out as free (``bind(0)``) is an ephemeral one, and every
+outgoing connection on the machine draws from that range too: between the pick
+and the listener's bind, another test's dial may take it."""
+
+
 def free_tcp_port() -> int:
     """A port free right now on 127.0.0.1, for listeners whose address peers must know
     in advance (raft, retry_join targets)."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.choice(_PORTS_BELOW_EPHEMERAL)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range on 127.0.0.1")
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@
 an agent's ``ca_file``, ``cert_file`` and ``key_file``.
 :class:`ServerCertificatePolicy` decides whether a verified peer certificate
 belongs to a server (of a datacenter, of a node): every servers-only door asks it.
+:class:`ServerTls` holds a server's contexts (one per ALPN id it dials with),
+its peer policy and the check that its own certificate names it.
 
 Everything that needs ``cryptography`` loads on first use (PEP 562), so code
 that only catches :class:`TLSMaterialError` or builds SNI names stays cheap to
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         create_client_cert,
         create_server_cert,
     )
+    from ._contexts import ServerTls
     from ._identity import NotAServerError, PeerIdentity, ServerCertificatePolicy
     from ._material import EXPIRY_WARNING, TLSMaterial
 
@@ -40,6 +43,7 @@ __all__ = [
     "PeerIdentity",
     "PemPair",
     "ServerCertificatePolicy",
+    "ServerTls",
     "TLSMaterial",
     "TLSMaterialError",
     "client_name",
@@ -61,6 +65,7 @@ _HOMES = {
     "NotAServerError": "._identity",
     "PeerIdentity": "._identity",
     "ServerCertificatePolicy": "._identity",
+    "ServerTls": "._contexts",
 }
 
 

@@ -31,33 +31,19 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
 from wanfed_agent.config import AgentConfig
 from wanfed_agent.dialer import GatewayDialer
-from wanfed_agent.gateway_transport import GatewayTransport
-from wanfed_agent.gossip import (
-    GossipTransport,
-    PlainTransport,
-    encode_tags,
-    fast_profile,
-    wan_profile,
-)
-from wanfed_agent.tls import ServerCertificatePolicy
+from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import (
     Consensus,
-    ConsensusError,
     Fsm,
     LocalConsensus,
-    NotLeaderError,
-    RaftConfig,
-    RaftConsensus,
     RaftLink,
     StateStore,
 )
@@ -66,40 +52,31 @@ from wanfed_proto import (
     Alpn,
     Connection,
     ConnectionHandler,
-    ProtoError,
     RemoteError,
     RpcPortServer,
     RpcType,
-    client_context,
     dial_alpn,
-    parse_address,
     serve_rpc,
     serve_rpc_port,
-    server_context,
     server_sni,
 )
-from wanfed_server.interfaces import Member, MemberStatus
+from wanfed_server.interfaces import Member
 
 from ._caller import Caller
-from ._cluster import (
-    ClusterFile,
-    FormingConsensus,
-    ServerDirectory,
-    form_cluster,
-    hello_round,
-    write_cluster_file,
-)
+from ._cluster import FormingConsensus, ServerDirectory
 from ._endpoints_catalog import catalog_endpoints
 from ._endpoints_federation import federation_state_endpoints
 from ._endpoints_status import status_endpoints
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
+from ._membership import RaftMembership
 from ._messages import ClusterInfo, ServerInfo
-from ._own_certificate import check_own_certificate
 from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
-from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
+from ._self_report import lan_members, member, self_info
+from ._wan import WanPool
+from ._wan_gossip import WanGossip
 from ._wanfed import FederationOptions, PrimaryPingProbe, WanFederation
 
 __all__ = ["TLS_REQUIRED", "Server", "ServerOptions"]
@@ -200,7 +177,9 @@ class Server:
         self._options = options or ServerOptions()
         self._injected_router = router is not None
         self._router: Router = router or StaticRouter(config.datacenter)
-        self._wan: WanPool | None = None
+        self._tls = _server_tls(config)
+        self._policy = self._tls.policy if self._tls else ServerCertificatePolicy(config.domain)
+        self._wan: WanGossip | None = None
         self._federation: WanFederation | None = None
         self._fsm = Fsm()
         self._consensus: Consensus | None = None
@@ -208,15 +187,13 @@ class Server:
         self._pool: RpcPool | None = None
         self._dispatcher: Dispatcher | None = None
         self._directory: ServerDirectory | None = None
+        self._membership: RaftMembership | None = None
         self._leader_routines: LeaderRoutines | None = None
-        self._raft_members: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._ready = asyncio.Event()
         self._failed: asyncio.Future[BaseException] | None = None
         self._raft_link: RaftLink | None = None
-        self._gateway_transport: GatewayTransport | None = None
-        self._policy = ServerCertificatePolicy(config.domain)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -234,74 +211,32 @@ class Server:
                 options=self._options.federation,
                 clock_now=time.monotonic(),
             )
-        if not config.dev_mode:
-            check_own_certificate(config)
-        server_ssl, dialer = self._tls()
+        if self._tls is not None and not config.dev_mode:
+            self._tls.check_own_certificate(config.datacenter, config.node_name)
         # Retire pooled connections well before a peer's idle timeout closes them.
-        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
+        self._pool = RpcPool(self._rpc_dialer(), max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
                 self._federation.locator_service.probe = self._local_path_probe()
-        # With TLS material no plain connection is served, whatever verify_incoming says.
-        plain_allowed = config.dev_mode and server_ssl is None
-        policy = self._policy
-        endpoints = [
-            *status_endpoints(self, datacenter=config.datacenter, policy=policy),
-            *catalog_endpoints(self, self),
-            *federation_state_endpoints(self, policy),
-        ]
-        self._dispatcher = Dispatcher(
-            datacenter=config.datacenter,
-            endpoints=endpoints,
-            is_leader=self.is_leader,
-            leader=self._leader_info,
-            router=_CurrentRouter(self),
-            pool=self._pool,
-            hold_timeout=self._options.hold_timeout,
-            domain=config.domain,
+        self._dispatcher = self._make_dispatcher(self._pool)
+        self._wan = WanGossip(
+            config,
+            federation=self._federation,
+            tls=self._tls,
+            fast_gossip=self._options.fast_gossip,
+            join_interval=self._options.wan_join_interval,
+            hello_interval=self._options.hello_interval,
         )
-        handlers = self._dispatcher.rpc_handlers()
-
-        async def serve(connection: Connection) -> None:
-            await serve_rpc(connection, handlers)
-
-        plain: dict[RpcType, ConnectionHandler] = (
-            {RpcType.CONSUL: serve, RpcType.MULTIPLEX_V2: serve} if plain_allowed else {}
-        )
-        alpn: dict[str, ConnectionHandler] = (
-            {Alpn.RPC_MULTI: serve, Alpn.RPC: serve} if server_ssl is not None else {}
-        )
-        if server_ssl is not None and not config.dev_mode:
-            self._raft_link = self._make_raft_link()
-            # pickle: nobody but a server of this datacenter may send it a byte
-            alpn[Alpn.RAFT] = policy.guard(
-                self._raft_link.serve, what="raft", datacenter=config.datacenter
-            )
-        gossip_transport = self._gossip_transport()
-        if isinstance(gossip_transport, GatewayTransport):
-            self._gateway_transport = gossip_transport
-            alpn[Alpn.WAN_GOSSIP_PACKET] = gossip_transport.serve_packets
-            alpn[Alpn.WAN_GOSSIP_STREAM] = gossip_transport.serve_stream
-        self._port = await serve_rpc_port(
-            config.bind_addr,
-            config.ports.server,
-            plain_handlers=plain,
-            alpn_handlers=alpn,
-            ssl_context=server_ssl,
-            handshake_timeout=config.limits.rpc_handshake_timeout,
-            max_conns_per_client=config.limits.rpc_max_conns_per_client,
-            max_conns=config.limits.rpc_max_conns,
-            idle_timeout=config.limits.rpc_idle_timeout,
-        )
+        self._port = await self._serve_rpc_port(self._dispatcher, self._wan)
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
         raft_address = rpc_address if self._raft_link is not None else ""  # rides the RPC port
-        wan_gossip_address = ""
-        if gossip_transport is not None:
-            wan_gossip_address = await self._start_wan(
-                gossip_transport, host, self._port.address[1]
-            )
+        wan_gossip_address = await self._wan.start(host, self._port.address[1])
+        if self._wan.pool is not None and not self._injected_router:
+            self._router = self._wan.pool
+        if self._federation is not None:
+            self._federation.start()
         me = ServerInfo(
             node=config.node_name,
             datacenter=config.datacenter,
@@ -311,7 +246,15 @@ class Server:
             wan_gossip_address=wan_gossip_address,
         )
         self._directory = ServerDirectory(me)
-        self._start_wan_joins()
+        self._membership = RaftMembership(
+            config=config,
+            directory=self._directory,
+            pool=self._pool,
+            spawn=self._track,
+            hello_interval=self._options.hello_interval,
+            formation_retry=self._options.formation_retry,
+        )
+        self._wan.start_joins(self._directory)
         logger.info(
             "server starting node=%s dc=%s rpc=%s raft=%s dev=%s tls=%s plain_rpc=%s",
             me.node,
@@ -319,110 +262,74 @@ class Server:
             rpc_address,
             raft_address or "-",
             config.dev_mode,
-            server_ssl is not None,
-            plain_allowed,
+            self._tls is not None,
+            self._plain_allowed,
         )
         if config.dev_mode:
             self._use_consensus(LocalConsensus(address=rpc_address, fsm=self._fsm), [])
         else:
-            self._spawn(self._form_and_start_raft(), "cluster-formation")
+            formation = self._membership.form_and_keep(
+                self._fsm, self._raft_link, self._use_consensus
+            )
+            self._spawn(formation, "cluster-formation")
 
-    def _gossip_transport(self) -> GossipTransport | None:
-        """The WAN gossip transport; none in ``-dev`` (a one-server federation of one)."""
-        config = self._config
-        if config.dev_mode:
-            return None
-        plain = PlainTransport(config.bind_addr, config.ports.serf_wan)
-        if self._federation is None:
-            return plain
-        packet_ssl, stream_ssl = self._gossip_contexts()
-        return GatewayTransport(
-            local=plain,
+    @property
+    def _plain_allowed(self) -> bool:
+        """With TLS material no plain connection is served, whatever verify_incoming says."""
+        return self._config.dev_mode and self._tls is None
+
+    def _make_dispatcher(self, pool: RpcPool) -> Dispatcher:
+        config, policy = self._config, self._policy
+        endpoints = [
+            *status_endpoints(self, datacenter=config.datacenter, policy=policy),
+            *catalog_endpoints(self, self),
+            *federation_state_endpoints(self, policy),
+        ]
+        return Dispatcher(
             datacenter=config.datacenter,
+            endpoints=endpoints,
+            is_leader=self.is_leader,
+            leader=self._leader_info,
+            router=_CurrentRouter(self),
+            pool=pool,
+            hold_timeout=self._options.hold_timeout,
             domain=config.domain,
-            picker=self._federation,
-            packet_context=packet_ssl,
-            stream_context=stream_ssl,
-            policy=self._policy,
         )
 
-    async def _start_wan(self, transport: GossipTransport, host: str, rpc_port: int) -> str:
-        config = self._config
-        profile = fast_profile if self._options.fast_gossip else wan_profile
-        tags = server_tags(
-            datacenter=config.datacenter,
-            rpc_port=rpc_port,
-            expect=config.bootstrap_expect,
-            wan_join_port=config.ports.serf_wan,
+    async def _serve_rpc_port(self, dispatcher: Dispatcher, wan: WanGossip) -> RpcPortServer:
+        """One port: plain type bytes (dev only), else TLS whose ALPN picks the handler."""
+        config, tls = self._config, self._tls
+        handlers = dispatcher.rpc_handlers()
+
+        async def serve(connection: Connection) -> None:
+            await serve_rpc(connection, handlers)
+
+        plain: dict[RpcType, ConnectionHandler] = (
+            {RpcType.CONSUL: serve, RpcType.MULTIPLEX_V2: serve} if self._plain_allowed else {}
         )
-        gossip = profile(
-            config.wan_member_name,
-            host,
-            config.ports.serf_wan,
-            meta=encode_tags(tags),
-            encrypt=config.encrypt,
+        alpn: dict[str, ConnectionHandler] = (
+            {Alpn.RPC_MULTI: serve, Alpn.RPC: serve} if tls is not None else {}
         )
-        local_dc = config.datacenter
-
-        def tcp_ping_allowed(name: str) -> bool:
-            # Members of other datacenters are already reached over TCP via gateways.
-            dc = name.rpartition(".")[2]
-            return self._federation is None or dc == local_dc
-
-        self._wan = WanPool(
-            config=gossip,
-            transport=transport,
-            datacenter=config.datacenter,
-            primary_datacenter=self.primary_datacenter,
-            tcp_ping_allowed=tcp_ping_allowed,
-        )
-        await self._wan.start()
-        if not self._injected_router:
-            self._router = self._wan
-        if self._federation is not None:
-            self._federation.start()
-        address = self._wan.agent.address
-        return f"{address[0]}:{address[1]}"
-
-    def _start_wan_joins(self) -> None:
-        """Flood-join this DC's servers; a secondary also joins the primary via ``*``."""
-        wan, config = self._wan, self._config
-        if wan is None:
-            return
-        interval = self._options.wan_join_interval or config.retry_interval_wan
-        directory = self._require_directory()
-
-        def local_targets() -> list[str]:
-            known = {m.name for m in wan.agent.members()}
-            return [
-                f"{s.node}.{s.datacenter}/{s.wan_gossip_address}"
-                for s in directory.peers()
-                if s.wan_gossip_address and f"{s.node}.{s.datacenter}" not in known
-            ]
-
-        wan.keep_joining(
-            local_targets,
-            interval=min(interval, self._options.hello_interval),
-            until=lambda: not local_targets(),
-            what="local servers",
-        )
-        if self._federation is not None and not self._federation.is_primary:
-            primary = self.primary_datacenter
-            placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:8302"  # never dialled
-            wan.keep_joining(
-                lambda: [placeholder],
-                interval=interval,
-                until=lambda: wan.knows_datacenter(primary),
-                what=f"*.{primary}",
-                wait_for=self._federation.fallback_known,
+        if tls is not None and not config.dev_mode:
+            self._raft_link = self._make_raft_link(tls)
+            # pickle: nobody but a server of this datacenter may send it a byte
+            alpn[Alpn.RAFT] = self._policy.guard(
+                self._raft_link.serve, what="raft", datacenter=config.datacenter
             )
-        elif self._federation is None and config.retry_join_wan:
-            wan.keep_joining(
-                lambda: list(config.retry_join_wan),
-                interval=interval,
-                until=lambda: len(wan.datacenters()) > 1,
-                what="retry_join_wan",
-            )
+        if wan.gateway_transport is not None:
+            alpn[Alpn.WAN_GOSSIP_PACKET] = wan.gateway_transport.serve_packets
+            alpn[Alpn.WAN_GOSSIP_STREAM] = wan.gateway_transport.serve_stream
+        return await serve_rpc_port(
+            config.bind_addr,
+            config.ports.server,
+            plain_handlers=plain,
+            alpn_handlers=alpn,
+            ssl_context=tls.server if tls is not None else None,
+            handshake_timeout=config.limits.rpc_handshake_timeout,
+            max_conns_per_client=config.limits.rpc_max_conns_per_client,
+            max_conns=config.limits.rpc_max_conns,
+            idle_timeout=config.limits.rpc_idle_timeout,
+        )
 
     async def wait_failed(self) -> BaseException:
         """Return the error that stopped a background part of the server (formation)."""
@@ -444,8 +351,8 @@ class Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         if self._leader_routines is not None:
             await self._leader_routines.stop()
         if self._federation is not None:
@@ -460,7 +367,13 @@ class Server:
             await self._consensus.shutdown()
         logger.info("server stopped node=%s", self._config.node_name)
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` until the server stops; its failure is its own to log."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` until the server stops; its failure stops the server."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.append(task)
 
@@ -474,48 +387,28 @@ class Server:
 
         task.add_done_callback(done)
 
-    def _tls(self) -> tuple[ssl.SSLContext | None, RpcDialer]:
-        tls = self._config.tls
-        if not tls.mutual_tls_capable:
+    def _rpc_dialer(self) -> RpcDialer:
+        if self._tls is None:
             if self._config.wan_federation:
                 raise ValueError(
                     "cannot dial via a mesh gateway when outgoing TLS is disabled: "
                     "WAN federation via mesh gateways needs ca_file, cert_file and key_file"
                 )
-            return None, PlainDialer()
-        d = tls.defaults
-        assert d.ca_file is not None
-        assert d.cert_file is not None
-        assert d.key_file is not None
-        server_ssl = server_context(d.ca_file, d.cert_file, d.key_file)
-        client_ssl = client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI])
-        direct = AlpnDialer(client_ssl, self._config.domain)
+            return PlainDialer()
+        client = self._tls.client(Alpn.RPC_MULTI)
+        direct = AlpnDialer(client, self._config.domain)
         if self._federation is None:
-            return server_ssl, direct
-        return server_ssl, GatewayDialer(
+            return direct
+        return GatewayDialer(
             datacenter=self._config.datacenter,
             domain=self._config.domain,
             picker=self._federation,
             direct=direct,
-            context=client_ssl,
+            context=client,
         )
 
-    def _gossip_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-        d = self._config.tls.defaults
-        assert d.ca_file is not None
-        assert d.cert_file is not None
-        assert d.key_file is not None
-        return (
-            client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.WAN_GOSSIP_PACKET]),
-            client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.WAN_GOSSIP_STREAM]),
-        )
-
-    def _make_raft_link(self) -> RaftLink:
-        d = self._config.tls.defaults
-        assert d.ca_file is not None
-        assert d.cert_file is not None
-        assert d.key_file is not None
-        context = client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RAFT])
+    def _make_raft_link(self, tls: ServerTls) -> RaftLink:
+        context = tls.client(Alpn.RAFT)
         sni = server_sni(self._config.datacenter, self._config.domain)
 
         async def dial(address: str) -> Connection:
@@ -523,95 +416,34 @@ class Server:
 
         return RaftLink(dial)
 
-    async def _form_and_start_raft(self) -> None:
-        directory, pool = self._require_directory(), self._require_pool()
-        config = self._config
-        assert config.data_dir is not None
-        data_dir = Path(config.data_dir)
-        retry_join = [f"{h}:{p}" for h, p in config.retry_join_addresses()]
-        members = await form_cluster(
-            pool=pool,
-            directory=directory,
-            retry_join=retry_join,
-            bootstrap=config.bootstrap,
-            bootstrap_expect=config.bootstrap_expect,
-            data_dir=data_dir,
-            retry_interval=self._options.formation_retry,
-        )
-        me = directory.me.raft_address
-        consensus = RaftConsensus(
-            RaftConfig(
-                address=me,
-                peers=[m for m in members if m != me],
-                data_dir=str(data_dir / "raft"),
-            ).scaled(config.performance.raft_multiplier),
-            fsm=self._fsm,
-            link=self._raft_link,
-        )
-        self._use_consensus(consensus, members)
-        while True:
-            await self._hello_once(retry_join)
-            await asyncio.sleep(self._options.hello_interval)
-
-    async def _hello_once(self, retry_join: list[str]) -> None:
-        directory, pool = self._require_directory(), self._require_pool()
-        answers = await hello_round(pool, directory, retry_join)
-        leader = self._consensus.leader_address() if self._consensus is not None else None
-        me = directory.me
-        for answer in answers:
-            if leader is None or answer.server.raft_address != leader or not answer.raft_members:
-                continue
-            if me.raft_address not in answer.raft_members:
-                # the leader dropped a join it could not commit: ask again
-                with contextlib.suppress(ProtoError, OSError):
-                    await pool.call(
-                        "", me.datacenter, answer.server.rpc_address, "Raft.Join", me, ClusterInfo
-                    )
-            elif sorted(answer.raft_members) != self._raft_members:
-                self._set_members(answer.raft_members)
-
-    def _set_members(self, members: list[str]) -> None:
-        self._raft_members = sorted(members)
-        if self._config.data_dir and not self._config.dev_mode:
-            write_cluster_file(
-                Path(self._config.data_dir),
-                ClusterFile(
-                    raft_members=self._raft_members,
-                    servers=self._require_directory().servers(),
-                ),
-            )
-
     def _use_consensus(self, consensus: Consensus, members: list[str]) -> None:
         self._consensus = consensus
-        self._raft_members = sorted(members)
+        membership = self._require_membership()
+        membership.adopt(consensus, members)
         routines = LeaderRoutines(
             consensus,
             self._require_directory(),
             clock=time.monotonic,
             interval=self._options.reconcile_interval,
             failure_timeout=self._options.failure_timeout,
-            raft_members=lambda: self._raft_members,
+            raft_members=lambda: membership.members,
             deregister_minimum=self._options.deregister_critical_minimum,
         )
         self._leader_routines = routines
-        unsubscribe = consensus.on_leadership_change(routines.on_leadership)
-        federation = self._federation
-        if federation is not None:
-            unsubscribe_federation = consensus.on_leadership_change(federation.on_leadership)
-
-            def both() -> None:
-                unsubscribe()
-                unsubscribe_federation()
-
-            self._unsubscribe = both
-        else:
-            self._unsubscribe = unsubscribe
+        self._unsubscribe.append(consensus.on_leadership_change(routines.on_leadership))
+        if self._federation is not None:
+            self._unsubscribe.append(consensus.on_leadership_change(self._federation.on_leadership))
         self._ready.set()
 
     def _require_directory(self) -> ServerDirectory:
         if self._directory is None:
             raise RuntimeError("server not started")
         return self._directory
+
+    def _require_membership(self) -> RaftMembership:
+        if self._membership is None:
+            raise RuntimeError("server not started")
+        return self._membership
 
     def _require_pool(self) -> RpcPool:
         if self._pool is None:
@@ -656,65 +488,16 @@ class Server:
     def peer_rpc_addresses(self) -> list[str]:
         if self._config.dev_mode:
             return [self.rpc_address]
-        directory = self._require_directory()
-        addresses = []
-        for member in self._raft_members:
-            server = directory.by_raft_address(member)
-            addresses.append(server.rpc_address if server is not None else member)
-        return sorted(addresses)
+        return self._require_membership().peer_rpc_addresses()
 
     def cluster_info(self) -> ClusterInfo:
-        directory = self._require_directory()
-        consensus = self._consensus
-        leader = consensus.leader_address() if consensus is not None else None
-        return ClusterInfo(
-            server=directory.me,
-            known=directory.peers(),
-            raft_started=consensus is not None,
-            raft_members=list(self._raft_members),
-            leader_raft_address=leader or "",
-        )
+        return self._require_membership().cluster_info()
 
     def learn_server(self, server: ServerInfo) -> None:
-        directory = self._require_directory()
-        directory.learn([server])
-        directory.seen(server.node)
+        self._require_membership().learn_server(server)
 
     async def add_raft_server(self, server: ServerInfo) -> ClusterInfo:
-        consensus = self.consensus
-        if server.datacenter.lower() != self.datacenter.lower():
-            raise RemoteError(
-                f"server {server.node} is in datacenter {server.datacenter}, not {self.datacenter}"
-            )
-        self.learn_server(server)
-        if not consensus.is_leader():
-            raise NotLeaderError(consensus.leader_address())
-        if server.raft_address not in self._raft_members:
-            # The change commits only once the new server runs Raft and acknowledges
-            # it, and it starts Raft on this answer: so answer now, commit meanwhile.
-            self._set_members([*self._raft_members, server.raft_address])
-            self._spawn_membership(consensus, server)
-        return self.cluster_info()
-
-    def _spawn_membership(self, consensus: Consensus, server: ServerInfo) -> None:
-        async def add() -> None:
-            try:
-                await consensus.add_server(server.raft_address)
-            except (ConsensusError, TimeoutError) as exc:
-                self._set_members([m for m in self._raft_members if m != server.raft_address])
-                logger.warning(
-                    "raft join failed node=%s raft=%s error=%s; it will ask again",
-                    server.node,
-                    server.raft_address,
-                    exc,
-                )
-                return
-            logger.info(
-                "server joined the raft cluster node=%s raft=%s", server.node, server.raft_address
-            )
-
-        task = asyncio.get_running_loop().create_task(add(), name=f"raft-join-{server.node}")
-        self._tasks.append(task)
+        return await self._require_membership().add_raft_server(self.consensus, server)
 
     # --- RpcDispatcher ---------------------------------------------------------------
 
@@ -798,65 +581,26 @@ class Server:
 
     def members(self, *, wan: bool) -> list[Member]:
         directory = self._require_directory()
-        if wan and self._wan is not None:
-            return self._wan.members()
+        expect = self._config.bootstrap_expect
+        if wan and self.wan_pool is not None:
+            return self.wan_pool.members()
+        me = directory.me
         if wan:
-            me = directory.me
-            return [self._member(me, f"{me.node}.{me.datacenter}", alive=True)]
+            return [member(me, f"{me.node}.{me.datacenter}", alive=True, expect=expect)]
         routines = self._leader_routines
-        return [
-            self._member(
-                server,
-                server.node,
-                alive=routines.alive(server) if routines is not None else server == directory.me,
-            )
-            for server in directory.servers()
-        ]
-
-    def _member(self, server: ServerInfo, name: str, *, alive: bool) -> Member:
-        host, port = parse_address(server.rpc_address)
-        return Member(
-            name=name,
-            addr=host,
-            port=port,
-            tags={
-                "role": "consul",
-                "dc": server.datacenter,
-                "port": str(port),
-                "build": "wanfed",
-                "expect": str(self._config.bootstrap_expect),
-            },
-            status=MemberStatus.ALIVE if alive else MemberStatus.FAILED,
-        )
+        alive = routines.alive if routines is not None else (lambda s: s == me)
+        return lan_members(directory.servers(), alive, expect)
 
     def self_info(self) -> dict[str, object]:
-        me = self._require_directory().me
-        leader = self.leader_rpc_address()
-        return {
-            "Config": {
-                "Datacenter": self.datacenter,
-                "PrimaryDatacenter": self.primary_datacenter,
-                "NodeName": self.node_name,
-                "Server": True,
-                "Domain": self._config.domain,
-                "Revision": "",
-                "Version": "wanfed",
-            },
-            "Member": msgspec.to_builtins(self._member(me, me.node, alive=True)),
-            "Stats": {
-                "consul": {
-                    "server": "true",
-                    "leader": str(self.is_leader()).lower(),
-                    "leader_addr": leader or "",
-                    "known_datacenters": str(len(self._router.datacenters())),
-                },
-                "raft": {
-                    "state": "Leader" if self.is_leader() else "Follower",
-                    "num_peers": str(max(len(self._raft_members) - 1, 0)),
-                    "members": ",".join(self._raft_members),
-                },
-            },
-        }
+        membership = self._membership
+        return self_info(
+            self._config,
+            self._require_directory().me,
+            is_leader=self.is_leader(),
+            leader_rpc_address=self.leader_rpc_address(),
+            known_datacenters=len(self._router.datacenters()),
+            raft_members=membership.members if membership is not None else [],
+        )
 
     # --- federation -----------------------------------------------------------------
 
@@ -872,20 +616,17 @@ class Server:
         logger.info("path to the primary datacenter is now %s", path)
         if self._pool is not None:
             self._pool.retire_datacenter(self.primary_datacenter)
-        if self._gateway_transport is not None:
-            self._gateway_transport.retire_datacenter(self.primary_datacenter)
+        if self._wan is not None:
+            self._wan.retire_datacenter(self.primary_datacenter)
         if self._federation is not None:
             self._federation.restart_replication_round(f"path to the primary is now {path}")
 
     def _local_path_probe(self) -> PrimaryPingProbe:
-        d = self._config.tls.defaults
-        assert d.ca_file is not None
-        assert d.cert_file is not None
-        assert d.key_file is not None
+        assert self._tls is not None
         return PrimaryPingProbe(
             primary=self.primary_datacenter,
             domain=self._config.domain,
-            context=client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI]),
+            context=self._tls.client(Alpn.RPC_MULTI),
         )
 
     async def rpc_any_server(
@@ -899,7 +640,7 @@ class Server:
         return await self._require_pool().call("", datacenter, "*", method, args, reply_type)
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
-        wan = self._wan
+        wan = self.wan_pool
         if datacenter.lower() == self.datacenter.lower():
             return True
         if wan is None:
@@ -909,8 +650,8 @@ class Server:
     def known_datacenters(self) -> list[str]:
         """The datacenters whose federation states pruning keeps: those of the WAN
         pool, failed (partitioned) ones included; only a leave or a reap forgets one."""
-        if self._wan is not None and not self._injected_router:
-            return self._wan.known_datacenters()
+        if self.wan_pool is not None and not self._injected_router:
+            return self.wan_pool.known_datacenters()
         return self._router.datacenters()
 
     def federation_status(self) -> LocatorStatus | None:
@@ -922,4 +663,17 @@ class Server:
 
     @property
     def wan_pool(self) -> WanPool | None:
-        return self._wan
+        return None if self._wan is None else self._wan.pool
+
+
+def _server_tls(config: AgentConfig) -> ServerTls | None:
+    """The server's TLS, when its configuration has the material for mutual TLS."""
+    if not config.tls.mutual_tls_capable:
+        return None
+    d = config.tls.defaults
+    assert d.ca_file is not None
+    assert d.cert_file is not None
+    assert d.key_file is not None
+    return ServerTls(
+        ca_file=d.ca_file, cert_file=d.cert_file, key_file=d.key_file, domain=config.domain
+    )
