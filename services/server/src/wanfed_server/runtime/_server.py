@@ -32,13 +32,12 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
 from wanfed_agent.config import AgentConfig
-from wanfed_agent.dialer import GatewayDialer
 from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import (
     Consensus,
@@ -50,30 +49,26 @@ from wanfed_fsm import (
 from wanfed_gateway_locator import LocatorStatus
 from wanfed_proto import (
     Alpn,
-    Connection,
-    ConnectionHandler,
     RemoteError,
     RpcPortServer,
-    RpcType,
-    dial_alpn,
-    serve_rpc,
-    serve_rpc_port,
-    server_sni,
 )
 from wanfed_server.interfaces import Member
 
+from ._background import Background
 from ._caller import Caller
-from ._cluster import FormingConsensus, ServerDirectory
+from ._cluster import ServerDirectory
 from ._endpoints_catalog import catalog_endpoints
 from ._endpoints_federation import federation_state_endpoints
 from ._endpoints_status import status_endpoints
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
+from ._leadership import Leadership
 from ._membership import RaftMembership
 from ._messages import ClusterInfo, ServerInfo
-from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
+from ._pool import RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
+from ._rpc_port import plain_allowed, raft_link, rpc_dialer, serve_server_port
 from ._self_report import lan_members, member, self_info
 from ._wan import WanPool
 from ._wan_gossip import WanGossip
@@ -182,24 +177,23 @@ class Server:
         self._wan: WanGossip | None = None
         self._federation: WanFederation | None = None
         self._fsm = Fsm()
-        self._consensus: Consensus | None = None
+        self._leadership = Leadership(self._fsm.store)
         self._port: RpcPortServer | None = None
         self._pool: RpcPool | None = None
         self._dispatcher: Dispatcher | None = None
         self._directory: ServerDirectory | None = None
         self._membership: RaftMembership | None = None
         self._leader_routines: LeaderRoutines | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._background = Background()
         self._unsubscribe: list[Callable[[], None]] = []
         self._ready = asyncio.Event()
-        self._failed: asyncio.Future[BaseException] | None = None
         self._raft_link: RaftLink | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         config = self._config
-        self._failed = asyncio.get_running_loop().create_future()
+        self._background.start()
         if config.wan_federation and not config.dev_mode:
             self._federation = WanFederation(
                 self,
@@ -214,7 +208,8 @@ class Server:
         if self._tls is not None and not config.dev_mode:
             self._tls.check_own_certificate(config.datacenter, config.node_name)
         # Retire pooled connections well before a peer's idle timeout closes them.
-        self._pool = RpcPool(self._rpc_dialer(), max_idle=config.limits.rpc_idle_timeout / 2)
+        dialer = rpc_dialer(config, self._tls, self._federation)
+        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
         if self._federation is not None:
             self._federation.locator.on_primary_path_change = self._on_primary_path_change
             if not self._federation.is_primary:
@@ -228,7 +223,16 @@ class Server:
             join_interval=self._options.wan_join_interval,
             hello_interval=self._options.hello_interval,
         )
-        self._port = await self._serve_rpc_port(self._dispatcher, self._wan)
+        if self._tls is not None and not config.dev_mode:
+            self._raft_link = raft_link(config, self._tls)
+        self._port = await serve_server_port(
+            config,
+            tls=self._tls,
+            policy=self._policy,
+            dispatcher=self._dispatcher,
+            raft=self._raft_link,
+            gossip=self._wan.gateway_transport,
+        )
         host = _advertise_host(config)
         rpc_address = f"{host}:{self._port.address[1]}"
         raft_address = rpc_address if self._raft_link is not None else ""  # rides the RPC port
@@ -246,11 +250,12 @@ class Server:
             wan_gossip_address=wan_gossip_address,
         )
         self._directory = ServerDirectory(me)
+        self._leadership.directory = self._directory
         self._membership = RaftMembership(
             config=config,
             directory=self._directory,
             pool=self._pool,
-            spawn=self._track,
+            spawn=self._background.track,
             hello_interval=self._options.hello_interval,
             formation_retry=self._options.formation_retry,
         )
@@ -263,7 +268,7 @@ class Server:
             raft_address or "-",
             config.dev_mode,
             self._tls is not None,
-            self._plain_allowed,
+            plain_allowed(config, self._tls),
         )
         if config.dev_mode:
             self._use_consensus(LocalConsensus(address=rpc_address, fsm=self._fsm), [])
@@ -271,12 +276,7 @@ class Server:
             formation = self._membership.form_and_keep(
                 self._fsm, self._raft_link, self._use_consensus
             )
-            self._spawn(formation, "cluster-formation")
-
-    @property
-    def _plain_allowed(self) -> bool:
-        """With TLS material no plain connection is served, whatever verify_incoming says."""
-        return self._config.dev_mode and self._tls is None
+            self._background.essential(formation, "cluster-formation")
 
     def _make_dispatcher(self, pool: RpcPool) -> Dispatcher:
         config, policy = self._config, self._policy
@@ -289,53 +289,16 @@ class Server:
             datacenter=config.datacenter,
             endpoints=endpoints,
             is_leader=self.is_leader,
-            leader=self._leader_info,
+            leader=self._leadership.leader,
             router=_CurrentRouter(self),
             pool=pool,
             hold_timeout=self._options.hold_timeout,
             domain=config.domain,
         )
 
-    async def _serve_rpc_port(self, dispatcher: Dispatcher, wan: WanGossip) -> RpcPortServer:
-        """One port: plain type bytes (dev only), else TLS whose ALPN picks the handler."""
-        config, tls = self._config, self._tls
-        handlers = dispatcher.rpc_handlers()
-
-        async def serve(connection: Connection) -> None:
-            await serve_rpc(connection, handlers)
-
-        plain: dict[RpcType, ConnectionHandler] = (
-            {RpcType.CONSUL: serve, RpcType.MULTIPLEX_V2: serve} if self._plain_allowed else {}
-        )
-        alpn: dict[str, ConnectionHandler] = (
-            {Alpn.RPC_MULTI: serve, Alpn.RPC: serve} if tls is not None else {}
-        )
-        if tls is not None and not config.dev_mode:
-            self._raft_link = self._make_raft_link(tls)
-            # pickle: nobody but a server of this datacenter may send it a byte
-            alpn[Alpn.RAFT] = self._policy.guard(
-                self._raft_link.serve, what="raft", datacenter=config.datacenter
-            )
-        if wan.gateway_transport is not None:
-            alpn[Alpn.WAN_GOSSIP_PACKET] = wan.gateway_transport.serve_packets
-            alpn[Alpn.WAN_GOSSIP_STREAM] = wan.gateway_transport.serve_stream
-        return await serve_rpc_port(
-            config.bind_addr,
-            config.ports.server,
-            plain_handlers=plain,
-            alpn_handlers=alpn,
-            ssl_context=tls.server if tls is not None else None,
-            handshake_timeout=config.limits.rpc_handshake_timeout,
-            max_conns_per_client=config.limits.rpc_max_conns_per_client,
-            max_conns=config.limits.rpc_max_conns,
-            idle_timeout=config.limits.rpc_idle_timeout,
-        )
-
     async def wait_failed(self) -> BaseException:
         """Return the error that stopped a background part of the server (formation)."""
-        if self._failed is None:
-            raise RuntimeError("server not started")
-        return await asyncio.shield(self._failed)
+        return await self._background.wait_failed()
 
     async def wait_ready(self) -> None:
         """Until consensus runs (at once in dev; after cluster formation otherwise)."""
@@ -347,10 +310,7 @@ class Server:
         A graceful stop announces the departure, so the other datacenters
         see this server ``left`` rather than ``failed`` (and stop probing it).
         """
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._leader_routines is not None:
@@ -363,61 +323,12 @@ class Server:
             await self._port.close()
         if self._pool is not None:
             await self._pool.close()
-        if self._consensus is not None:
-            await self._consensus.shutdown()
+        if self._leadership.running is not None:
+            await self._leadership.running.shutdown()
         logger.info("server stopped node=%s", self._config.node_name)
 
-    def _track(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` until the server stops; its failure is its own to log."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.append(task)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` until the server stops; its failure stops the server."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.append(task)
-
-        def done(task: asyncio.Task[None]) -> None:
-            if task.cancelled() or task.exception() is None:
-                return
-            error = task.exception()
-            logger.error("server task %s failed: %r; the server must stop", name, error)
-            if self._failed is not None and not self._failed.done() and error is not None:
-                self._failed.set_result(error)
-
-        task.add_done_callback(done)
-
-    def _rpc_dialer(self) -> RpcDialer:
-        if self._tls is None:
-            if self._config.wan_federation:
-                raise ValueError(
-                    "cannot dial via a mesh gateway when outgoing TLS is disabled: "
-                    "WAN federation via mesh gateways needs ca_file, cert_file and key_file"
-                )
-            return PlainDialer()
-        client = self._tls.client(Alpn.RPC_MULTI)
-        direct = AlpnDialer(client, self._config.domain)
-        if self._federation is None:
-            return direct
-        return GatewayDialer(
-            datacenter=self._config.datacenter,
-            domain=self._config.domain,
-            picker=self._federation,
-            direct=direct,
-            context=client,
-        )
-
-    def _make_raft_link(self, tls: ServerTls) -> RaftLink:
-        context = tls.client(Alpn.RAFT)
-        sni = server_sni(self._config.datacenter, self._config.domain)
-
-        async def dial(address: str) -> Connection:
-            return await dial_alpn(address, sni, Alpn.RAFT, context)
-
-        return RaftLink(dial)
-
     def _use_consensus(self, consensus: Consensus, members: list[str]) -> None:
-        self._consensus = consensus
+        self._leadership.running = consensus
         membership = self._require_membership()
         membership.adopt(consensus, members)
         routines = LeaderRoutines(
@@ -462,9 +373,7 @@ class Server:
 
     @property
     def consensus(self) -> Consensus:
-        if self._consensus is None:
-            return FormingConsensus(self._fsm.store)
-        return self._consensus
+        return self._leadership.consensus
 
     @property
     def store(self) -> StateStore:
@@ -475,13 +384,7 @@ class Server:
         return self._router
 
     def last_contact(self) -> float:
-        if self.is_leader():
-            return 0.0
-        leader = self._leader_info()
-        if leader is None or self._directory is None:
-            return 0.0
-        seen = self._directory.last_seen(leader.node)
-        return 0.0 if seen is None else max(time.monotonic() - seen, 0.0)
+        return self._leadership.last_contact()
 
     # --- StatusSource --------------------------------------------------------------
 
@@ -564,20 +467,10 @@ class Server:
         return self._require_directory().me.raft_address
 
     def is_leader(self) -> bool:
-        return self._consensus is not None and self._consensus.is_leader()
-
-    def _leader_info(self) -> ServerInfo | None:
-        consensus = self._consensus
-        if consensus is None or self._directory is None:
-            return None
-        if consensus.is_leader():
-            return self._directory.me
-        leader = consensus.leader_address()
-        return None if leader is None else self._directory.by_raft_address(leader)
+        return self._leadership.is_leader()
 
     def leader_rpc_address(self) -> str | None:
-        leader = self._leader_info()
-        return None if leader is None else leader.rpc_address
+        return self._leadership.leader_rpc_address()
 
     def members(self, *, wan: bool) -> list[Member]:
         directory = self._require_directory()
