@@ -17,7 +17,6 @@ from wanfed_agent.tls import (
     create_ca,
     create_client_cert,
     create_server_cert,
-    server_name,
 )
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -136,10 +135,9 @@ def test_domain_trailing_dot_dropped(ca_pair: PemPair) -> None:
     assert dns[:2] == ["s1.server.dc1.consul", "server.dc1.consul"]
 
 
-def test_server_name_helper() -> None:
-    assert server_name("dc1", "consul", "s1") == "s1.server.dc1.consul"
-    assert server_name("dc1", "consul.", "*") == "server.dc1.consul"
-    assert server_name("dc1", "consul") == "server.dc1.consul"
+def test_a_node_name_that_cannot_stand_in_a_server_name_is_refused(ca_pair: PemPair) -> None:
+    with pytest.raises(ValueError, match="cannot be used in a server name"):
+        create_server_cert(ca_pair, "dc1", "consul", "s 1")
 
 
 @pytest.mark.parametrize(

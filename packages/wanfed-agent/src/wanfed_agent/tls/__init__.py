@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from wanfed_agent._lazy import lazy_exports
 
 from ._errors import TLSMaterialError
-from ._names import client_name, server_name
+from ._names import client_name
 
 if TYPE_CHECKING:
     from ._authority import (
@@ -50,7 +50,6 @@ __all__ = [
     "create_ca",
     "create_client_cert",
     "create_server_cert",
-    "server_name",
 ]
 
 _HOMES = {

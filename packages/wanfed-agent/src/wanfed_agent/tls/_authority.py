@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wanfed_proto import InvalidNameError, server_sni
+
 from ._errors import TLSMaterialError
-from ._names import client_name, server_name
+from ._names import client_name
 
 __all__ = [
     "DEFAULT_CA_DAYS",
@@ -113,11 +115,15 @@ def create_server_cert(
     ``127.0.0.1`` then ``additional_ips``; CN ``server.<dc>.<domain>``.
     """
     _check_dc(dc)
-    dns = [server_name(dc, domain, node)] if node else []
     if node is not None and (not node or "/" in node or "." in node):
         raise ValueError(f"node name {node!r} cannot be used in a server name")
-    dns += [server_name(dc, domain), "localhost", *additional_dns]
-    return _leaf(ca, server_name(dc, domain), dns, additional_ips, days, now)
+    try:
+        dns = [server_sni(dc, domain, node)] if node else []
+        any_server = server_sni(dc, domain)
+    except InvalidNameError as exc:
+        raise ValueError(str(exc)) from None
+    dns += [any_server, "localhost", *additional_dns]
+    return _leaf(ca, any_server, dns, additional_ips, days, now)
 
 
 def create_client_cert(

@@ -21,9 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wanfed_proto import Connection, ConnectionHandler
-
-from ._names import server_name
+from wanfed_proto import Connection, ConnectionHandler, server_sni
 
 __all__ = [
     "REFUSAL_LOG_INTERVAL",
@@ -91,7 +89,9 @@ class ServerCertificatePolicy:
 
     def expected_name(self, datacenter: str | None = None, node: str | None = None) -> str:
         """The certificate name a call needs; ``server.<any dc>`` without a datacenter."""
-        return server_name(datacenter.lower() if datacenter else "<dc>", self._domain, node)
+        if not datacenter:
+            return f"server.<dc>.{self._domain}"
+        return server_sni(datacenter, self._domain, node)
 
     def identity(self, peer_cert: Mapping[str, Any] | None) -> PeerIdentity:
         """What ``peer_cert`` (as :meth:`ssl.SSLSocket.getpeercert` gives it) names."""

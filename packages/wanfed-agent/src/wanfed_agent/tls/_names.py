@@ -1,18 +1,12 @@
-"""Certificate names for servers and clients of one datacenter (reference 2.3)."""
+"""Certificate names for clients of one datacenter (reference 2.3).
+
+A server's names are its SNI names, built by :func:`wanfed_proto.server_sni`
+(one builder for the name a dial asks for and the name a certificate holds).
+"""
 
 from __future__ import annotations
 
-__all__ = ["client_name", "server_name"]
-
-
-def server_name(dc: str, domain: str, node: str | None = None) -> str:
-    """``<node>.server.<dc>.<domain>``, or ``server.<dc>.<domain>`` for "any server".
-
-    An empty node or ``*`` means "any server", which is also the CN of every
-    server certificate.
-    """
-    base = f"server.{dc}.{domain.removesuffix('.')}"
-    return base if node in (None, "", "*") else f"{node}.{base}"
+__all__ = ["client_name"]
 
 
 def client_name(dc: str, domain: str) -> str:
