@@ -406,16 +406,21 @@ class Server:
             until=lambda: not local_targets(),
             what="local servers",
         )
-        if self._federation is not None and not self._federation.is_primary:
+        federation = self._federation
+        if federation is not None and not federation.is_primary:
             primary = self.primary_datacenter
             placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:8302"  # never dialled
-            wan.keep_joining(
+            # Tried when the locator first knows a gateway to the primary (it reads
+            # the store once a leader is known; discovery adds fallback addresses),
+            # not a whole retry interval after a try that had nothing to dial.
+            join = wan.keep_joining(
                 lambda: [placeholder],
                 interval=interval,
                 until=lambda: wan.knows_datacenter(primary),
                 what=f"*.{primary}",
-                wait_for=self._federation.fallback_known,
+                possible=federation.route_to_primary_known,
             )
+            federation.on_route_to_primary(join.nudge)
         elif self._federation is None and config.retry_join_wan:
             wan.keep_joining(
                 lambda: list(config.retry_join_wan),
@@ -875,7 +880,7 @@ class Server:
         if self._gateway_transport is not None:
             self._gateway_transport.retire_datacenter(self.primary_datacenter)
         if self._federation is not None:
-            self._federation.restart_replication_round(f"path to the primary is now {path}")
+            self._federation.primary_path_changed(path)
 
     def _local_path_probe(self) -> PrimaryPingProbe:
         d = self._config.tls.defaults
@@ -905,6 +910,9 @@ class Server:
         if wan is None:
             return datacenter.lower() in self._router.datacenters()
         return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
+
+    def lists_live_server(self, datacenter: str) -> bool:
+        return bool(self._router.servers(datacenter))
 
     def known_datacenters(self) -> list[str]:
         """The datacenters whose federation states pruning keeps: those of the WAN
