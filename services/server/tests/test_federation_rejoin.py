@@ -140,14 +140,14 @@ async def test_a_primary_failed_in_gossip_keeps_the_leader_on_its_working_local_
 
     def connections_through_local_gateway() -> int:
         route = gateway.stats().routes.get("remote:dc1")
-        return 0 if route is None else route.connections
+        return 0 if route is None else int(route.connections)
 
     dialled = connections_through_local_gateway()
 
     def successes() -> int:
         now = status()
         assert now is not None
-        return now.replication.consecutive_successes
+        return int(now.replication.consecutive_successes)
 
     # Rounds end every second (a 1 s long-poll); several more succeed, each
     # asking any primary server through dc2's own gateway.
