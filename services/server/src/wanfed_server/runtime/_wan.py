@@ -11,7 +11,10 @@ server adds the servers it learns about from its own datacenter), and with
 WAN federation via mesh gateways a secondary joins the primary through the
 placeholder ``*.<primary>/192.0.2.2`` — a name the gateway transport turns
 into a TLS connection to any primary server through a gateway; the address is
-never dialled. The primary never joins out.
+never dialled. The primary never joins out. When a join is tried is the
+:class:`JoinSchedule`'s decision: at once, again ``retry_interval_wan`` after
+a failure, and soon after a *nudge* from whoever knows that a join became
+possible (for ``*.<primary>``: the gateway locator has a gateway to dial).
 """
 
 from __future__ import annotations
@@ -214,7 +217,7 @@ class JoinLoop:
                 logger.info("WAN join succeeded via=%s contacted=%d", self._what, joined)
             else:
                 logger.info(
-                    "WAN join via %s not done yet; retrying in %g s or when the path changes",
+                    "WAN join via %s not done yet; retrying in %g s, or sooner when nudged",
                     self._what,
                     interval,
                 )
