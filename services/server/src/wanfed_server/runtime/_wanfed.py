@@ -46,7 +46,7 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
+from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, server_sni
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -188,8 +188,16 @@ class _PrimaryClient:
             allow_stale=True,
         )
         if self._host.lists_live_server(self._primary):
-            with contextlib.suppress(NoPathToDatacenterError):  # forgotten since: no dial
+            try:
                 return await self._host.rpc(method, request, IndexedFederationStates)
+            except NoPathToDatacenterError:
+                pass  # the pool forgot the primary meanwhile: nothing was dialled
+            except RemoteError:
+                # "Remote DC has no server currently reachable" dialled nothing
+                # when the pool's list emptied meanwhile; with live servers still
+                # listed, the answer stands.
+                if self._host.lists_live_server(self._primary):
+                    raise
         # The WAN pool lists no live primary server: none known yet (a restart,
         # its join still pending), or every one failed in gossip (they all
         # restarted). A forwarded call would dial nothing ("Remote DC has no
