@@ -8,6 +8,9 @@ Real servers, real ``MeshGateway`` data planes and real mTLS on loopback
   federation states name its local gateway, so it rejoins the WAN through
   it at once (anti-entropy works again), and it takes the provider's answer
   when one comes, without another restart.
+* Started afresh (no stored state) while its discovery provider answers
+  nothing: once the provider answers, the WAN join runs at once (the new
+  fallback address nudges it), not a whole ``retry_interval_wan`` later.
 * The WAN pool of its leader lists no live primary server (they all failed
   in gossip) while its local path works: replication asks any primary server
   through that path instead of counting a round that dialled nothing, and
@@ -17,9 +20,11 @@ Real servers, real ``MeshGateway`` data planes and real mTLS on loopback
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from wanfed_server.runtime import Server
@@ -111,6 +116,48 @@ async def test_a_secondary_restarted_while_discovery_finds_nothing_rejoins_the_w
         30,
         "the restarted secondary knows the primary's gateway from discovery",
         federation_of_dc2.locator.fallback_addresses,
+    )
+
+
+async def test_a_fresh_secondary_joins_as_soon_as_discovery_answers(
+    make_federation: MakeFederation,
+) -> None:
+    federation = await make_federation({"dc1": 1, "dc2": 1})
+    await federated(federation)
+    dc1, dc2 = federation["dc1"], federation["dc2"]
+    await federation.stop_server("dc2", "s1")
+    federation.listing.write_text("")  # the provider answers nothing for now
+    config = dc2.configs["s1"]
+    assert config.data_dir is not None
+    shutil.rmtree(config.data_dir)  # a fresh server: no stored federation state
+    # Production join pacing: a try that had nothing to dial is not retried for 30 s.
+    dc2.configs["s1"] = msgspec.structs.replace(config, retry_interval_wan=30.0)
+    federation.options = msgspec.structs.replace(federation.options, wan_join_interval=0.0)
+    server = await federation.start_server("dc2", "s1")
+    federation.start_feeder("dc2", server)
+    fed = server.federation
+    assert fed is not None
+    await eventually(
+        lambda: fed.locator.populated,
+        30,
+        "the fresh secondary's locator read its (empty) store",
+        server.federation_status,
+    )
+    assert not fed.route_to_primary_known()
+    federation.publish_primary_gateways()
+    # Discovery asks every second; the join follows its answer at once.
+    await eventually(
+        lambda: "s1.dc1" in wan_alive(server),
+        15,
+        "the fresh secondary joined the primary soon after discovery answered",
+        lambda: (sorted(wan_alive(server)), route_to(server, "dc1")),
+    )
+    await federation.register_gateway("dc2")
+    await eventually(
+        lambda: gateways_in_store(server, "dc1") == [dc1.gateway_address],
+        30,
+        "the fresh secondary replicated the primary's state",
+        lambda: gateways_in_store(server, "dc1"),
     )
 
 
