@@ -223,16 +223,9 @@ async def test_retries_until_found_then_rediscovers_only_when_asked(tmp_path: Pa
         task.cancel()
 
 
-async def test_ready_from_replication_stops_an_empty_discovery(tmp_path: Path) -> None:
-    ready = asyncio.Event()
-    discovery = PrimaryGatewayDiscovery(
-        [f"provider=file path={tmp_path / 'missing.txt'}"], Sink(), interval=10, ready=ready
-    )
-    task = asyncio.create_task(discovery.run())
-    await asyncio.sleep(0)
-    ready.set()
-    await asyncio.wait_for(task, 2)
-    assert not discovery.found.is_set()
+def test_a_non_positive_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="greater than zero seconds, got 0"):
+        PrimaryGatewayDiscovery(["198.18.1.20:8443"], Sink(), interval=0)
 
 
 def test_unknown_provider_fails_at_construction() -> None:

@@ -844,12 +844,25 @@ class Federation:
     ["provider=file path=..."]``: :meth:`publish_primary_gateways` rewrites that
     file, the operator's source of truth (#7339)."""
 
-    def __init__(self, tmp_path: Path, options: ServerOptions) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        options: ServerOptions,
+        *,
+        agent_timings: Mapping[str, str] | None = None,
+    ) -> None:
+        """``agent_timings`` replaces the short agent intervals (``retry_interval_wan``,
+        ``primary_gateways_interval``: 1 s) with the given values, e.g. the defaults."""
         from wanfed_agent.keygen import generate_gossip_key
         from wanfed_agent.tls import create_ca
 
         self.tmp_path = tmp_path
         self.options = options
+        self.agent_timings: dict[str, str] = {
+            "primary_gateways_interval": "1s",
+            "retry_interval_wan": "1s",
+            **(agent_timings or {}),
+        }
         self.ca = create_ca()
         self.gossip_key = generate_gossip_key()  # one WAN pool: every server holds it
         self.dcs: dict[str, FedDatacenter] = {}
@@ -914,8 +927,7 @@ class Federation:
                     "verify_outgoing": True,
                 }
             },
-            "primary_gateways_interval": "1s",
-            "retry_interval_wan": "1s",
+            **self.agent_timings,
         }
         if peers:
             overrides["bootstrap_expect"] = len(peers) + 1
@@ -1024,10 +1036,15 @@ async def make_federation(
         *,
         prune_interval: float = 3600.0,
         replication_wait: float = 1.0,
+        options: ServerOptions | None = None,
+        agent_timings: Mapping[str, str] | None = None,
     ) -> Federation:
+        """``options`` replaces the short server timings (``fed_fast_options``)."""
         federation = Federation(
             tmp_path,
-            fed_fast_options(prune_interval=prune_interval, replication_wait=replication_wait),
+            options
+            or fed_fast_options(prune_interval=prune_interval, replication_wait=replication_wait),
+            agent_timings=agent_timings,
         )
         made.append(federation)
         await federation.start(layout)

@@ -78,6 +78,9 @@ class ParkedHost:
             await asyncio.sleep(0.01)  # stands for ``within`` seconds of waiting in vain
         return self.primary_seen
 
+    def lists_live_server(self, datacenter: str) -> bool:
+        return self.primary_seen
+
     def known_datacenters(self) -> list[str]:
         return ["dc1", "dc2"]
 

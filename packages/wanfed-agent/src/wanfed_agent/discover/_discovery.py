@@ -1,20 +1,26 @@
 """Primary-gateway discovery: turn ``primary_gateways`` into fallback addresses.
 
-A secondary server cannot reach the primary until it knows at least one of
-the primary's gateways. This routine resolves the configured entries every
-``primary_gateways_interval`` until the list is non-empty, hands it to the
-gateway locator through one small interface, and then stops — as Consul does
-— unless the locator later says that the leader is dialling the primary's
-gateways directly and every candidate keeps failing. In that state the
-routine keeps re-running discovery, so replacing every primary gateway and
-updating only the discovery source (a DNS record, a file) heals a running
+A secondary server cannot reach the primary until it knows a gateway to
+dial. This routine resolves the configured entries every
+``primary_gateways_interval`` until the list is non-empty and hands it to the
+gateway locator through one small interface. Unlike Consul, it does not stop
+early when replication (or a restart's stored states) already named the
+primary's gateways: those may be the stale ones of a primary whose gateways
+were all replaced, and a provider that answers nothing *right now* (a DNS
+record not yet published, a file not yet written) must still be heard once
+it answers, without a restart. The WAN join never waits for this routine: it
+starts as soon as the locator knows any gateway to the primary.
+
+Once something was found, the routine watches: while the locator says that
+the leader is dialling the primary's gateways directly and every candidate
+keeps failing, it re-runs discovery every interval, so replacing every
+primary gateway and updating only the discovery source heals a running
 secondary without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
@@ -43,23 +49,22 @@ class PrimaryGatewayDiscovery:
         sink: FallbackSink,
         *,
         interval: float,
-        ready: asyncio.Event | None = None,
         needs_rediscovery: Callable[[], bool] = lambda: False,
         providers: Mapping[str, DiscoveryProvider] | None = None,
     ) -> None:
-        """``ready`` is set when replication learnt the primary's gateways.
-
-        ``needs_rediscovery`` is asked after the first success; while it says
-        True, discovery runs again every interval.
-        """
+        """``needs_rediscovery`` is asked after the first success; while it says
+        True, discovery runs again every interval."""
+        if not interval > 0:
+            raise ValueError(
+                f"discovery interval must be greater than zero seconds, got {interval!r}"
+            )
         self._entries = list(entries)
         self._sink = sink
         self._interval = interval
-        self._ready = ready
         self._needs_rediscovery = needs_rediscovery
         self._providers: dict[str, DiscoveryProvider] = dict(providers or {})
         self.found = asyncio.Event()
-        """Set once the locator holds a non-empty fallback list (the WAN join waits on it)."""
+        """Set once the locator holds a non-empty fallback list."""
         self.attempts = 0
         for entry in self._entries:  # fail at start-up, not at the first attempt
             parsed = parse_provider_entry(entry)
@@ -88,17 +93,6 @@ class PrimaryGatewayDiscovery:
             found.extend(addresses)
         return sorted(set(found))
 
-    async def _wait(self, *, stop_on_ready: bool) -> bool:
-        """Sleep one interval; True when replication made further discovery moot."""
-        if stop_on_ready and self._ready is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._ready.wait()
-                return True
-            return False
-        await asyncio.sleep(self._interval)
-        return False
-
     async def run(self) -> None:
         """Discover until something is found, then watch for the need to rediscover."""
         if not self._entries:
@@ -118,11 +112,9 @@ class PrimaryGatewayDiscovery:
                 self._interval,
                 extra={"entries": self._entries, "attempts": self.attempts},
             )
-            if await self._wait(stop_on_ready=True):
-                log.info("primary gateways learnt from replication; discovery not needed")
-                return
+            await asyncio.sleep(self._interval)
         while True:
-            await self._wait(stop_on_ready=False)
+            await asyncio.sleep(self._interval)
             if not self._needs_rediscovery():
                 continue
             addresses = await self.discover_once()

@@ -512,7 +512,7 @@ class Server:
         if self._wan is not None:
             self._wan.retire_datacenter(self.primary_datacenter)
         if self._federation is not None:
-            self._federation.restart_replication_round(f"path to the primary is now {path}")
+            self._federation.primary_path_changed(path)
 
     def _local_path_probe(self) -> PrimaryPingProbe:
         assert self._tls is not None
@@ -539,6 +539,9 @@ class Server:
         if wan is None:
             return datacenter.lower() in self._router.datacenters()
         return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
+
+    def lists_live_server(self, datacenter: str) -> bool:
+        return bool(self._router.servers(datacenter))
 
     def known_datacenters(self) -> list[str]:
         """The datacenters whose federation states pruning keeps: those of the WAN

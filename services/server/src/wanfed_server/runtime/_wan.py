@@ -11,7 +11,10 @@ server adds the servers it learns about from its own datacenter), and with
 WAN federation via mesh gateways a secondary joins the primary through the
 placeholder ``*.<primary>/192.0.2.2`` — a name the gateway transport turns
 into a TLS connection to any primary server through a gateway; the address is
-never dialled. The primary never joins out.
+never dialled. The primary never joins out. When a join is tried is the
+:class:`JoinSchedule`'s decision: at once, again ``retry_interval_wan`` after
+a failure, and soon after a *nudge* from whoever knows that a join became
+possible (for ``*.<primary>``: the gateway locator has a gateway to dial).
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from wanfed_server.interfaces import Member, MemberStatus
 
 from ._router import RemoteServer
 
-__all__ = ["WAN_JOIN_PLACEHOLDER_ADDRESS", "WanPool", "datacenters_kept", "server_tags"]
+__all__ = [
+    "WAN_JOIN_PLACEHOLDER_ADDRESS",
+    "JoinLoop",
+    "JoinSchedule",
+    "WanPool",
+    "datacenters_kept",
+    "server_tags",
+]
 
 logger = logging.getLogger("wanfed_server.wan")
 
@@ -86,6 +96,131 @@ def datacenters_kept(
     }
     kept.update(name.rsplit(".", 1)[1].lower() for name in failed_names if "." in name)
     return sorted(kept | {local.lower()})
+
+
+NUDGE_SPACING: Final = 1.0
+"""Seconds a nudged WAN join waits after the previous try: the events that nudge
+it (locator refreshes, path changes) may come in bursts; one try per burst."""
+
+
+class JoinSchedule:
+    """When a WAN join is tried next: the decision, with no clock and no I/O.
+
+    A join is due at once when the loop starts, ``interval`` after each try
+    (failed, or done and only re-checked), and again soon after a *nudge* —
+    an event saying that a join that could not work before may work now: the
+    gateway locator read the store, a fallback address became known, the
+    path to the primary changed. The interval stays the pace after a real
+    failure; a nudge never makes tries closer than :data:`NUDGE_SPACING`.
+    Without nudges a join that was impossible at start-up (no gateway known
+    yet) would wait a whole ``retry_interval_wan`` (30 s) for its next try.
+    """
+
+    def __init__(self, interval: float, *, spacing: float = NUDGE_SPACING) -> None:
+        if not interval > 0:
+            raise ValueError(f"join interval must be greater than zero seconds, got {interval!r}")
+        self.interval = interval
+        self._spacing = min(spacing, interval)
+        self._due = float("-inf")
+        self._last_try: float | None = None
+        self._in_flight = False
+        self._nudged_in_flight = False
+
+    def due_in(self, now: float) -> float:
+        """Seconds until the next try (0: now)."""
+        return max(0.0, self._due - now)
+
+    def began(self) -> None:
+        """A join is on its way; a nudge now concerns the path it may not have used."""
+        self._in_flight = True
+        self._nudged_in_flight = False
+
+    def tried(self, now: float) -> None:
+        """A join ended (or was found unnecessary or impossible) at ``now``."""
+        self._last_try = now
+        nudged, self._in_flight, self._nudged_in_flight = self._nudged_in_flight, False, False
+        self._due = now + (self._spacing if nudged else self.interval)
+
+    def nudged(self, now: float) -> None:
+        """Something that may let a join succeed happened at ``now``."""
+        if self._in_flight:
+            self._nudged_in_flight = True
+            return
+        earliest = now if self._last_try is None else self._last_try + self._spacing
+        self._due = min(self._due, max(now, earliest))
+
+
+class JoinLoop:
+    """Carries out a :class:`JoinSchedule`: sleeps, joins, and wakes up when nudged."""
+
+    def __init__(
+        self,
+        pool: WanPool,
+        targets: Callable[[], Sequence[str]],
+        *,
+        schedule: JoinSchedule,
+        until: Callable[[], bool],
+        possible: Callable[[], bool],
+        what: str,
+    ) -> None:
+        self._pool = pool
+        self._targets = targets
+        self._schedule = schedule
+        self._until = until
+        self._possible = possible
+        self._what = what
+        self._nudged = asyncio.Event()
+        self.tries = 0
+        """Joins sent so far (tests wait on it)."""
+
+    def nudge(self, reason: str) -> None:
+        """Ask for a try soon: ``reason`` may have made the join possible."""
+        logger.debug("WAN join via %s nudged: %s", self._what, reason)
+        self._schedule.nudged(asyncio.get_running_loop().time())
+        self._nudged.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Up to ``seconds``; a nudge ends the sleep early (the schedule says when next)."""
+        self._nudged.clear()
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._nudged.wait()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        schedule, interval = self._schedule, self._schedule.interval
+        while True:
+            await self._sleep(schedule.due_in(loop.time()))
+            if schedule.due_in(loop.time()) > 0:
+                continue  # nudged: the schedule decides whether that is already now
+            if self._until():
+                schedule.tried(loop.time())
+                continue
+            if not self._possible():
+                schedule.tried(loop.time())
+                logger.info(
+                    "WAN join via %s waits: no gateway to dial yet; it runs as soon as one is "
+                    "known, else in %g s",
+                    self._what,
+                    interval,
+                )
+                continue
+            self.tries += 1
+            schedule.began()
+            try:
+                joined = await self._pool.join(list(self._targets()))
+            finally:
+                schedule.tried(loop.time())
+            if joined:
+                logger.info("WAN join succeeded via=%s contacted=%d", self._what, joined)
+            else:
+                logger.info(
+                    "WAN join via %s not done yet; retrying in %g s, or sooner when nudged",
+                    self._what,
+                    interval,
+                )
 
 
 LEAVE_WITHIN: Final = 10.0
@@ -152,26 +287,25 @@ class WanPool:
         interval: float,
         until: Callable[[], bool],
         what: str,
-        wait_for: asyncio.Event | None = None,
-    ) -> None:
-        """Retry a join every ``interval`` until ``until()`` holds (then keep checking)."""
+        possible: Callable[[], bool] = lambda: True,
+    ) -> JoinLoop:
+        """Join ``targets`` until ``until()`` holds, then keep checking it every ``interval``.
 
-        async def loop() -> None:
-            if wait_for is not None:
-                await wait_for.wait()
-            while True:
-                if not until():
-                    wanted = list(targets())
-                    joined = await self.join(wanted)
-                    if joined:
-                        logger.info("WAN join succeeded via=%s contacted=%d", what, joined)
-                    else:
-                        logger.info(
-                            "WAN join via %s not done yet; retrying in %g s", what, interval
-                        )
-                await asyncio.sleep(interval)
-
-        self._tasks.append(asyncio.create_task(loop(), name=f"wan-join-{what}"))
+        A join is tried only while ``possible()`` says it could work; the
+        returned loop's :meth:`JoinLoop.nudge` asks for a try now (the caller
+        calls it when something that makes the join possible appeared). A
+        failed join is retried ``interval`` later, or at the next nudge.
+        """
+        join_loop = JoinLoop(
+            self,
+            targets,
+            schedule=JoinSchedule(interval),
+            until=until,
+            possible=possible,
+            what=what,
+        )
+        self._tasks.append(asyncio.create_task(join_loop.run(), name=f"wan-join-{what}"))
+        return join_loop
 
     def has_seen_datacenter(self, datacenter: str) -> bool:
         """A server of ``datacenter`` is in the pool, alive or not (only ``left`` forgets).

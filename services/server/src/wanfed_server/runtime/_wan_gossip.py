@@ -9,8 +9,9 @@ gateway), while this datacenter's own servers are still reached directly.
 Joining: a server flood-joins the servers of its own datacenter that its
 directory knows and the pool does not; a secondary also joins the primary
 through the placeholder ``*.<primary>`` — never dialled itself: the gateway
-transport sends it to a gateway of the primary — once a gateway of the
-primary is known (``fallback_known``).
+transport sends it to a gateway of the primary — as soon as a gateway of the
+primary is known (the locator read one from the store, or discovery found
+one), and again ``retry_interval_wan`` after a failed try.
 """
 
 from __future__ import annotations
@@ -146,13 +147,17 @@ class WanGossip:
         if federation is not None and not federation.is_primary:
             primary = config.primary_datacenter or config.datacenter
             placeholder = f"*.{primary}/{WAN_JOIN_PLACEHOLDER_ADDRESS}:8302"  # never dialled
-            wan.keep_joining(
+            # Tried when the locator first knows a gateway to the primary (it reads
+            # the store once a leader is known; discovery adds fallback addresses),
+            # not a whole retry interval after a try that had nothing to dial.
+            join = wan.keep_joining(
                 lambda: [placeholder],
                 interval=interval,
                 until=lambda: wan.knows_datacenter(primary),
                 what=f"*.{primary}",
-                wait_for=federation.fallback_known,
+                possible=federation.route_to_primary_known,
             )
+            federation.on_route_to_primary(join.nudge)
         elif federation is None and config.retry_join_wan:
             wan.keep_joining(
                 lambda: list(config.retry_join_wan),

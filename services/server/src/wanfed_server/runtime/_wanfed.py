@@ -4,8 +4,9 @@ Runs on every server when ``connect.enable_mesh_gateway_wan_federation`` is on:
 
 * the gateway locator's refresh loop, over this server's own store;
 * in a secondary, primary-gateway discovery (``primary_gateways``) feeding the
-  locator's fallback list, and the WAN join through ``*.<primary>`` once a
-  fallback address is known;
+  locator's fallback list; the WAN join through ``*.<primary>`` runs whenever
+  the locator knows a gateway to the primary (local or fallback), and is
+  nudged by the events that give it one (:meth:`WanFederation.on_route_to_primary`);
 
 and, while this server leads its datacenter (the leadership lifecycle):
 
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import msgspec
@@ -45,7 +46,7 @@ from wanfed_fsm import (
     blocking_query,
 )
 from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
+from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, server_sni
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -117,6 +118,10 @@ class FederationHost(Protocol):
         """Until a server of ``datacenter`` was seen in the WAN pool; False after ``within`` s."""
         ...
 
+    def lists_live_server(self, datacenter: str) -> bool:
+        """The WAN pool lists a live server of ``datacenter``: a forwarded call would dial it."""
+        ...
+
 
 class DatacenterRegistry(Protocol):
     def known_datacenters(self) -> list[str]: ...
@@ -182,17 +187,25 @@ class _PrimaryClient:
             max_query_time=self._wait,
             allow_stale=True,
         )
-        try:
-            return await self._host.rpc(method, request, IndexedFederationStates)
-        except NoPathToDatacenterError:
-            if not federated:
-                raise
-        # The WAN pool knows no primary server yet (a restart, its join still
-        # pending): nothing was dialled, so this says nothing about the path.
-        # Ask any primary server through the gateways instead (SNI
-        # ``server.<primary>.<domain>``): that dial measures the path in use, so
-        # a healthy restart stays on its local gateways and a broken local path
-        # fails promptly, three times, and sends the leader direct.
+        if self._host.lists_live_server(self._primary):
+            try:
+                return await self._host.rpc(method, request, IndexedFederationStates)
+            except NoPathToDatacenterError:
+                pass  # the pool forgot the primary meanwhile: nothing was dialled
+            except RemoteError:
+                # "Remote DC has no server currently reachable" dialled nothing
+                # when the pool's list emptied meanwhile; with live servers still
+                # listed, the answer stands.
+                if self._host.lists_live_server(self._primary):
+                    raise
+        # The WAN pool lists no live primary server: none known yet (a restart,
+        # its join still pending), or every one failed in gossip (they all
+        # restarted). A forwarded call would dial nothing ("Remote DC has no
+        # server currently reachable"), and counting that as a failed round
+        # sent a healthy leader off its working local path. Ask any primary
+        # server through the gateways instead (SNI ``server.<primary>.<domain>``):
+        # that dial measures the path in use, so a healthy path stays in use and
+        # a broken one fails promptly, three times, and sends the leader direct.
         return await self._host.rpc_any_server(
             self._primary, method, request, IndexedFederationStates
         )
@@ -322,11 +335,12 @@ class WanFederation:
         if primary_gateways and not self.is_primary:
             self.discovery = PrimaryGatewayDiscovery(
                 primary_gateways,
-                self.locator_service,
+                self,
                 interval=primary_gateways_interval,
-                ready=self.locator_service.primary_gateways_ready,
                 needs_rediscovery=self._direct_path_failing,
             )
+        self._route_watchers: list[Callable[[str], None]] = []
+        self._route_seen: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._replicator: IndexReplicator[FederationState] | None = None
@@ -345,14 +359,47 @@ class WanFederation:
             and status.replication.consecutive_failures > 0
         )
 
-    @property
-    def fallback_known(self) -> asyncio.Event:
-        """Set once a fallback address of the primary's gateways is known."""
-        if self.discovery is None:
-            event = asyncio.Event()
-            event.set()
-            return event
-        return self.discovery.found
+    # --- the route to the primary, for the WAN join ---------------------------------
+
+    def route_to_primary_known(self) -> bool:
+        """The locator has a gateway to dial for the primary (a local or a primary one)."""
+        return bool(self.locator.list_gateways(self._primary))
+
+    def on_route_to_primary(self, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(reason)`` whenever the gateways to the primary change to a
+        non-empty list: the locator read the store, a fallback address became
+        known, the path changed. The WAN join waits for these, not for a timer."""
+        self._route_watchers.append(watcher)
+
+    def _route_may_have_changed(self, reason: str) -> None:
+        gateways = self.locator.list_gateways(self._primary)
+        if gateways == self._route_seen:
+            return
+        self._route_seen = gateways
+        if gateways:
+            for watcher in self._route_watchers:
+                watcher(reason)
+
+    def refresh_fallback_addresses(
+        self, addresses: Iterable[str], source: str = "configured"
+    ) -> bool:
+        """Discovery's :class:`~wanfed_agent.discover.FallbackSink`: the locator's, and
+        a WAN join that had no gateway to dial may now have one."""
+        changed = self.locator_service.refresh_fallback_addresses(addresses, source)
+        self._route_may_have_changed("a fallback address of the primary's gateways is known")
+        return changed
+
+    def primary_path_changed(self, path: str) -> None:
+        """The locator switched the path to the primary (the server retired its
+        connections on the old one): replication and the WAN join try the new one."""
+        self.restart_replication_round(f"path to the primary is now {path}")
+        self._route_may_have_changed(f"path to the primary is now {path}")
+
+    async def _follow_locator_refreshes(self) -> None:
+        refreshes = self.locator_service.refreshes
+        while True:
+            refreshes = await self.locator_service.wait_refreshed(refreshes)
+            self._route_may_have_changed("the gateway locator read the federation states")
 
     def pick_gateway(self, datacenter: str) -> str:
         return self.locator_service.pick_gateway(datacenter)
@@ -361,6 +408,10 @@ class WanFederation:
 
     def start(self) -> None:
         self.locator_service.start()
+        if not self.is_primary:
+            self._tasks.append(
+                asyncio.create_task(self._follow_locator_refreshes(), name="route-to-primary-watch")
+            )
         if self.discovery is not None:
             self._tasks.append(
                 asyncio.create_task(self.discovery.run(), name="primary-gateway-discovery")
