@@ -21,8 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from wanfed_proto import InvalidNameError, server_sni
-
 from ._errors import TLSMaterialError
 from ._names import client_name
 
@@ -117,6 +115,10 @@ def create_server_cert(
     _check_dc(dc)
     if node is not None and (not node or "/" in node or "." in node):
         raise ValueError(f"node name {node!r} cannot be used in a server name")
+    # Here, not at the top: the tls commands stay free of the asyncio code that
+    # importing wanfed_proto loads (``wanfed tls ca create`` never needs it).
+    from wanfed_proto import InvalidNameError, server_sni
+
     try:
         dns = [server_sni(dc, domain, node)] if node else []
         any_server = server_sni(dc, domain)
