@@ -5,6 +5,17 @@ and the firewall that lets only gateways cross, run processes inside with a
 :class:`Supervisor`, and :func:`teardown` everything.
 """
 
+from ._faults import (
+    NOBODY_MAC,
+    SilentNeighbor,
+    black_hole_ruleset,
+    black_hole_wan,
+    heal_black_hole,
+    remove_datacenter,
+    replace_gateways,
+    silent_neighbors,
+    vanish_hosts,
+)
 from ._federation import (
     GATEWAY_PORT,
     HTTP_PORT,
@@ -16,6 +27,7 @@ from ._federation import (
     start_gateway,
     wanfed_executable,
     write_config,
+    write_gateway_list,
     write_primary_gateways,
 )
 from ._netns import (
@@ -23,17 +35,12 @@ from ._netns import (
     Leftovers,
     NetnsError,
     add_hosts,
+    apply_firewall,
     build,
     check_prerequisites,
-    cut_wan,
-    heal_wan,
     leftovers,
     nft_ruleset,
     reap_stale,
-    remove_datacenter,
-    remove_hosts,
-    replace_gateways,
-    reset_connections,
     teardown,
 )
 from ._plan import (
@@ -47,6 +54,7 @@ from ._plan import (
 )
 from ._probe import (
     TCP_REFUSED,
+    TCP_SILENT,
     http_json,
     run_in,
     start_tcp_listeners,
@@ -59,8 +67,10 @@ from ._processes import Process, Supervisor
 __all__ = [
     "GATEWAY_PORT",
     "HTTP_PORT",
+    "NOBODY_MAC",
     "PREFIX_ENV",
     "TCP_REFUSED",
+    "TCP_SILENT",
     "WAN_GATEWAY",
     "WAN_NETWORK",
     "DatacenterSpec",
@@ -68,15 +78,18 @@ __all__ = [
     "Leftovers",
     "NetnsError",
     "Process",
+    "SilentNeighbor",
     "Supervisor",
     "Topology",
     "add_hosts",
+    "apply_firewall",
+    "black_hole_ruleset",
+    "black_hole_wan",
     "build",
     "check_prerequisites",
-    "cut_wan",
     "default_prefix",
     "gateway_argv",
-    "heal_wan",
+    "heal_black_hole",
     "http_json",
     "leftovers",
     "make_certificates",
@@ -85,19 +98,20 @@ __all__ = [
     "owner_pid",
     "reap_stale",
     "remove_datacenter",
-    "remove_hosts",
     "replace_gateways",
-    "reset_connections",
     "run_in",
     "server_config",
+    "silent_neighbors",
     "start_federation",
     "start_gateway",
     "start_tcp_listeners",
     "tcp_dial",
     "teardown",
+    "vanish_hosts",
     "wait_until",
     "wanfed_cli",
     "wanfed_executable",
     "write_config",
+    "write_gateway_list",
     "write_primary_gateways",
 ]
