@@ -282,6 +282,9 @@ def test_primary_gateways_replaced_under_a_running_secondary(
             )
         except AssertionError:
             print_routes(dc2)
+            # Which side is behind: the primary's own record of its gateways.
+            primary = topology.servers("dc1")[0]
+            print(f"dc1's own federation state lists {stored_gateways(primary, 'dc1')}")
             raise
         scenario.recovered(time.monotonic() - replaced_at)
         assert_not_restarted(supervisor, running)
