@@ -19,6 +19,7 @@ from wanfed_topology import (
     TCP_SILENT,
     DatacenterSpec,
     Host,
+    Process,
     Supervisor,
     Topology,
     black_hole_wan,
@@ -45,6 +46,41 @@ def dial(source: Host, address: str | None) -> str:
 
 def listen(supervisor: Supervisor, hosts: list[Host]) -> None:
     start_tcp_listeners(supervisor, hosts, PORT)
+
+
+_HOLDING_LISTENER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen()
+print("listening", flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+"""
+_HOLDING_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.settimeout(None)
+print("connected", flush=True)
+print("closed" if not c.recv(1) else "data", flush=True)
+"""
+HOLD_PORT = 7001
+
+
+def hold_open(supervisor: Supervisor, source: Host, address: str | None) -> Process:
+    """A connection from ``source`` to a holding listener at ``address``, idle, whose
+    client reports the first thing that arrives: a FIN prints ``closed``, a reset
+    kills it with a traceback. A silent fault leaves it waiting."""
+    assert address is not None
+    name = f"hold-{len(supervisor.processes)}-{source.netns}-{address}"
+    argv = [sys.executable, "-c", _HOLDING_CLIENT, address, str(HOLD_PORT)]
+    client = supervisor.start(name, source, argv)
+    client.wait_for_output("connected")
+    return client
+
+
+def heard_nothing(client: Process) -> bool:
+    return client.alive() and client.log_text().split() == ["connected"]
 
 
 def netns_names() -> set[str]:
@@ -83,6 +119,62 @@ def test_black_hole_silences_gateways_but_keeps_the_fallback_path(tmp_path: Path
         heal_black_hole(topology, "dc2")
         assert all(dial(g, gw1.wan_ip) == "ok" for g in dc2_gateways)
         assert dial(gw1, dc2_gateways[1].wan_ip) == "ok"
+    finally:
+        supervisor.stop_all()
+        teardown(topology)
+
+
+def test_faults_leave_open_connections_hearing_nothing(tmp_path: Path) -> None:
+    """No FIN and no reset reaches the far end of an open connection: not through a
+    black hole when the other end closes, not from a host that vanishes."""
+    topology = Topology(
+        datacenters=[
+            DatacenterSpec(name="dc1"),
+            DatacenterSpec(name="dc2"),
+            DatacenterSpec(name="dc3"),
+        ]
+    )
+    build(topology)
+    supervisor = Supervisor(tmp_path / "logs")
+    try:
+        gw1, gw2, gw3 = (topology.host(dc, "gw1") for dc in ("dc1", "dc2", "dc3"))
+        s1, s2 = topology.host("dc1", "s1"), topology.host("dc2", "s1")
+        listeners = {
+            h.name + h.datacenter: supervisor.start(
+                f"holder-{h.netns}", h, [sys.executable, "-c", _HOLDING_LISTENER, str(HOLD_PORT)]
+            )
+            for h in (gw1, gw2)
+        }
+        for listener in listeners.values():
+            listener.wait_for_output("listening")
+
+        # A black hole: dc1's gateway closes its connections; dc3's hears the FIN
+        # at once, black-holed dc2's hears nothing.
+        holed, control = (
+            hold_open(supervisor, gw2, gw1.wan_ip),
+            hold_open(supervisor, gw3, gw1.wan_ip),
+        )
+        black_hole_wan(topology, "dc2")
+        listeners["gw1dc1"].stop()
+        control.wait_for_output("closed")
+        assert heard_nothing(holed), holed.log_text()
+        heal_black_hole(topology, "dc2")
+
+        # Vanishing: the same over the WAN (gateway to gateway), through the router
+        # (the fallback path) and on the LAN, while dc2's gateway closes normally.
+        listeners["gw1dc1"] = supervisor.start(
+            "holder-again", gw1, [sys.executable, "-c", _HOLDING_LISTENER, str(HOLD_PORT)]
+        )
+        listeners["gw1dc1"].wait_for_output("listening")
+        clients = [
+            hold_open(supervisor, h, a)
+            for h, a in ((gw3, gw1.wan_ip), (s2, gw1.wan_ip), (s1, gw1.lan_ip))
+        ]
+        control = hold_open(supervisor, s2, gw2.lan_ip)
+        topology = replace_gateways(topology, "dc1")
+        listeners["gw1dc2"].stop()
+        control.wait_for_output("closed")
+        assert all(heard_nothing(c) for c in clients), {c.name: c.log_text() for c in clients}
     finally:
         supervisor.stop_all()
         teardown(topology)
