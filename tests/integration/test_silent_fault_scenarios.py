@@ -282,9 +282,11 @@ def test_primary_gateways_replaced_under_a_running_secondary(
             )
         except AssertionError:
             print_routes(dc2)
-            # Which side is behind: the primary's own record of its gateways.
+            # Which side is behind: the primary's own record of its gateways, with
+            # their health (a vanished gateway never deregisters itself).
             primary = topology.servers("dc1")[0]
-            print(f"dc1's own federation state lists {stored_gateways(primary, 'dc1')}")
+            print(f"--- federation states in dc1/{primary.name} ---")
+            print(wanfed_cli(primary, "federation", "states"))
             raise
         scenario.recovered(time.monotonic() - replaced_at)
         assert_not_restarted(supervisor, running)
