@@ -15,7 +15,7 @@ also when a scenario fails.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from wanfed_topology import (
     default_prefix,
     leftovers,
     reap_stale,
+    start_federation,
     teardown,
 )
 
@@ -182,3 +183,30 @@ def two_dc_network(tmp_path: Path) -> Iterator[tuple[Topology, Supervisor]]:
             if text:
                 print(f"--- {name} ---\n{text}")
         teardown(topology)
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Callable[..., tuple[Topology, Supervisor]]]:
+    """``federation(*specs, **start_federation_options)``: build a topology and start its
+    federation; everything is stopped and removed after, and every process's last
+    log lines are printed (the evidence when a scenario fails)."""
+    started: list[tuple[Topology, Supervisor]] = []
+
+    def start(*specs: DatacenterSpec, **options: Any) -> tuple[Topology, Supervisor]:
+        topology = Topology(datacenters=list(specs))
+        build(topology)
+        supervisor = Supervisor(tmp_path / "logs")
+        started.append((topology, supervisor))
+        start_federation(topology, supervisor, tmp_path, **options)
+        return topology, supervisor
+
+    try:
+        yield start
+    finally:
+        for topology, supervisor in started:
+            supervisor.stop_all()
+            for name, text in supervisor.logs():
+                print(f"--- {name} (last lines) ---\n{text[-2500:]}")
+            # Scenarios replace and remove hosts: teardown goes by prefix, so it
+            # removes those too.
+            teardown(topology)

@@ -57,6 +57,10 @@ def test_only_gateways_cross(two_dc_network: tuple[Topology, Supervisor]) -> Non
     }
     elapsed = time.monotonic() - started
     assert all(answer == "ok" for answer in allowed.values()), allowed
+    # The one place a refusal is what is tested: enforcement of "only through
+    # gateways" answers at once, so a test that breaks the rule fails fast. The
+    # faults scenarios inject are silent (wanfed_topology's black_hole_wan and
+    # vanish_hosts), never a reject.
     assert all(answer == TCP_REFUSED for answer in refused.values()), refused
     assert elapsed < 8, "rejections must be immediate, not timeouts"
     print(f"10 paths checked in {elapsed:.2f} s")

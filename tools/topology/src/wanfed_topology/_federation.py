@@ -28,6 +28,7 @@ __all__ = [
     "start_gateway",
     "wanfed_executable",
     "write_config",
+    "write_gateway_list",
     "write_primary_gateways",
 ]
 
@@ -135,14 +136,21 @@ def gateway_argv(
 
 
 def write_primary_gateways(path: Path, topology: Topology) -> Path:
-    """The primary's gateway WAN addresses, one a line: what ``provider=file`` reads.
+    """The primary's gateway WAN addresses, one a line: what ``provider=file`` reads."""
+    primary = topology.gateways(topology.primary_datacenter)
+    return write_gateway_list(path, [f"{g.wan_ip}:{GATEWAY_PORT}" for g in primary])
+
+
+def write_gateway_list(path: Path, addresses: Sequence[str]) -> Path:
+    """``addresses`` one a line, as ``provider=file`` reads them; none at all is a
+    discovery source that answers, but with nothing (an empty DNS record set).
 
     Written to a temporary name and renamed, so a reader never sees half a list.
     """
-    lines = [f"{g.wan_ip}:{GATEWAY_PORT}" for g in topology.gateways(topology.primary_datacenter)]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".new")
-    partial.write_text("# primary datacenter's mesh gateways (WAN)\n" + "\n".join(lines) + "\n")
+    body = "".join(f"{address}\n" for address in addresses)
+    partial.write_text("# primary datacenter's mesh gateways (WAN)\n" + body)
     partial.replace(path)
     return path
 

@@ -12,13 +12,9 @@ Gateways meet each other on the WAN bridge (layer 2, never forwarded), and
 hosts of one datacenter meet on their LAN bridge. Everything else — a server
 reaching another datacenter's server or gateway LAN, a gateway reaching a
 remote LAN — is rejected (TCP reset, ICMP admin-prohibited), so a violation
-fails fast instead of hanging on a timeout.
-
-A test may change a built topology: replace a datacenter's gateways by new
-hosts, remove a datacenter, or cut a datacenter's gateways off the WAN (an
-nftables table in each of those gateways: frames between gateways are bridged,
-never routed, so the router's ``inet`` forward chain does not see them, and
-this kernel has no ``reject`` for the ``bridge`` family).
+fails fast instead of hanging on a timeout. That rejection is enforcement
+answering at once, not a fault: the faults a test injects (``_faults.py``) are
+silent, and addresses of hosts that vanished are dropped, never rejected.
 
 Ownership: a topology whose prefix came from :func:`default_prefix` carries
 the id of the process that built it. A run killed before its teardown leaves
@@ -41,24 +37,19 @@ from typing import Final
 
 import msgspec
 
-from ._plan import OWNED_PREFIX, WAN_GATEWAY, WAN_NETWORK, Host, Topology, owner_pid
+from ._plan import OWNED_PREFIX, WAN_GATEWAY, Host, Topology, owner_pid, wan_port
 
 __all__ = [
     "PREFIX_ENV",
     "Leftovers",
     "NetnsError",
     "add_hosts",
+    "apply_firewall",
     "build",
     "check_prerequisites",
-    "cut_wan",
-    "heal_wan",
     "leftovers",
     "nft_ruleset",
     "reap_stale",
-    "remove_datacenter",
-    "remove_hosts",
-    "replace_gateways",
-    "reset_connections",
     "teardown",
 ]
 
@@ -104,14 +95,20 @@ def nft_ruleset(topology: Topology) -> str:
         "table inet wanfed {",
         "  chain forward {",
         "    type filter hook forward priority filter; policy drop;",
-        "    ct state established,related accept",
     ]
+    if gone := sorted({a for h in topology.vanished for a in (h.lan_ip, h.wan_ip) if a}):
+        # Before the replies rule: a connection that was open to a vanished host
+        # must go as silent as a new one (no reset, no unreachable from the router).
+        lines.append(f"    ip daddr {{ {', '.join(gone)} }} drop")
+    lines.append("    ct state established,related accept")
     if primary_wan:
         targets = ", ".join(primary_wan)
         for dc in topology.datacenters:
             if dc.name != primary and dc.name not in topology.removed:
                 lan = topology.lan_network(dc.name)
                 lines.append(f"    ip saddr {lan} ip daddr {{ {targets} }} accept")
+    # Enforcement, not a fault: a path the rule forbids is refused at once, so a
+    # test that breaks "only through gateways" fails fast (test_enforcement.py).
     lines += [
         "    meta l4proto tcp counter reject with tcp reset",
         "    counter reject with icmpx type admin-prohibited",
@@ -149,17 +146,12 @@ def _add_host(router: str, host: Host) -> None:
     _run(["ip", "-n", host.netns, "addr", "add", f"{host.lan_ip}/24", "dev", "eth0"])
     _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
     if host.wan_ip is not None:
-        _veth(router, _wan_port(host), host, "eth1", "brw")
+        _veth(router, wan_port(host), host, "eth1", "brw")
         _run(["ip", "-n", host.netns, "addr", "add", f"{host.wan_ip}/24", "dev", "eth1"])
         _run(["ip", "-n", host.netns, "link", "set", "eth1", "up"])
         _run(["ip", "-n", host.netns, "route", "add", "default", "via", WAN_GATEWAY])
     else:
         _run(["ip", "-n", host.netns, "route", "add", "default", "via", host.router_lan_ip])
-
-
-def _wan_port(host: Host) -> str:
-    """The router-side end of a gateway's WAN veth: its port on the WAN bridge."""
-    return f"w{host.dc_index}{host.name}"
 
 
 def build(topology: Topology) -> None:
@@ -209,95 +201,6 @@ def add_hosts(topology: Topology, hosts: Iterable[Host]) -> None:
     """Create ``hosts`` (of ``topology``, which is already built) and wire them in."""
     for host in hosts:
         _add_host(topology.router_netns, host)
-
-
-def remove_hosts(hosts: Iterable[Host]) -> None:
-    """Kill whatever runs in ``hosts`` and delete their namespaces (and so their links)."""
-    existing = _netns_names()
-    for host in hosts:
-        if host.netns in existing:
-            _delete_netns(host.netns)
-
-
-def replace_gateways(topology: Topology, datacenter: str) -> Topology:
-    """Remove ``datacenter``'s gateways and create as many new ones (new names and
-    addresses, see :meth:`Topology.replace_gateways`); returns the new topology.
-
-    The firewall follows: a secondary's servers may reach the new primary
-    gateways, and no longer the old addresses.
-    """
-    replaced = topology.replace_gateways(datacenter)
-    remove_hosts(topology.gateways(datacenter))
-    add_hosts(replaced, replaced.gateways(datacenter))
-    apply_firewall(replaced)
-    log.info(
-        "gateways replaced: datacenter=%s old=%s new=%s",
-        datacenter,
-        ",".join(h.name for h in topology.gateways(datacenter)),
-        ",".join(h.name for h in replaced.gateways(datacenter)),
-    )
-    return replaced
-
-
-def remove_datacenter(topology: Topology, datacenter: str) -> Topology:
-    """Kill and delete every host of ``datacenter``; returns the topology without it."""
-    smaller = topology.without(datacenter)
-    remove_hosts(h for h in topology.hosts() if h.datacenter == datacenter)
-    apply_firewall(smaller)
-    log.info("datacenter removed: datacenter=%s", datacenter)
-    return smaller
-
-
-_CUT_TABLE: Final = "wanfed-wan-cut"
-_CUT_RULESET: Final = f"""table inet {_CUT_TABLE} {{
-  chain input {{
-    type filter hook input priority filter; policy accept;
-    iifname "eth1" meta l4proto tcp reject with tcp reset
-    iifname "eth1" reject with icmpx type admin-prohibited
-  }}
-  chain output {{
-    type filter hook output priority filter; policy accept;
-    oifname "eth1" tcp flags & rst == rst accept comment "the input chain's refusals"
-    oifname "eth1" icmp type destination-unreachable accept
-    oifname "eth1" meta l4proto tcp reject with tcp reset
-    oifname "eth1" reject with icmpx type admin-prohibited
-  }}
-}}
-"""
-
-
-def cut_wan(topology: Topology, datacenter: str) -> None:
-    """Cut ``datacenter``'s gateways off the WAN: a rule in each gateway refuses every
-    packet in or out of its WAN link (TCP with a reset, so open connections fail at once).
-
-    The rule sits in the gateways themselves because gateway-to-gateway frames
-    are bridged in the router, where this kernel cannot reject them. A
-    secondary's servers still reach the primary's gateways through the router:
-    that is the fallback path.
-    """
-    gateways = topology.gateways(datacenter)
-    if not gateways:
-        raise NetnsError(f"{datacenter} has no gateways to cut off the WAN")
-    for host in gateways:
-        _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=_CUT_RULESET)
-        # An idle connection (a long-poll) would notice the cut only when it next
-        # sends; abort the ones across the WAN now, as a dead link's would be.
-        reset_connections(host, WAN_NETWORK)
-    log.info("wan cut: datacenter=%s gateways=%d", datacenter, len(gateways))
-
-
-def reset_connections(host: Host, destination: str) -> int:
-    """Abort ``host``'s TCP connections to ``destination`` (an address or network);
-    returns how many. Both ends see the connection fail at once."""
-    out = _run(["ip", "netns", "exec", host.netns, "ss", "-K", "-H", "-tn", "dst", destination])
-    return len([line for line in out.splitlines() if line.strip()])
-
-
-def heal_wan(topology: Topology, datacenter: str) -> None:
-    """Undo :func:`cut_wan`."""
-    for host in topology.gateways(datacenter):
-        _run(["ip", "netns", "exec", host.netns, "nft", "delete", "table", "inet", _CUT_TABLE])
-    log.info("wan healed: datacenter=%s", datacenter)
 
 
 def _netns_pids(name: str) -> list[int]:

@@ -23,6 +23,7 @@ __all__ = [
     "Host",
     "Topology",
     "default_prefix",
+    "wan_port",
 ]
 
 WAN_NETWORK: Final = "198.19.0.0/24"
@@ -30,6 +31,11 @@ WAN_GATEWAY: Final = "198.19.0.1"
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 OWNED_PREFIX: Final = re.compile(r"^wf(?P<pid>[0-9]+)$")
 """Prefixes made by :func:`default_prefix`: ``wf`` and the id of the owning process."""
+
+
+def wan_port(host: Host) -> str:
+    """The router-side end of a gateway's WAN veth: its port on the WAN bridge."""
+    return f"w{host.dc_index}{host.name}"
 
 
 def default_prefix() -> str:
@@ -97,6 +103,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     removed: list[str] = msgspec.field(default_factory=list)
     """Datacenters taken away after the build: no hosts, no firewall rule; the
     others keep their numbers (and so their addresses)."""
+    vanished: list[Host] = msgspec.field(default_factory=list)
+    """Hosts that left without a word (replaced gateways, a removed datacenter's
+    hosts): their addresses are a black hole, never answered, never refused."""
 
     def __post_init__(self) -> None:
         if not self.datacenters or len(self.datacenters) > 9:
@@ -110,6 +119,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"prefix {self.prefix!r} must be 1-12 lowercase letters/digits")
         if unknown := set(self.removed) - set(names):
             raise ValueError(f"removed datacenters {sorted(unknown)} are not among {names}")
+        if reused := _addresses(self.vanished) & _addresses(self.hosts()):
+            raise ValueError(f"addresses {sorted(reused)} belong to a vanished and a current host")
 
     @property
     def primary_datacenter(self) -> str:
@@ -175,7 +186,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             else dc
             for dc in self.datacenters
         ]
-        return msgspec.structs.replace(self, datacenters=specs)
+        vanished = [*self.vanished, *self.gateways(datacenter)]
+        return msgspec.structs.replace(self, datacenters=specs, vanished=vanished)
 
     def without(self, datacenter: str) -> Topology:
         """The same topology after ``datacenter`` is removed entirely (not the primary)."""
@@ -183,7 +195,10 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"{datacenter} is the primary datacenter; it cannot be removed")
         if datacenter not in [dc.name for dc in self.datacenters]:
             raise KeyError(f"no datacenter {datacenter}")
-        return msgspec.structs.replace(self, removed=[*self.removed, datacenter])
+        gone = [h for h in self.hosts() if h.datacenter == datacenter]
+        return msgspec.structs.replace(
+            self, removed=[*self.removed, datacenter], vanished=[*self.vanished, *gone]
+        )
 
     def servers(self, datacenter: str | None = None) -> list[Host]:
         return [
@@ -215,3 +230,7 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     def lan_network(self, datacenter: str) -> str:
         index = next(i for i, dc in enumerate(self.datacenters, 1) if dc.name == datacenter)
         return str(ipaddress.ip_network(f"198.18.{index}.0/24"))
+
+
+def _addresses(hosts: list[Host]) -> set[str]:
+    return {a for h in hosts for a in (h.lan_ip, h.wan_ip) if a is not None}

@@ -20,6 +20,7 @@ from ._processes import Supervisor
 
 __all__ = [
     "TCP_REFUSED",
+    "TCP_SILENT",
     "http_json",
     "run_in",
     "start_tcp_listeners",
@@ -60,6 +61,8 @@ except OSError as exc:
 """
 TCP_REFUSED = "ConnectionRefusedError 111"
 """What :func:`tcp_dial` prints when the firewall rejects the connection."""
+TCP_SILENT = "TimeoutError None"
+"""What :func:`tcp_dial` prints when nothing answers at all (a black hole, a vanished host)."""
 
 
 def run_in(host: Host, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -128,7 +131,8 @@ def start_tcp_listeners(supervisor: Supervisor, hosts: Iterable[Host], port: int
 
 def tcp_dial(source: Host, address: str, port: int) -> str:
     """From ``source``'s namespace: ``ok`` when a listener answered, else the error
-    (e.g. :data:`TCP_REFUSED` for a firewall reject)."""
+    (:data:`TCP_REFUSED` for a firewall reject, :data:`TCP_SILENT` when nothing
+    answered within 3 s)."""
     result = run_in(source, sys.executable, "-c", _TCP_DIAL, address, str(port), timeout=10)
     if result.returncode != 0:
         raise RuntimeError(f"tcp probe in {source.netns} failed: {result.stderr.strip()}")
