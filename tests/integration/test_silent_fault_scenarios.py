@@ -12,7 +12,8 @@ a. dc2's gateways are black-holed on the WAN: dc2's leader goes straight to
 b. every primary gateway is replaced while dc2 keeps running: the old hosts
    vanish, and only the discovery source dc2's servers read is updated; within
    60 s every dc2 server, followers included, answers ``?dc=dc1`` and stores
-   only the new gateways, with no restart;
+   only the new gateways as usable (the old ones, critical, are reaped hours
+   later, as Consul's are), with no restart;
 c. dc2's server restarts while its discovery source answers with nothing;
    when the source answers, dc2 federates without another restart.
 
@@ -63,15 +64,27 @@ TO_PRIMARY = "/v1/catalog/nodes?dc=dc1"
 
 
 def stored_gateways(host: Host, datacenter: str) -> set[str] | str:
-    """WAN addresses of ``datacenter``'s gateways in ``host``'s own store (a stale read:
-    what this server holds, not what its leader holds)."""
+    """WAN addresses of ``datacenter``'s usable gateways in ``host``'s own store (a
+    stale read: what this server holds, not what its leader holds).
+
+    Usable means no critical check, which is what the gateway locator routes
+    through. A gateway that vanished never deregisters itself: its TTL check
+    turns critical within the TTL, and the entry is reaped only after its
+    ``DeregisterCriticalServiceAfter`` (hours, as with Consul, so a gateway that
+    is merely cut off is not forgotten). Until then it is stored, marked
+    critical, and no longer counts here.
+    """
     answer = http_json(host, "/v1/internal/federation-states?stale")
     if answer.get("status") != 200:
         return f"no answer: {answer}"
     states = msgspec.convert(answer["body"], list[FederationState])
     for state in states:
         if state.datacenter == datacenter:
-            return {"{}:{}".format(*gateway_wan_address(g)) for g in state.mesh_gateways}
+            return {
+                "{}:{}".format(*gateway_wan_address(g))
+                for g in state.mesh_gateways
+                if all(check.status != "critical" for check in g.checks)
+            }
     return f"no federation state of {datacenter} among {[s.datacenter for s in states]}"
 
 
