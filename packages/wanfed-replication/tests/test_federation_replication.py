@@ -17,6 +17,7 @@ import pytest
 
 from wanfed_fsm import (
     CheckServiceNode,
+    Command,
     DCSpecificRequest,
     FederationState,
     FederationStateRequest,
@@ -569,6 +570,33 @@ async def test_pruner_deletes_departed_datacenters_only() -> None:
         task.cancel()
     assert [s.datacenter for s in stored(primary)] == ["dc1", "dc3"]
     assert stale_datacenters(stored(primary), set(), "dc1") == ["dc3"]
+
+
+class RefusingConsensus(LocalConsensus):
+    """A store whose writes can be refused, as a server that just lost leadership does."""
+
+    refuse = False
+
+    async def apply(self, command: Command) -> int:
+        if self.refuse:
+            raise RuntimeError("not the leader")
+        return await super().apply(command)
+
+
+async def test_prune_once_returns_what_it_pruned_and_raises_when_a_delete_fails() -> None:
+    primary = RefusingConsensus()
+    for dc in ("dc1", "dc2", "dc3", "dc4"):
+        await upsert(primary, state(dc, 1, 443))
+    pruner = Pruner(primary="dc1", consensus=primary, registry=Registry({"dc3", "dc4"}))
+    assert await pruner.prune_once() == ["dc2"]
+    assert [s.datacenter for s in stored(primary)] == ["dc1", "dc3", "dc4"]
+    assert await pruner.prune_once() == []
+    primary.refuse = True
+    pruner = Pruner(primary="dc1", consensus=primary, registry=Registry(set()))
+    with pytest.raises(RuntimeError, match="not the leader"):
+        await pruner.prune_once()
+    assert pruner.core.next_deadline() is not None  # the next pass is scheduled
+    assert len(stored(primary)) == 3
 
 
 def test_retry_policy_is_shared_with_the_leader_loops() -> None:

@@ -20,7 +20,6 @@ the decisions are the cores'.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
@@ -85,8 +84,6 @@ __all__ = [
     "federation_state_to_sync",
     "stale_datacenters",
 ]
-
-log = logging.getLogger("wanfed.replication")
 
 
 class PrimaryFederationStates(Protocol):
