@@ -177,7 +177,11 @@ class FederationStateApplier(Protocol):
 
 
 class AntiEntropy:
-    """Keeps this datacenter's federation state in the primary equal to its catalog."""
+    """Keeps this datacenter's federation state in the primary equal to its catalog.
+
+    One driver at a time (:meth:`run` or :meth:`sync_once`); after :meth:`run`
+    is cancelled the owner builds a new one, as the server does per term.
+    """
 
     def __init__(
         self,
@@ -253,7 +257,10 @@ class DatacenterRegistry(Protocol):
 
 
 class Pruner:
-    """On the primary's leader: delete federation states of departed datacenters."""
+    """On the primary's leader: delete federation states of departed datacenters.
+
+    One driver at a time (:meth:`run` or :meth:`prune_once`), as :class:`AntiEntropy`.
+    """
 
     def __init__(
         self,

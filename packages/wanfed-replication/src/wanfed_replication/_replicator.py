@@ -151,7 +151,13 @@ class ReplicationFeedback(Protocol):
 
 
 class IndexReplicator(Generic[T]):
-    """Runs rounds of one :class:`ReplicationDelegate` until cancelled."""
+    """Runs rounds of one :class:`ReplicationDelegate` until cancelled.
+
+    One driver at a time (:meth:`run` or :meth:`replicate_once`); a replicator
+    whose :meth:`run` was cancelled is done (its core may be mid-round): the
+    owner builds a new one for the next term, as the server does on every
+    leadership gain.
+    """
 
     def __init__(
         self,
@@ -269,6 +275,8 @@ class IndexReplicator(Generic[T]):
                 self._abandon(action)
 
     async def _fetch_remote(self, action: Fetch) -> None:
+        if self.core.fetching_round != action.round:
+            return  # abandoned before it was dialled
         fetch = asyncio.ensure_future(self.delegate.fetch_remote(action.min_index))
         self._fetch = (action.round, fetch)
         try:
