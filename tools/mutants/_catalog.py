@@ -221,10 +221,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="anti-entropy-debounce-removed",
         behaviour="a flapping gateway check turns into a stream of federation-state writes",
-        file=f"{_REPLICATION}/_federation.py",
-        original=("if self._last_sync is not None and not _restores_a_path(stored, state):"),
+        file=f"{_REPLICATION}/_anti_entropy_core.py",
+        original="if self._last_sync is not None and not restores_a_path(view.stored, state):",
         replacement="if False:",
         tests=(
+            f"{_REPLICATION_TESTS}/test_anti_entropy_core.py"
+            "::test_a_flapping_gateway_costs_at_most_one_write_per_interval",
             f"{_REPLICATION_TESTS}/test_federation_replication.py"
             "::test_anti_entropy_writes_only_on_change_and_debounces",
         ),

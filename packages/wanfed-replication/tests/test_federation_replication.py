@@ -17,6 +17,7 @@ import pytest
 
 from wanfed_fsm import (
     CheckServiceNode,
+    Command,
     DCSpecificRequest,
     FederationState,
     FederationStateRequest,
@@ -151,6 +152,15 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+async def settle_until(predicate: Callable[[], bool]) -> None:
+    """Let the loop run (no time passes) until ``predicate`` holds; fail if it never does."""
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def converge(a: LocalConsensus, b: LocalConsensus) -> None:
     """Wait until ``b`` (being replicated into) holds what ``a`` holds."""
     await wait_for_states(b, lambda states: comparable(states) == comparable(stored(a)))
@@ -201,7 +211,7 @@ async def test_failures_are_reported_and_reset_to_full_sync() -> None:
     delegate = FederationStateReplication(
         datacenter="dc2", primary=source, consensus=secondary, feedback=feedback
     )
-    replicator = IndexReplicator(delegate, policy=FAST)
+    replicator = delegate.replicator(FAST)
     await upsert(primary, state("dc1", 1, 443))
     await replicator.replicate_once()
     assert replicator.last_remote_index > 0
@@ -222,9 +232,11 @@ class CountingPrimary(Primary):
         self.called.set()
         return await super().list_federation_states(min_index)
 
-    async def next_call(self) -> None:
-        self.called.clear()
-        await self.called.wait()
+    async def until_calls(self, count: int) -> None:
+        """Wait until ``count`` calls have been made in all (counting those made already)."""
+        while self.calls < count:
+            self.called.clear()
+            await self.called.wait()
 
 
 async def test_restart_round_abandons_the_long_poll_in_flight_uncounted() -> None:
@@ -239,17 +251,12 @@ async def test_restart_round_abandons_the_long_poll_in_flight_uncounted() -> Non
     )
     replicator = delegate.replicator(FAST)
     assert replicator.restart_round("nothing in flight") is False
-    first_call = asyncio.ensure_future(source.next_call())
     task = asyncio.create_task(replicator.run())
     try:
-        await first_call
         await converge(primary, secondary)
-        await source.next_call()  # the second round: a 300 s long-poll, parked
-        asked = source.calls
-        again = asyncio.ensure_future(source.next_call())
+        await source.until_calls(2)  # the second round: a 300 s long-poll, parked
         assert replicator.restart_round("path to the primary changed") is True
-        await again
-        assert source.calls == asked + 1
+        await source.until_calls(3)
         assert (replicator.failures, replicator.restarts) == (0, 1)
         assert all(result is None for result in feedback.results)
         await upsert(primary, state("dc3", 2, 443))  # the new long-poll answers
@@ -279,19 +286,14 @@ async def test_restart_round_cuts_the_backoff_after_a_failure_short() -> None:
         datacenter="dc2", primary=source, consensus=secondary, feedback=feedback
     )
     replicator = delegate.replicator(LongBackoff(rate=1000.0, burst=100, apply_limit=1e6))
-    first_call = asyncio.ensure_future(source.next_call())
     task = asyncio.create_task(replicator.run())
     try:
-        await first_call
-        for _ in range(100):  # the failure reaches the round's task a few steps later
-            if replicator._backoff is not None:
-                break
-            await asyncio.sleep(0)
+        await source.until_calls(1)
+        await settle_until(lambda: replicator.core.backing_off)
         assert replicator.failures == 1
         source.broken = False  # the new path works
-        again = asyncio.ensure_future(source.next_call())
         assert replicator.restart_round("path to the primary is now primary-gateways") is True
-        await asyncio.wait_for(again, 5)
+        await asyncio.wait_for(source.until_calls(2), 5)
         await converge(primary, secondary)
         assert replicator.restarts == 1
         assert feedback.results[0] == "primary gateway refused the connection"
@@ -454,7 +456,7 @@ async def register_gateway(consensus: LocalConsensus, name: str, status: str) ->
 
 async def test_anti_entropy_writes_only_on_change_and_debounces() -> None:
     primary = LocalConsensus()
-    now = [0.0]
+    now = [0.0]  # the debounce decisions read this clock only; a wait lasts 0.05 s at most
     applier = LocalApplier(primary)
     ae = AntiEntropy(
         datacenter="dc1",
@@ -474,12 +476,12 @@ async def test_anti_entropy_writes_only_on_change_and_debounces() -> None:
     # interval, re-reads, finds the catalog back to what is stored, writes nothing.
     await register_gateway(primary, "gw1", "critical")
     task = asyncio.create_task(ae.sync_once())
-    await asyncio.sleep(0)
+    await settle_until(lambda: ae.core.debouncing)
     await register_gateway(primary, "gw1", "passing")
+    now[0] += 1.0  # the interval is over when the adapter's timer fires
     assert await task is False
     assert ae.syncs == 2
     # A lasting change after the interval is written once.
-    now[0] += 1.0
     await register_gateway(primary, "gw1", "critical")
     assert await ae.sync_once() is True
     assert ae.syncs == 3
@@ -568,6 +570,33 @@ async def test_pruner_deletes_departed_datacenters_only() -> None:
         task.cancel()
     assert [s.datacenter for s in stored(primary)] == ["dc1", "dc3"]
     assert stale_datacenters(stored(primary), set(), "dc1") == ["dc3"]
+
+
+class RefusingConsensus(LocalConsensus):
+    """A store whose writes can be refused, as a server that just lost leadership does."""
+
+    refuse = False
+
+    async def apply(self, command: Command) -> int:
+        if self.refuse:
+            raise RuntimeError("not the leader")
+        return await super().apply(command)
+
+
+async def test_prune_once_returns_what_it_pruned_and_raises_when_a_delete_fails() -> None:
+    primary = RefusingConsensus()
+    for dc in ("dc1", "dc2", "dc3", "dc4"):
+        await upsert(primary, state(dc, 1, 443))
+    pruner = Pruner(primary="dc1", consensus=primary, registry=Registry({"dc3", "dc4"}))
+    assert await pruner.prune_once() == ["dc2"]
+    assert [s.datacenter for s in stored(primary)] == ["dc1", "dc3", "dc4"]
+    assert await pruner.prune_once() == []
+    primary.refuse = True
+    pruner = Pruner(primary="dc1", consensus=primary, registry=Registry(set()))
+    with pytest.raises(RuntimeError, match="not the leader"):
+        await pruner.prune_once()
+    assert pruner.core.next_deadline() is not None  # the next pass is scheduled
+    assert len(stored(primary)) == 3
 
 
 def test_retry_policy_is_shared_with_the_leader_loops() -> None:

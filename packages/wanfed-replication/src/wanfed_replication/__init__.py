@@ -1,16 +1,31 @@
 """wanfed_replication: federation states between the primary and the secondaries.
 
-The generic :class:`IndexReplicator` and its pure :func:`diff_by_key`;
+The decisions are sans-I/O cores fed events and ``now`` that return actions
+and deadlines: :class:`ReplicationCore` (round scheduling, rate limit,
+backoff, diff, paced applies, restarts), :class:`AntiEntropyCore` (debounce,
+what to write) and :class:`PruningCore` (when to prune, which datacenters).
+The asyncio adapters carry their actions out: the generic
+:class:`IndexReplicator` with its pure :func:`diff_by_key`;
 :class:`FederationStateReplication` (secondary leaders pull from the primary
-and report every fetch to a :class:`ReplicationFeedback`); :class:`AntiEntropy`
-(every leader pushes its own gateways to the primary); :class:`Pruner` (the
-primary's leader forgets departed datacenters). Each talks to the server
-through the small Protocols declared here.
+and report every dialled fetch to a :class:`ReplicationFeedback`);
+:class:`AntiEntropy` (every leader pushes its own gateways to the primary);
+:class:`Pruner` (the primary's leader forgets departed datacenters). Each
+talks to the server through the small Protocols declared here.
 """
 
-from ._federation import (
+from ._anti_entropy_core import (
     AE_SYNC_INTERVAL,
-    PRUNE_INTERVAL,
+    AntiEntropyAction,
+    AntiEntropyCore,
+    AntiEntropyEvent,
+    ReadView,
+    StateWritten,
+    SyncFailed,
+    ViewRead,
+    WriteState,
+    federation_state_to_sync,
+)
+from ._federation import (
     AntiEntropy,
     DatacenterRegistry,
     FederationStateApplier,
@@ -18,18 +33,46 @@ from ._federation import (
     LocalGatewayView,
     PrimaryFederationStates,
     Pruner,
-    ReplicationFeedback,
-    federation_state_to_sync,
+)
+from ._pruning_core import (
+    PRUNE_INTERVAL,
+    Inventory,
+    Prune,
+    Pruned,
+    PruneFailed,
+    PruningAction,
+    PruningCore,
+    PruningEvent,
+    TakeInventory,
     stale_datacenters,
 )
-from ._replicator import (
+from ._replication_core import (
     DEFAULT_APPLY_LIMIT,
     MAX_RETRY_WAIT,
+    AbandonFetch,
+    Applied,
+    Delete,
     Diff,
+    Fetch,
+    FetchFailed,
+    FetchNotReady,
+    FetchSucceeded,
+    LocalFailed,
+    LocalRead,
+    ReadLocal,
+    ReplicationAction,
+    ReplicationCore,
+    ReplicationEvent,
+    ReplicationPolicy,
+    ReportOutcome,
+    RestartRequested,
+    Update,
+)
+from ._replicator import (
     IndexReplicator,
     ReplicationDelegate,
+    ReplicationFeedback,
     ReplicationNotReady,
-    ReplicationPolicy,
     ReplicationRoundError,
     RoundRestarted,
     diff_by_key,
@@ -40,21 +83,53 @@ __all__ = [
     "DEFAULT_APPLY_LIMIT",
     "MAX_RETRY_WAIT",
     "PRUNE_INTERVAL",
+    "AbandonFetch",
     "AntiEntropy",
+    "AntiEntropyAction",
+    "AntiEntropyCore",
+    "AntiEntropyEvent",
+    "Applied",
     "DatacenterRegistry",
+    "Delete",
     "Diff",
     "FederationStateApplier",
     "FederationStateReplication",
+    "Fetch",
+    "FetchFailed",
+    "FetchNotReady",
+    "FetchSucceeded",
     "IndexReplicator",
+    "Inventory",
+    "LocalFailed",
     "LocalGatewayView",
+    "LocalRead",
     "PrimaryFederationStates",
+    "Prune",
+    "PruneFailed",
+    "Pruned",
     "Pruner",
+    "PruningAction",
+    "PruningCore",
+    "PruningEvent",
+    "ReadLocal",
+    "ReadView",
+    "ReplicationAction",
+    "ReplicationCore",
     "ReplicationDelegate",
+    "ReplicationEvent",
     "ReplicationFeedback",
     "ReplicationNotReady",
     "ReplicationPolicy",
     "ReplicationRoundError",
+    "ReportOutcome",
+    "RestartRequested",
     "RoundRestarted",
+    "StateWritten",
+    "SyncFailed",
+    "TakeInventory",
+    "Update",
+    "ViewRead",
+    "WriteState",
     "diff_by_key",
     "federation_state_to_sync",
     "stale_datacenters",

@@ -1,29 +1,30 @@
-"""Federation states flowing both ways: replication, anti-entropy and pruning.
+"""Federation states flowing both ways: the asyncio adapters over the cores.
 
-* Replication (secondary leaders): pull every federation state from the
-  primary with the index replicator. Every fetch outcome is reported to a
-  :class:`ReplicationFeedback` — the gateway locator — because the fetch was
-  dialled through the gateway the locator picked: its success or failure is
-  the health signal of the path in use.
-* Anti-entropy (every leader): compare this datacenter's stored record with
-  the mesh gateways in the local catalog; when they differ, write the current
-  list (the primary writes through its own Raft log, a secondary forwards
-  ``FederationState.Apply`` to the primary). The stored copy in a secondary
-  is the one replicated back from the primary, so a secondary keeps trying
-  until its own record has made the round trip. Syncs are debounced, so a
-  flapping gateway check cannot turn into a write storm.
-* Pruning (primary leader): delete the records of datacenters that left the
-  WAN pool.
+* Replication (secondary leaders): :class:`FederationStateReplication` is the
+  I/O of the federation-state table for the index replicator. Every fetch
+  that dialled is reported to a :class:`ReplicationFeedback` — the gateway
+  locator — because it went through the gateway the locator picked: its
+  success or failure is the health signal of the path in use.
+* Anti-entropy (every leader): :class:`AntiEntropy` carries out
+  :class:`AntiEntropyCore`'s reads and writes (the primary writes through its
+  own Raft log, a secondary forwards ``FederationState.Apply`` to the
+  primary). The stored copy in a secondary is the one replicated back from
+  the primary, so a secondary keeps trying until its own record has made the
+  round trip.
+* Pruning (primary leader): :class:`Pruner` carries out
+  :class:`PruningCore`'s inventories and deletes.
+
+Each adapter owns its clock reads and sleeps (through :func:`._driving.drive`);
+the decisions are the cores'.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -35,13 +36,36 @@ from wanfed_fsm import (
     FederationStateWrite,
     IndexedFederationStates,
     RetryPolicy,
-    retry_loop,
 )
 
+from ._anti_entropy_core import (
+    AE_SYNC_INTERVAL,
+    AntiEntropyAction,
+    AntiEntropyCore,
+    AntiEntropyEvent,
+    ReadView,
+    StateWritten,
+    SyncFailed,
+    ViewRead,
+    federation_state_to_sync,
+)
+from ._driving import drive
+from ._pruning_core import (
+    PRUNE_INTERVAL,
+    Inventory,
+    Prune,
+    Pruned,
+    PruneFailed,
+    PruningAction,
+    PruningCore,
+    PruningEvent,
+    TakeInventory,
+    stale_datacenters,
+)
 from ._replicator import (
     Diff,
     IndexReplicator,
-    ReplicationNotReady,
+    ReplicationFeedback,
     ReplicationPolicy,
     diff_by_key,
 )
@@ -60,19 +84,6 @@ __all__ = [
     "federation_state_to_sync",
     "stale_datacenters",
 ]
-
-log = logging.getLogger("wanfed.replication")
-
-AE_SYNC_INTERVAL: Final = 5.0
-PRUNE_INTERVAL: Final = 3600.0
-
-
-class ReplicationFeedback(Protocol):
-    """Told about every remote fetch: the gateway locator implements it."""
-
-    def on_replication_result(
-        self, error: str | None, *, from_replication: bool = True
-    ) -> None: ...
 
 
 class PrimaryFederationStates(Protocol):
@@ -100,14 +111,8 @@ class FederationStateReplication:
         self._feedback = feedback
 
     async def fetch_remote(self, last_remote_index: int) -> tuple[int, Sequence[FederationState]]:
-        try:
-            reply = await self._primary.list_federation_states(last_remote_index)
-        except (asyncio.CancelledError, ReplicationNotReady):
-            raise
-        except Exception as exc:
-            self._feedback.on_replication_result(str(exc) or type(exc).__name__)
-            raise
-        self._feedback.on_replication_result(None)
+        """``FederationState.List``; the replicator reports how it went to the feedback."""
+        reply = await self._primary.list_federation_states(last_remote_index)
         return reply.index, reply.states
 
     async def fetch_local(self) -> Sequence[FederationState]:
@@ -150,52 +155,11 @@ class FederationStateReplication:
     def replicator(
         self, policy: ReplicationPolicy | None = None
     ) -> IndexReplicator[FederationState]:
-        return IndexReplicator(self, policy=policy)
+        """The replicator over this table, reporting every dialled fetch to the feedback."""
+        return IndexReplicator(self, policy=policy, feedback=self._feedback)
 
 
 # --- anti-entropy -----------------------------------------------------------------
-
-
-def federation_state_to_sync(
-    datacenter: str,
-    stored: FederationState | None,
-    gateways: Sequence[CheckServiceNode],
-    now: datetime,
-) -> FederationState | None:
-    """The record to write, or ``None`` when the stored one already says the same.
-
-    Check outputs are left out: a gateway refreshes its TTL check by writing a
-    new output every few seconds, and carrying that text would turn every
-    refresh into a federation-state write replicated to every datacenter.
-    The record says which gateways exist and whether they are healthy.
-    """
-    current = FederationState(
-        datacenter=datacenter, mesh_gateways=[_without_output(g) for g in gateways]
-    )
-    if stored is not None and stored.is_same(current):
-        return None
-    return msgspec.structs.replace(current, updated_at=now)
-
-
-def _without_output(gateway: CheckServiceNode) -> CheckServiceNode:
-    if all(not check.output for check in gateway.checks):
-        return gateway
-    checks = [msgspec.structs.replace(check, output="") for check in gateway.checks]
-    return msgspec.structs.replace(gateway, checks=checks)
-
-
-def _usable(state: FederationState | None) -> bool:
-    return state is not None and any(not g.has_critical_check() for g in state.mesh_gateways)
-
-
-def _restores_a_path(stored: FederationState | None, current: FederationState) -> bool:
-    """The stored record names no gateway other datacenters could use, the new one does.
-
-    Such a write is not debounced: until it lands every other datacenter's path
-    to this one is broken (a bootstrap, every gateway replaced), and it cannot
-    repeat faster than the debounced writes that take the gateways away again.
-    """
-    return not _usable(stored) and _usable(current)
 
 
 class LocalGatewayView(Protocol):
@@ -213,7 +177,11 @@ class FederationStateApplier(Protocol):
 
 
 class AntiEntropy:
-    """Keeps this datacenter's federation state in the primary equal to its catalog."""
+    """Keeps this datacenter's federation state in the primary equal to its catalog.
+
+    One driver at a time (:meth:`run` or :meth:`sync_once`); after :meth:`run`
+    is cancelled the owner builds a new one, as the server does per term.
+    """
 
     def __init__(
         self,
@@ -224,65 +192,62 @@ class AntiEntropy:
         sync_interval: float = AE_SYNC_INTERVAL,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._datacenter = datacenter
         self._view = view
         self._applier = applier
-        self._sync_interval = sync_interval
-        self._policy = policy
         self._clock = clock
-        self._index = 0
-        self._last_sync: float | None = None
-        self.syncs = 0
+        self._wall = wall
+        self.core = AntiEntropyCore(
+            datacenter=datacenter, now=clock(), sync_interval=sync_interval, policy=policy
+        )
+        self._pending: deque[AntiEntropyAction] = deque()
+        self._error: Exception | None = None
+
+    @property
+    def syncs(self) -> int:
+        """Writes that landed."""
+        return self.core.syncs
 
     async def sync_once(self) -> bool:
-        """Wait for a change, then write if needed; True when a write happened."""
-        index, stored, gateways = await self._view.local_federation_view(self._index)
-        state = federation_state_to_sync(self._datacenter, stored, gateways, datetime.now(UTC))
-        if state is None:
-            self._index = index
-            return False
-        if self._last_sync is not None and not _restores_a_path(stored, state):
-            wait = self._last_sync + self._sync_interval - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                # The catalog may have moved while we waited: sync what is current.
-                index, stored, gateways = await self._view.local_federation_view(0)
-                state = federation_state_to_sync(
-                    self._datacenter, stored, gateways, datetime.now(UTC)
-                )
-                if state is None:
-                    self._index = index
-                    return False
-        await self._applier.apply_federation_state(state)
-        self._last_sync = self._clock()
-        self._index = index
-        self.syncs += 1
-        log.info(
-            "federation state anti-entropy synced",
-            extra={"datacenter": self._datacenter, "gateways": len(state.mesh_gateways)},
+        """One check now (past the rate limit): wait for a change, then write if
+        needed, waiting out the debounce; True when a write happened. Raises on failure."""
+        ended = self.core.checks_ended
+        self._error = None
+        self._pending.extend(self.core.start_check(self._clock()))
+        await drive(
+            self.core,
+            self._pending,
+            self._carry_out,
+            clock=self._clock,
+            done=lambda: self.core.checks_ended > ended,
         )
-        return True
-
-    async def _body(self) -> None:
-        await self.sync_once()
+        if self._error is not None:
+            raise self._error
+        return self.core.wrote_last
 
     async def run(self) -> None:
-        """Sync until cancelled (leadership lost)."""
-        await retry_loop("federation state anti-entropy", self._body, policy=self._policy)
+        """Checks until cancelled (leadership lost): rate limited, backing off on errors."""
+        await drive(self.core, self._pending, self._carry_out, clock=self._clock)
+
+    def _feed(self, event: AntiEntropyEvent) -> None:
+        self._pending.extend(self.core.feed(event, self._clock()))
+
+    async def _carry_out(self, action: AntiEntropyAction) -> None:
+        try:
+            if isinstance(action, ReadView):
+                index, stored, gateways = await self._view.local_federation_view(action.min_index)
+                view = ViewRead(index=index, stored=stored, gateways=gateways, wall=self._wall())
+                self._feed(view)
+            else:
+                await self._applier.apply_federation_state(action.state)
+                self._feed(StateWritten())
+        except Exception as exc:
+            self._error = exc
+            self._feed(SyncFailed(error=str(exc) or type(exc).__name__))
 
 
 # --- pruning ------------------------------------------------------------------------
-
-
-def stale_datacenters(
-    states: Sequence[FederationState], known: Collection[str], primary: str
-) -> list[str]:
-    """Datacenters whose record should go: not in the WAN pool, never the primary."""
-    known_lower = {dc.lower() for dc in known} | {primary.lower()}
-    return sorted(
-        state.datacenter for state in states if state.datacenter.lower() not in known_lower
-    )
 
 
 class DatacenterRegistry(Protocol):
@@ -292,7 +257,10 @@ class DatacenterRegistry(Protocol):
 
 
 class Pruner:
-    """On the primary's leader: delete federation states of departed datacenters."""
+    """On the primary's leader: delete federation states of departed datacenters.
+
+    One driver at a time (:meth:`run` or :meth:`prune_once`), as :class:`AntiEntropy`.
+    """
 
     def __init__(
         self,
@@ -301,39 +269,59 @@ class Pruner:
         consensus: Consensus,
         registry: DatacenterRegistry,
         interval: float = PRUNE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._primary = primary
         self._consensus = consensus
         self._registry = registry
-        self._interval = interval
+        self._clock = clock
+        self.core = PruningCore(primary=primary, now=clock(), interval=interval)
+        self._pending: deque[PruningAction] = deque()
+        self._error: Exception | None = None
 
     async def prune_once(self) -> list[str]:
-        with self._consensus.store.read() as txn:
-            states = txn.federation_states()[1]
-        stale = stale_datacenters(states, self._registry.known_datacenters(), self._primary)
-        for datacenter in stale:
-            log.info("pruning stale federation state", extra={"datacenter": datacenter})
-            await self._consensus.apply(
-                FederationStateWrite(
-                    request=FederationStateRequest(
-                        datacenter=self._primary,
-                        op="delete",
-                        state=FederationState(datacenter=datacenter),
-                    )
-                )
-            )
-        return stale
+        """One pass now; the datacenters pruned. Raises when a delete failed."""
+        ended = self.core.passes_ended
+        self._error = None
+        self._pending.extend(self.core.start_pass(self._clock()))
+        await drive(
+            self.core,
+            self._pending,
+            self._carry_out,
+            clock=self._clock,
+            done=lambda: self.core.passes_ended > ended,
+        )
+        if self._error is not None:
+            raise self._error
+        return list(self.core.last_pruned)
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.prune_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "pruning federation states failed; will retry in %.0f s: %s",
-                    self._interval,
-                    exc,
+        """A pass every interval until cancelled; a failed pass is retried an interval later."""
+        await drive(self.core, self._pending, self._carry_out, clock=self._clock)
+
+    def _feed(self, event: PruningEvent) -> None:
+        self._pending.extend(self.core.feed(event, self._clock()))
+
+    async def _carry_out(self, action: PruningAction) -> None:
+        try:
+            if isinstance(action, TakeInventory):
+                with self._consensus.store.read() as txn:
+                    states = txn.federation_states()[1]
+                known = frozenset(self._registry.known_datacenters())
+                self._feed(Inventory(states=states, known=known))
+            else:
+                await self._delete(action)
+                self._feed(Pruned(datacenter=action.datacenter))
+        except Exception as exc:
+            self._error = exc
+            self._feed(PruneFailed(error=str(exc) or type(exc).__name__))
+
+    async def _delete(self, action: Prune) -> None:
+        await self._consensus.apply(
+            FederationStateWrite(
+                request=FederationStateRequest(
+                    datacenter=self.core.primary,
+                    op="delete",
+                    state=FederationState(datacenter=action.datacenter),
                 )
+            )
+        )

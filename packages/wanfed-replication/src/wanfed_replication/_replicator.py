@@ -1,37 +1,49 @@
-"""The generic index replicator: pull a remote table, make the local one equal.
+"""The generic index replicator: the asyncio adapter over :class:`ReplicationCore`.
 
-Theory of operation. A round fetches the remote table with a blocking query
-(``min_index`` = the remote index of the last good round), reads the local
-table, computes a diff and applies deletions before updates. A remote index
-that moved backwards (the remote restored a snapshot, or a new primary
-cluster) forces a full resync. Rounds are rate limited by a token bucket
-(default 1 round/s, bursts of 5); after ``n`` consecutive failed rounds the
-replicator waits ``2**(n-1)`` seconds, capped at 120 s, plus up to 10 %
-jitter, so that a broken primary is not hammered by every secondary at once.
-Applies are paced (default at most 100/s) so that catching up never starves
-the local Raft log. :meth:`IndexReplicator.restart_round` abandons a fetch in
-flight and starts the round again at once, uncounted, or cuts the backoff
-after a failure short: the owner calls it when the path to the remote
-changed, so neither a long-poll sent along the old path (which may be the
-broken one) nor a backoff earned on it holds the round back from the new one.
+The decisions — when a round starts, rate limit, backoff, full resyncs, the
+diff, apply pacing, restarts — are the core's (see :mod:`._replication_core`).
+:class:`IndexReplicator` only carries its actions out through a
+:class:`ReplicationDelegate` (the I/O of one table), tells a
+:class:`ReplicationFeedback` how each dialled fetch went, and re-arms one
+timer from :meth:`ReplicationCore.next_deadline`. It owns the only clock
+reads and sleeps of replication.
 
-:func:`diff_by_key` is the pure two-pointer diff; :class:`IndexReplicator`
-holds the round logic with the I/O behind a :class:`ReplicationDelegate`.
+:func:`diff_by_key` is the pure two-pointer diff delegates use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-import msgspec
-
-from wanfed_fsm import TokenBucket
+from ._driving import drive
+from ._replication_core import (
+    DEFAULT_APPLY_LIMIT,
+    MAX_RETRY_WAIT,
+    AbandonFetch,
+    Applied,
+    Delete,
+    Diff,
+    Fetch,
+    FetchFailed,
+    FetchNotReady,
+    FetchSucceeded,
+    LocalFailed,
+    LocalRead,
+    ReadLocal,
+    ReplicationAction,
+    ReplicationCore,
+    ReplicationEvent,
+    ReplicationPolicy,
+    ReportOutcome,
+    RestartRequested,
+    Update,
+)
 
 __all__ = [
     "DEFAULT_APPLY_LIMIT",
@@ -39,16 +51,15 @@ __all__ = [
     "Diff",
     "IndexReplicator",
     "ReplicationDelegate",
+    "ReplicationFeedback",
     "ReplicationNotReady",
     "ReplicationPolicy",
+    "ReplicationRoundError",
     "RoundRestarted",
     "diff_by_key",
 ]
 
 log = logging.getLogger("wanfed.replication")
-
-MAX_RETRY_WAIT: Final = 120.0
-DEFAULT_APPLY_LIMIT: Final = 100.0
 
 T = TypeVar("T")
 
@@ -62,17 +73,16 @@ class ReplicationNotReady(Exception):
 
 
 class RoundRestarted(Exception):
-    """The owner abandoned the fetch in flight (see :meth:`IndexReplicator.restart_round`).
+    """A round's fetch was abandoned because the path to the remote changed.
 
-    Not a failed round: it neither backs off nor tells the locator anything.
+    Kept for callers that catch it: the replicator now starts the next round
+    itself (see :meth:`IndexReplicator.restart_round`), so rounds no longer
+    raise it.
     """
 
 
-class Diff(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """What a round must change locally: keys to delete, records to write."""
-
-    deletions: list[str]
-    updates: list[T]
+class ReplicationRoundError(Exception):
+    """A round could not fetch the remote table."""
 
 
 def diff_by_key(
@@ -114,32 +124,6 @@ def diff_by_key(
     return Diff(deletions=deletions, updates=updates)
 
 
-class ReplicationPolicy:
-    """Pace of one replicator; defaults as Consul's federation-state replication."""
-
-    def __init__(
-        self,
-        *,
-        rate: float = 1.0,
-        burst: int = 5,
-        apply_limit: float = DEFAULT_APPLY_LIMIT,
-        max_retry_wait: float = MAX_RETRY_WAIT,
-        jitter_fraction: float = 0.1,
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.apply_limit = apply_limit
-        self.max_retry_wait = max_retry_wait
-        self.jitter_fraction = jitter_fraction
-
-    def retry_wait(self, failures: int, rng: random.Random) -> float:
-        """Wait before the round after ``failures`` consecutive failed rounds."""
-        if failures <= 0:
-            return 0.0
-        base = min(self.max_retry_wait, 2.0 ** (failures - 1))
-        return base + rng.uniform(0, base * self.jitter_fraction)
-
-
 class ReplicationDelegate(Protocol[T]):
     """The I/O of one replicated table."""
 
@@ -158,8 +142,22 @@ class ReplicationDelegate(Protocol[T]):
     async def update(self, record: T) -> None: ...
 
 
+class ReplicationFeedback(Protocol):
+    """Told about every remote fetch that dialled: the gateway locator implements it."""
+
+    def on_replication_result(
+        self, error: str | None, *, from_replication: bool = True
+    ) -> None: ...
+
+
 class IndexReplicator(Generic[T]):
-    """Runs rounds of one :class:`ReplicationDelegate` until cancelled."""
+    """Runs rounds of one :class:`ReplicationDelegate` until cancelled.
+
+    One driver at a time (:meth:`run` or :meth:`replicate_once`); a replicator
+    whose :meth:`run` was cancelled is done (its core may be mid-round): the
+    owner builds a new one for the next term, as the server does on every
+    leadership gain.
+    """
 
     def __init__(
         self,
@@ -168,18 +166,41 @@ class IndexReplicator(Generic[T]):
         policy: ReplicationPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        feedback: ReplicationFeedback | None = None,
     ) -> None:
         self.delegate = delegate
         self.policy = policy or ReplicationPolicy()
         self._clock = clock
-        self._rng = rng or random.Random()
-        self.last_remote_index = 0
-        self.failures = 0
-        self.rounds = 0
-        self.restarts = 0
-        self._fetch: asyncio.Future[tuple[int, Sequence[T]]] | None = None
-        self._backoff: asyncio.Event | None = None
-        self._restart_reason = ""
+        self._feedback = feedback
+        self.core: ReplicationCore[T] = ReplicationCore(
+            name=delegate.name, diff=delegate.diff, now=clock(), policy=self.policy, rng=rng
+        )
+        self._pending: deque[ReplicationAction[T]] = deque()
+        self._wake = asyncio.Event()
+        self._fetch: tuple[int, asyncio.Future[tuple[int, Sequence[T]]]] | None = None
+        self._error: BaseException | None = None
+
+    # The counters live in the core; these keep the adapter's old attributes.
+
+    @property
+    def last_remote_index(self) -> int:
+        return self.core.last_remote_index
+
+    @last_remote_index.setter
+    def last_remote_index(self, index: int) -> None:
+        self.core.last_remote_index = index
+
+    @property
+    def failures(self) -> int:
+        return self.core.failures
+
+    @property
+    def rounds(self) -> int:
+        return self.core.rounds
+
+    @property
+    def restarts(self) -> int:
+        return self.core.restarts
 
     def restart_round(self, reason: str) -> bool:
         """Ask again now: abandon the fetch in flight, or end the backoff wait.
@@ -187,135 +208,119 @@ class IndexReplicator(Generic[T]):
         True when there was one or the other. Nothing was applied from an
         abandoned fetch, so the next round asks from the same index; the
         failure count stays, so failing along the new path too backs off on.
+        Safe to call from inside a :class:`ReplicationFeedback` report.
         """
-        fetch = self._fetch
-        if fetch is not None and not fetch.done():
-            self._restart_reason = reason
-            fetch.cancel()
-            return True
-        backoff = self._backoff
-        if backoff is not None and not backoff.is_set():
-            self._restart_reason = reason
-            backoff.set()
-            return True
-        return False
+        before = self.core.restarts
+        for action in self.core.feed(RestartRequested(reason=reason), self._clock()):
+            if isinstance(action, AbandonFetch):
+                self._abandon(action)
+            else:
+                self._pending.append(action)
+        self._wake.set()
+        return self.core.restarts > before
 
     async def replicate_once(self) -> None:
-        """One round; raises on failure (the caller decides how to wait)."""
-        fetch = asyncio.ensure_future(self.delegate.fetch_remote(self.last_remote_index))
-        self._fetch = fetch
-        try:
-            remote_index, remote = await fetch
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if fetch.cancelled() and self._restart_reason and not (task and task.cancelling()):
-                raise RoundRestarted(self._restart_reason) from None
-            raise
-        except ReplicationNotReady:
-            raise
-        except Exception as exc:
-            raise ReplicationRoundError(f"failed to retrieve {self.delegate.name}: {exc}") from exc
-        finally:
-            self._fetch = None
-        local = await self.delegate.fetch_local()
-        last = self.last_remote_index
-        if remote_index < last:
-            log.warning(
-                "remote index moved backwards; doing a full resync",
-                extra={"table": self.delegate.name, "remote_index": remote_index, "last": last},
-            )
-            last = 0
-        diff = self.delegate.diff(local, remote, last)
-        pause = 1.0 / self.policy.apply_limit if self.policy.apply_limit > 0 else 0.0
-        applied = 0
-        for key in diff.deletions:
-            if applied and pause:
-                await asyncio.sleep(pause)
-            await self.delegate.delete(key)
-            applied += 1
-        for record in diff.updates:
-            if applied and pause:
-                await asyncio.sleep(pause)
-            await self.delegate.update(record)
-            applied += 1
-        if applied:
-            log.info(
-                "replicated %s: %d deleted, %d updated",
-                self.delegate.name,
-                len(diff.deletions),
-                len(diff.updates),
-                extra={"table": self.delegate.name, "remote_index": remote_index},
-            )
-        self.last_remote_index = remote_index
+        """One round now, past the rate limit and any backoff; raises on failure.
+
+        A restart asked for meanwhile is carried out: the round that replaces
+        the abandoned one is the one that counts.
+        """
+        ended = self.core.rounds_ended
+        self._error = None
+        self._pending.extend(self.core.start_round(self._clock()))
+        await self._drive(lambda: self.core.rounds_ended > ended)
+        if self._error is not None:
+            raise self._error
 
     async def run(self) -> None:
         """Rounds until cancelled: rate limited, backing off after failures."""
-        bucket = TokenBucket(self.policy.rate, self.policy.burst, self._clock())
-        while True:
-            delay = bucket.reserve(self._clock())
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.rounds += 1
-            self._restart_reason = ""
-            try:
-                await self.replicate_once()
-            except asyncio.CancelledError:
-                raise
-            except RoundRestarted as exc:
-                self.restarts += 1
-                log.info(
-                    "replication round restarted: %s; asking again now",
-                    exc,
-                    extra={"table": self.delegate.name},
-                )
-            except ReplicationNotReady as exc:
-                log.info(
-                    "replication waiting: %s",
-                    exc,
-                    extra={"table": self.delegate.name},
-                )
-            except Exception as exc:
-                self.failures += 1
-                self.last_remote_index = 0
-                if self._restart_reason:
-                    # The fetch failed as the restart was asked for (the failure's
-                    # own feedback changed the path): its backoff is the old path's.
-                    self.restarts += 1
-                    log.warning(
-                        "replication round failed: %s; %s, so asking again now",
-                        exc,
-                        self._restart_reason,
-                        extra={"table": self.delegate.name, "failures": self.failures},
-                    )
-                    continue
-                wait = self.policy.retry_wait(self.failures, self._rng)
-                log.warning(
-                    "replication round failed; retrying in %.1f s: %s",
-                    wait,
-                    exc,
-                    extra={"table": self.delegate.name, "failures": self.failures},
-                )
-                await self._back_off(wait)
-            else:
-                self.failures = 0
+        await self._drive(lambda: False)
 
-    async def _back_off(self, wait: float) -> None:
-        backoff = self._backoff = asyncio.Event()
+    # -- carrying actions out ------------------------------------------------
+
+    async def _drive(self, done: Callable[[], bool]) -> None:
+        await drive(
+            self.core, self._pending, self._carry_out, clock=self._clock, done=done, wake=self._wake
+        )
+
+    def _feed(self, event: ReplicationEvent[T]) -> None:
+        self._pending.extend(self.core.feed(event, self._clock()))
+
+    async def _carry_out(self, action: ReplicationAction[T]) -> None:
+        match action:
+            case Fetch():
+                await self._fetch_remote(action)
+            case ReadLocal():
+                try:
+                    local = await self.delegate.fetch_local()
+                except Exception as exc:
+                    self._error = exc
+                    self._feed(LocalFailed(round=action.round, error=_describe(exc)))
+                else:
+                    self._feed(LocalRead(round=action.round, records=local))
+            case Delete() | Update():
+                try:
+                    if isinstance(action, Delete):
+                        await self.delegate.delete(action.key)
+                    else:
+                        await self.delegate.update(action.record)
+                except Exception as exc:
+                    self._error = exc
+                    self._feed(LocalFailed(round=action.round, error=_describe(exc)))
+                else:
+                    self._feed(Applied(round=action.round))
+            case ReportOutcome():
+                self._report(action.error)
+            case AbandonFetch():
+                self._abandon(action)
+
+    async def _fetch_remote(self, action: Fetch) -> None:
+        if self.core.fetching_round != action.round:
+            return  # abandoned before it was dialled
+        fetch = asyncio.ensure_future(self.delegate.fetch_remote(action.min_index))
+        self._fetch = (action.round, fetch)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await backoff.wait()
+            await asyncio.wait([fetch])
+        except asyncio.CancelledError:
+            fetch.cancel()  # the owner stops us: the fetch goes too
+            raise
         finally:
-            self._backoff = None
-        if backoff.is_set():
-            self.restarts += 1
-            log.info(
-                "replication backoff cut short: %s; asking again now",
-                self._restart_reason,
-                extra={"table": self.delegate.name, "failures": self.failures},
+            self._fetch = None
+        if fetch.cancelled():
+            if self.core.fetching_round == action.round:
+                # Cancelled from inside, not abandoned by a restart: a failed fetch.
+                self._error = ReplicationRoundError(f"fetching {self.delegate.name} was cancelled")
+                self._feed(FetchFailed(round=action.round, error="fetch cancelled"))
+            return
+        exc = fetch.exception()
+        if exc is None:
+            index, records = fetch.result()
+            self._error = None
+            self._feed(FetchSucceeded(round=action.round, index=index, records=records))
+        elif isinstance(exc, ReplicationNotReady):
+            self._error = exc
+            self._feed(FetchNotReady(round=action.round, reason=_describe(exc)))
+        else:
+            error = ReplicationRoundError(f"failed to retrieve {self.delegate.name}: {exc}")
+            error.__cause__ = exc
+            self._error = error
+            self._feed(FetchFailed(round=action.round, error=_describe(exc)))
+
+    def _abandon(self, action: AbandonFetch) -> None:
+        if self._fetch is not None and self._fetch[0] == action.round:
+            self._fetch[1].cancel()
+
+    def _report(self, error: str | None) -> None:
+        if self._feedback is None:
+            return
+        try:
+            self._feedback.on_replication_result(error)
+        except Exception:
+            log.exception(
+                "replication feedback failed; replication carries on",
+                extra={"table": self.delegate.name},
             )
-            self._restart_reason = ""
 
 
-class ReplicationRoundError(Exception):
-    """A round could not fetch the remote table."""
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
