@@ -44,13 +44,11 @@ MUTATIONS: tuple[Mutation, ...] = (
             "certificate) reaches the Raft link, whose decoder is pickle.loads (remote code "
             "execution)"
         ),
-        file=f"{_SERVER}/_server.py",
+        file=f"{_SERVER}/_rpc_port.py",
         original=(
-            "alpn[Alpn.RAFT] = policy.guard(\n"
-            '                self._raft_link.serve, what="raft", datacenter=config.datacenter\n'
-            "            )"
+            'alpn[Alpn.RAFT] = policy.guard(raft.serve, what="raft", datacenter=config.datacenter)'
         ),
-        replacement="alpn[Alpn.RAFT] = self._raft_link.serve",
+        replacement="alpn[Alpn.RAFT] = raft.serve",
         tests=(
             f"{_SERVER_TESTS}/test_runtime_doors.py"
             "::test_the_raft_link_refuses_a_non_server_before_any_byte_is_decoded",
@@ -176,8 +174,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         file=f"{_SERVER}/_server.py",
         original=(
-            "        if self._wan is not None and not self._injected_router:\n"
-            "            return self._wan.known_datacenters()\n"
+            "        if self.wan_pool is not None and not self._injected_router:\n"
+            "            return self.wan_pool.known_datacenters()\n"
             "        return self._router.datacenters()"
         ),
         replacement="        return self._router.datacenters()",
@@ -283,9 +281,9 @@ MUTATIONS: tuple[Mutation, ...] = (
             "a TLS server with verify_incoming off serves plain type-byte RPC: anyone on the "
             "network calls every method without a certificate"
         ),
-        file=f"{_SERVER}/_server.py",
-        original="plain_allowed = config.dev_mode and server_ssl is None",
-        replacement="plain_allowed = config.dev_mode or not config.tls.defaults.verify_incoming",
+        file=f"{_SERVER}/_rpc_port.py",
+        original="return config.dev_mode and tls is None",
+        replacement="return config.dev_mode or not config.tls.defaults.verify_incoming",
         tests=(
             f"{_SERVER_TESTS}/test_runtime_doors.py"
             "::test_plain_rpc_is_refused_by_a_tls_server_even_with_verify_incoming_off",
