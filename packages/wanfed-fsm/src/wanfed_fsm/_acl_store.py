@@ -60,7 +60,7 @@ _NOTHING: Final[ACLChange] = (False, False)
 
 
 def _secret_key(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8")).digest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def _name_key(name: str) -> str:

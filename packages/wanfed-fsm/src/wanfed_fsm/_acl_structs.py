@@ -73,7 +73,9 @@ def policy_name_problem(name: str) -> str:
 
 def secret_matches(stored: str, presented: str) -> bool:
     """Constant-time comparison of two secrets, so timing reveals no prefix of a secret."""
-    return hmac.compare_digest(stored.encode("utf-8"), presented.encode("utf-8"))
+    return hmac.compare_digest(
+        stored.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
+    )
 
 
 class ACLTokenPolicyLink(msgspec.Struct, frozen=True, kw_only=True):
