@@ -1,7 +1,8 @@
 """The state store: catalog and federation-state tables with indexes and watches.
 
-Theory of operation. Four tables (nodes, services, checks, federation
-states) hold frozen records. Every table keeps its own modify index: the raft
+Theory of operation. The tables (nodes, services, checks, federation
+states, and the ACL tables of :mod:`wanfed_fsm._acl_store`: tokens and
+policies) hold frozen records. Every table keeps its own modify index: the raft
 index of the last write that changed it. A read returns ``(index, result)``
 where the index is the highest modify index among the tables the read
 touched, so a blocking query can tell "something I read may have changed"
