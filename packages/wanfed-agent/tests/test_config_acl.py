@@ -151,6 +151,7 @@ def test_secrets_never_appear_in_repr_or_the_load_log(
         assert SECRET not in text
         assert "agent-secret" not in text
     assert "initial_management=<redacted>" in repr(config.acl.tokens)
+    assert SECRET not in repr(list(config.acl.tokens.__rich_repr__()))
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert logged  # the load was logged...
     assert SECRET not in logged  # ...without the secret

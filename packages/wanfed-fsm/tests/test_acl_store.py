@@ -144,6 +144,7 @@ def test_token_repr_hides_the_secret_everywhere_it_is_formatted() -> None:
     ):
         assert "hunter2" not in text
         assert "acc" in text
+    assert "hunter2" not in repr(list(token.__rich_repr__()))
     assert msgspec.json.decode(msgspec.json.encode(token), type=ACLToken) == token
 
 

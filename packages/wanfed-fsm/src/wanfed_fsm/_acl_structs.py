@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -129,6 +129,16 @@ class ACLToken(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
         )
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What pretty-printers (rich) show instead of msgspec's field-by-field default."""
+        return [
+            ("accessor_id", self.accessor_id),
+            ("secret_id", "" if not self.secret_id else "<redacted>"),
+            ("description", self.description),
+            ("policies", self.policies),
+            ("local", self.local),
+        ]
 
     def computed_hash(self) -> bytes:
         """Digest of what the token grants (its policies, locality, description), as Consul's."""

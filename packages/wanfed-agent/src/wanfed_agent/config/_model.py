@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -144,6 +144,11 @@ class ACLTokens(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return f"ACLTokens({shown})"
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What pretty-printers (rich) show instead of msgspec's field-by-field default."""
+        names = ("initial_management", "replication", "agent", "default")
+        return [(n, "<redacted>") for n in names if getattr(self, n) is not None]
 
 
 class ACLConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
