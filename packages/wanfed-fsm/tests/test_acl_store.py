@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from datetime import UTC, datetime
 
@@ -27,10 +28,15 @@ from wanfed_fsm import (
     ACLTokenSet,
     Command,
     Fsm,
+    Node,
+    QueryOptions,
+    ReadTxn,
+    RegisterRequest,
     SnapshotFormatError,
     StateStore,
     StoreContents,
     Table,
+    blocking_query,
     decode_command,
     decode_snapshot,
     encode_command,
@@ -408,3 +414,29 @@ def test_inconsistent_acl_snapshots_are_refused(change: object, message: str) ->
     with pytest.raises(SnapshotFormatError, match=message):
         target.restore(_snapshot_of(broken))
     assert target.contents() == before
+
+
+async def test_a_blocking_token_list_wakes_on_a_policy_rename_not_on_a_catalog_write() -> None:
+    """Token answers show policy names, so a rename must wake a token list."""
+    store = _bootstrapped()
+    store.acl_policy_set(4, [_policy("p", "ops")])
+    store.acl_token_set(5, [_token("a", "s", "p")])
+
+    def tokens(txn: ReadTxn) -> tuple[int, list[ACLToken]]:
+        return txn.acl_tokens()
+
+    query = asyncio.ensure_future(
+        blocking_query(store, QueryOptions(min_query_index=5, max_query_time=600), tokens)
+    )
+    for _ in range(1000):
+        if store.watch_count():
+            break
+        await asyncio.sleep(0)
+    store.ensure_registration(6, RegisterRequest(node=Node(node="n1")))
+    assert store.watch_count(Table.ACL_TOKENS) == 1, "woken by a catalog write"
+    store.acl_policy_set(7, [_policy("p", "operators")])
+    meta, answer = await asyncio.wait_for(query, 30)  # a deadline, not a measurement
+    assert meta.index == 7
+    assert [link.name for t in answer if t.accessor_id == "a" for link in t.policies] == [
+        "operators"
+    ]
