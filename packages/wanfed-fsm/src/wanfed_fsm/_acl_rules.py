@@ -206,7 +206,7 @@ _BLOCK_MARKER: Final = "__is_block__"
 
 def _describe(value: object) -> str:
     if isinstance(value, str):
-        return repr(value)
+        return repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
     if isinstance(value, Mapping):
         return "a block"
     if isinstance(value, list):
