@@ -8,7 +8,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from wanfed_fsm import (
+    ANONYMOUS_TOKEN_ID,
+    MANAGEMENT_POLICY_ID,
     MESH_GATEWAY_KIND,
+    ACLBootstrap,
+    ACLInitialize,
+    ACLPolicy,
+    ACLPolicyDelete,
+    ACLPolicySet,
+    ACLToken,
+    ACLTokenDelete,
+    ACLTokenPolicyLink,
+    ACLTokenSet,
     Barrier,
     CheckServiceNode,
     CheckStatusUpdate,
@@ -89,7 +100,40 @@ def _federation_state(draw: st.DrawFn) -> FederationState:
     )
 
 
+_POLICY_IDS = st.sampled_from(["p1", "p2", "p3", MANAGEMENT_POLICY_ID])
+_ACCESSORS = st.sampled_from(["t1", "t2", "t3", ANONYMOUS_TOKEN_ID])
+_WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+_acl_policy = st.builds(
+    lambda policy_id, name, rules: ACLPolicy(id=policy_id, name=name, rules=rules),
+    _POLICY_IDS,
+    st.sampled_from(["ops", "OPS", "web", "global-management", "bad name"]),
+    st.sampled_from(['operator = "read"', 'service_prefix "" { policy = "write" }', "x = 1"]),
+)
+_acl_token = st.builds(
+    lambda accessor, secret, links: ACLToken(
+        accessor_id=accessor,
+        secret_id=secret,
+        policies=[ACLTokenPolicyLink(id=link) for link in links],
+        create_time=_WHEN,
+    ),
+    _ACCESSORS,
+    st.sampled_from(["s1", "s2", "anonymous", ""]),
+    st.lists(_POLICY_IDS, max_size=2),
+)
+_ACL_COMMANDS: st.SearchStrategy[Command] = st.one_of(
+    st.builds(ACLInitialize, create_time=st.just(_WHEN)),
+    st.builds(ACLBootstrap, token=_acl_token, reset_index=st.sampled_from([0, 0, 1, 5])),
+    st.builds(ACLPolicySet, policies=st.lists(_acl_policy, max_size=2)),
+    st.builds(ACLPolicyDelete, policy_ids=st.lists(_POLICY_IDS, max_size=2)),
+    st.builds(
+        ACLTokenSet, tokens=st.lists(_acl_token, max_size=2), allow_missing_links=st.booleans()
+    ),
+    st.builds(ACLTokenDelete, accessor_ids=st.lists(_ACCESSORS, max_size=2)),
+)
+
 _COMMANDS: st.SearchStrategy[Command] = st.one_of(
+    _ACL_COMMANDS,
     _register(),
     st.builds(
         lambda node, sid, cid: Deregister(
@@ -130,6 +174,11 @@ def _all_queries(txn: ReadTxn) -> list[object]:
         results += [txn.node(node), txn.node_checks(node)]
     for dc in ["dc1", "dc2", "dc3"]:
         results.append(txn.federation_state(dc))
+    results += [txn.acl_tokens(), txn.acl_policies(), txn.acl_bootstrap_allowed()]
+    for secret in ["s1", "s2", "anonymous"]:
+        results.append(txn.acl_token_by_secret(secret))
+    for name in ["ops", "Web"]:
+        results.append(txn.acl_policy_by_name(name))
     return results
 
 

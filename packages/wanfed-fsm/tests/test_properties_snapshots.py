@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 
 from wanfed_fsm import (
     SNAPSHOT_VERSION,
+    ACLPolicy,
+    ACLToken,
+    ACLTokenPolicyLink,
     CheckServiceNode,
     CommandDecodeError,
     FederationState,
@@ -56,6 +59,11 @@ def _populated() -> StateStore:
             datacenter="dc2", mesh_gateways=[gateway], updated_at=datetime(2026, 1, 1, tzinfo=UTC)
         ),
     )
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    store.acl_bootstrap(5, ACLToken(accessor_id="root", secret_id="root-secret", create_time=when))
+    store.acl_policy_set(6, [ACLPolicy(id="p", name="ops", rules='operator = "read"')])
+    link = ACLTokenPolicyLink(id="p")
+    store.acl_token_set(7, [ACLToken(accessor_id="t", secret_id="t-secret", policies=[link])])
     return store
 
 

@@ -1,6 +1,7 @@
 """wanfed_fsm: the state layer of a wanfed server.
 
-Domain structs (catalog and federation states), the state store with
+Domain structs (catalog, federation states, ACL tokens and policies), the
+ACL rules language and :class:`Authorizer`, the state store with
 per-table indexes and watches, FSM commands, versioned snapshots, the
 :class:`Consensus` interface with its Raft implementation
 (:class:`RaftConsensus`, on pysyncobj, optionally over :class:`RaftLink`, the
@@ -8,6 +9,28 @@ server's mutual-TLS RPC port) and its in-memory one for ``-dev``
 (:class:`LocalConsensus`), and the blocking-query helper.
 """
 
+from ._acl_authorizer import Authorizer, DefaultPolicy
+from ._acl_errors import (
+    ACLBootstrapNotAllowedError,
+    ACLBootstrapResetIndexError,
+    ACLError,
+    ACLRulesError,
+)
+from ._acl_rules import MAX_RULES_BYTES, Access, PolicyRules, Resource, SegmentRule, parse_rules
+from ._acl_structs import (
+    ANONYMOUS_SECRET_ID,
+    ANONYMOUS_TOKEN_ID,
+    MANAGEMENT_POLICY_ID,
+    MANAGEMENT_POLICY_NAME,
+    MANAGEMENT_POLICY_RULES,
+    ACLPolicy,
+    ACLToken,
+    ACLTokenPolicyLink,
+    anonymous_token,
+    management_policy,
+    policy_name_problem,
+    secret_matches,
+)
 from ._blocking import (
     DEFAULT_QUERY_WAIT,
     MAX_QUERY_WAIT,
@@ -31,6 +54,12 @@ from ._errors import (
     SnapshotFormatError,
 )
 from ._fsm import (
+    ACLBootstrap,
+    ACLInitialize,
+    ACLPolicyDelete,
+    ACLPolicySet,
+    ACLTokenDelete,
+    ACLTokenSet,
     ApplyResult,
     Barrier,
     CheckStatusUpdate,
@@ -94,15 +123,36 @@ from ._structs import (
 )
 
 __all__ = [
+    "ANONYMOUS_SECRET_ID",
+    "ANONYMOUS_TOKEN_ID",
     "DEFAULT_QUERY_WAIT",
     "HEALTH_STATUSES",
     "LEADER_LOOP_BACKOFF_CAP",
+    "MANAGEMENT_POLICY_ID",
+    "MANAGEMENT_POLICY_NAME",
+    "MANAGEMENT_POLICY_RULES",
     "MAX_QUERY_WAIT",
+    "MAX_RULES_BYTES",
     "MESH_GATEWAY_KIND",
     "SNAPSHOT_VERSION",
     "WAN_FEDERATION_META_KEY",
     "ZERO_TIME",
+    "ACLBootstrap",
+    "ACLBootstrapNotAllowedError",
+    "ACLBootstrapResetIndexError",
+    "ACLError",
+    "ACLInitialize",
+    "ACLPolicy",
+    "ACLPolicyDelete",
+    "ACLPolicySet",
+    "ACLRulesError",
+    "ACLToken",
+    "ACLTokenDelete",
+    "ACLTokenPolicyLink",
+    "ACLTokenSet",
+    "Access",
     "ApplyResult",
+    "Authorizer",
     "Barrier",
     "CatalogError",
     "CheckServiceNode",
@@ -114,6 +164,7 @@ __all__ = [
     "ConsensusError",
     "DCSpecificRequest",
     "DatacenterIndexedCheckServiceNodes",
+    "DefaultPolicy",
     "Deregister",
     "DeregisterRequest",
     "FederationState",
@@ -141,6 +192,7 @@ __all__ = [
     "NotLeaderError",
     "NotReadyError",
     "OutcomeUnknownError",
+    "PolicyRules",
     "QueryLeadership",
     "QueryMeta",
     "QueryOptions",
@@ -152,7 +204,9 @@ __all__ = [
     "ReadTxn",
     "Register",
     "RegisterRequest",
+    "Resource",
     "RetryPolicy",
+    "SegmentRule",
     "Service",
     "ServiceAddress",
     "ServiceKind",
@@ -165,6 +219,7 @@ __all__ = [
     "TokenBucket",
     "Watch",
     "WatchCallback",
+    "anonymous_token",
     "blocking_query",
     "decode_command",
     "decode_snapshot",
@@ -173,7 +228,11 @@ __all__ = [
     "gateway_lan_address",
     "gateway_wan_address",
     "is_wan_federation_gateway",
+    "management_policy",
+    "parse_rules",
+    "policy_name_problem",
     "query_wait",
     "raft_password",
     "retry_loop",
+    "secret_matches",
 ]

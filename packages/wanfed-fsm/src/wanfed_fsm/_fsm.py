@@ -14,9 +14,11 @@ exception from the state machine.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import msgspec
 
+from ._acl_structs import ACLPolicy, ACLToken
 from ._errors import CommandDecodeError, FsmError, InvalidOperationError
 from ._store import StateStore
 from ._structs import (
@@ -29,6 +31,12 @@ from ._structs import (
 )
 
 __all__ = [
+    "ACLBootstrap",
+    "ACLInitialize",
+    "ACLPolicyDelete",
+    "ACLPolicySet",
+    "ACLTokenDelete",
+    "ACLTokenSet",
     "ApplyResult",
     "Barrier",
     "CheckStatusUpdate",
@@ -77,6 +85,44 @@ class Barrier(msgspec.Struct, frozen=True, kw_only=True, tag="barrier"):
     """Changes nothing; committing it proves leadership and that all before it is applied."""
 
 
+class ACLTokenSet(msgspec.Struct, frozen=True, kw_only=True, tag="acl-token-set"):
+    """Upsert one or more tokens in one transaction (replication sends many).
+
+    The endpoint fills AccessorID, SecretID and CreateTime before the command
+    enters the log, so every server stores the same token.
+    """
+
+    tokens: list[ACLToken]
+    allow_missing_links: bool = False
+
+
+class ACLTokenDelete(msgspec.Struct, frozen=True, kw_only=True, tag="acl-token-delete"):
+    accessor_ids: list[str]
+
+
+class ACLPolicySet(msgspec.Struct, frozen=True, kw_only=True, tag="acl-policy-set"):
+    policies: list[ACLPolicy]
+
+
+class ACLPolicyDelete(msgspec.Struct, frozen=True, kw_only=True, tag="acl-policy-delete"):
+    policy_ids: list[str]
+
+
+class ACLInitialize(msgspec.Struct, frozen=True, kw_only=True, tag="acl-initialize"):
+    """Create the built-in policy and anonymous token if missing (a new leader's first
+    ACL write); ``create_time`` is the anonymous token's, chosen by the leader."""
+
+    create_time: datetime
+
+
+class ACLBootstrap(msgspec.Struct, frozen=True, kw_only=True, tag="acl-bootstrap"):
+    """The first management token; ``reset_index`` allows one more bootstrap when it
+    equals the index of the last one."""
+
+    token: ACLToken
+    reset_index: int = 0
+
+
 Command = (
     Register
     | Deregister
@@ -84,6 +130,12 @@ Command = (
     | FederationStateWrite
     | FederationStateBatch
     | Barrier
+    | ACLTokenSet
+    | ACLTokenDelete
+    | ACLPolicySet
+    | ACLPolicyDelete
+    | ACLInitialize
+    | ACLBootstrap
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -161,6 +213,18 @@ class Fsm:
                     raise InvalidOperationError(op)
             case Barrier():
                 pass
+            case ACLTokenSet(tokens=tokens, allow_missing_links=allow_missing):
+                store.acl_token_set(index, tokens, allow_missing_links=allow_missing)
+            case ACLTokenDelete(accessor_ids=accessor_ids):
+                store.acl_token_delete(index, accessor_ids)
+            case ACLPolicySet(policies=policies):
+                store.acl_policy_set(index, policies)
+            case ACLPolicyDelete(policy_ids=policy_ids):
+                store.acl_policy_delete(index, policy_ids)
+            case ACLInitialize(create_time=create_time):
+                store.acl_initialize(index, create_time)
+            case ACLBootstrap(token=token, reset_index=reset_index):
+                store.acl_bootstrap(index, token, reset_index)
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()

@@ -1,7 +1,8 @@
 """The state store: catalog and federation-state tables with indexes and watches.
 
-Theory of operation. Four tables (nodes, services, checks, federation
-states) hold frozen records. Every table keeps its own modify index: the raft
+Theory of operation. The tables (nodes, services, checks, federation
+states, and the ACL tables of :mod:`wanfed_fsm._acl_store`: tokens and
+policies) hold frozen records. Every table keeps its own modify index: the raft
 index of the last write that changed it. A read returns ``(index, result)``
 where the index is the highest modify index among the tables the read
 touched, so a blocking query can tell "something I read may have changed"
@@ -35,10 +36,13 @@ import enum
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Final
 
 import msgspec
 
+from ._acl_store import ACLChange, ACLTables, acl_inconsistency
+from ._acl_structs import ACLPolicy, ACLToken
 from ._errors import CatalogError, MissingDatacenterError, SnapshotFormatError
 from ._structs import (
     CheckServiceNode,
@@ -69,6 +73,8 @@ class Table(enum.StrEnum):
     SERVICES = "services"
     CHECKS = "checks"
     FEDERATION_STATES = "federation-states"
+    ACL_TOKENS = "acl-tokens"
+    ACL_POLICIES = "acl-policies"
 
 
 WatchCallback = Callable[[bool], None]
@@ -102,6 +108,10 @@ class StoreContents(msgspec.Struct, frozen=True, kw_only=True):
     services: list[tuple[str, Service]]
     checks: list[HealthCheck]
     federation_states: list[FederationState]
+    acl_tokens: list[ACLToken] = msgspec.field(default_factory=list)
+    acl_policies: list[ACLPolicy] = msgspec.field(default_factory=list)
+    acl_bootstrap_index: int = 0
+    """Raft index of the last ACL bootstrap; 0 while bootstrap is allowed."""
 
 
 SNAPSHOT_VERSION: Final = 1
@@ -138,6 +148,7 @@ class StateStore:
         self._services: dict[str, dict[str, Service]] = {}
         self._checks: dict[str, dict[str, HealthCheck]] = {}
         self._federation_states: dict[str, FederationState] = {}
+        self._acl = ACLTables()
         self._indexes: dict[Table, int] = dict.fromkeys(Table, 0)
         self._watches: dict[Table, set[Watch]] = {table: set() for table in Table}
         self._all_watches: set[Watch] = set()
@@ -174,6 +185,9 @@ class StateStore:
                 federation_states=[
                     self._federation_states[k] for k in sorted(self._federation_states)
                 ],
+                acl_tokens=[self._acl.tokens[k] for k in sorted(self._acl.tokens)],
+                acl_policies=[self._acl.policies[k] for k in sorted(self._acl.policies)],
+                acl_bootstrap_index=self._acl.bootstrap_index,
             )
 
     # --- catalog writes --------------------------------------------------------
@@ -344,6 +358,51 @@ class StateStore:
             fire = self._commit(index, changed)
         self._fire(fire, abandoned=False)
 
+    # --- ACL writes ----------------------------------------------------------------
+    # Each is one transaction: every record is checked before any is stored, and a
+    # refused write (an ACLError) changes nothing and moves no index.
+
+    def acl_token_set(
+        self, index: int, tokens: Iterable[ACLToken], *, allow_missing_links: bool = False
+    ) -> None:
+        """Upsert tokens. ``allow_missing_links`` is for replication, whose tokens may
+        name policies not replicated yet."""
+        with self._lock:
+            change = self._acl.set_tokens(index, tokens, allow_missing_links=allow_missing_links)
+            fire = self._commit(index, _acl_tables(change))
+        self._fire(fire, abandoned=False)
+
+    def acl_token_delete(self, index: int, accessor_ids: Iterable[str]) -> None:
+        """Delete tokens; unknown ones are a no-op, the anonymous token is refused."""
+        with self._lock:
+            fire = self._commit(index, _acl_tables(self._acl.delete_tokens(accessor_ids)))
+        self._fire(fire, abandoned=False)
+
+    def acl_policy_set(self, index: int, policies: Iterable[ACLPolicy]) -> None:
+        """Upsert policies: names unique regardless of case, rules must parse."""
+        with self._lock:
+            fire = self._commit(index, _acl_tables(self._acl.set_policies(index, policies)))
+        self._fire(fire, abandoned=False)
+
+    def acl_policy_delete(self, index: int, policy_ids: Iterable[str]) -> None:
+        """Delete policies; tokens keep their links, which reads then leave out."""
+        with self._lock:
+            fire = self._commit(index, _acl_tables(self._acl.delete_policies(policy_ids)))
+        self._fire(fire, abandoned=False)
+
+    def acl_initialize(self, index: int, create_time: datetime) -> None:
+        """Create the global-management policy and the anonymous token if missing."""
+        with self._lock:
+            fire = self._commit(index, _acl_tables(self._acl.initialize(index, create_time)))
+        self._fire(fire, abandoned=False)
+
+    def acl_bootstrap(self, index: int, token: ACLToken, reset_index: int = 0) -> None:
+        """Store the first management token; see :mod:`wanfed_fsm._acl_store` for the
+        reset-index rule."""
+        with self._lock:
+            fire = self._commit(index, _acl_tables(self._acl.bootstrap(index, token, reset_index)))
+        self._fire(fire, abandoned=False)
+
     # --- snapshots -------------------------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -369,11 +428,15 @@ class StateStore:
             checks.setdefault(_key(check.node), {})[check.check_id] = check
         states = {_key(state.datacenter): state for state in contents.federation_states}
         indexes = {table: contents.indexes.get(table.value, 0) for table in Table}
+        acl = ACLTables.build(
+            contents.acl_tokens, contents.acl_policies, contents.acl_bootstrap_index
+        )
         with self._lock:
             self._nodes = nodes
             self._services = services
             self._checks = checks
             self._federation_states = states
+            self._acl = acl
             self._indexes = indexes
             self._health_answers.clear()
             fire = list(self._all_watches)
@@ -427,6 +490,11 @@ class StateStore:
         up here, and so does a blocking query that is parked, waiting for a write."""
         with self._lock:
             return len(self._all_watches if table is None else self._watches[table])
+
+
+def _acl_tables(change: ACLChange) -> set[Table]:
+    tokens, policies = change
+    return {t for t, moved in ((Table.ACL_TOKENS, tokens), (Table.ACL_POLICIES, policies)) if moved}
 
 
 def decode_snapshot(data: bytes) -> StoreContents:
@@ -495,7 +563,9 @@ def _inconsistency(contents: StoreContents) -> str:
     datacenters = [_key(state.datacenter) for state in contents.federation_states]
     if len(set(datacenters)) != len(datacenters):
         return "a datacenter has two federation states"
-    return ""
+    return acl_inconsistency(
+        contents.acl_tokens, contents.acl_policies, contents.acl_bootstrap_index
+    )
 
 
 class ReadTxn:
@@ -627,3 +697,49 @@ class ReadTxn:
         """
         index, states = self.federation_states()
         return index, {s.datacenter: list(s.mesh_gateways) for s in states if s.mesh_gateways}
+
+    # --- ACLs ----------------------------------------------------------------------
+    # Token reads also depend on the policies table: the names in a token's links are
+    # the policies' current names.
+
+    def acl_token(self, accessor_id: str) -> tuple[int, ACLToken | None]:
+        acl = self._store._acl
+        token = acl.tokens.get(accessor_id)
+        index = self._index(Table.ACL_TOKENS, Table.ACL_POLICIES)
+        return index, None if token is None else acl.resolved(token)
+
+    def acl_token_by_secret(self, secret: str) -> tuple[int, ACLToken | None]:
+        """The token whose SecretID is ``secret`` (compared in constant time), or None."""
+        acl = self._store._acl
+        token = acl.token_by_secret(secret)
+        index = self._index(Table.ACL_TOKENS, Table.ACL_POLICIES)
+        return index, None if token is None else acl.resolved(token)
+
+    def acl_tokens(self, policy_id: str = "") -> tuple[int, list[ACLToken]]:
+        """Every token ordered by AccessorID; only those linking ``policy_id`` when given."""
+        acl = self._store._acl
+        tokens = [acl.resolved(acl.tokens[k]) for k in sorted(acl.tokens)]
+        if policy_id:
+            tokens = [t for t in tokens if any(link.id == policy_id for link in t.policies)]
+        return self._index(Table.ACL_TOKENS, Table.ACL_POLICIES), tokens
+
+    def acl_policy(self, policy_id: str) -> tuple[int, ACLPolicy | None]:
+        return self._index(Table.ACL_POLICIES), self._store._acl.policies.get(policy_id)
+
+    def acl_policy_by_name(self, name: str) -> tuple[int, ACLPolicy | None]:
+        """By name, regardless of case."""
+        return self._index(Table.ACL_POLICIES), self._store._acl.policy_by_name(name)
+
+    def acl_policies(self) -> tuple[int, list[ACLPolicy]]:
+        """Every policy ordered by ID."""
+        policies = self._store._acl.policies
+        return self._index(Table.ACL_POLICIES), [policies[k] for k in sorted(policies)]
+
+    def acl_token_policies(self, token: ACLToken) -> tuple[int, list[ACLPolicy]]:
+        """The policies a token links that exist, in link order (what an authorizer needs)."""
+        return self._index(Table.ACL_POLICIES), self._store._acl.policies_of(token)
+
+    def acl_bootstrap_allowed(self) -> tuple[int, tuple[bool, int]]:
+        """(bootstrap allowed, reset index): the reset index is the last bootstrap's."""
+        reset_index = self._store._acl.bootstrap_index
+        return self._index(Table.ACL_TOKENS), (reset_index == 0, reset_index)

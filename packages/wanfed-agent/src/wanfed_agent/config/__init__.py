@@ -12,6 +12,8 @@ from ._flags import AGENT_FLAGS, AgentFlag, FlagKind, flag_for_key, flags_to_ove
 from ._loader import COMMAND_LINE, DEV_PRESET, load_config
 from ._model import (
     DEFAULT_GATEWAY_PORT,
+    ACLConfig,
+    ACLTokens,
     Addresses,
     AgentConfig,
     Connect,
@@ -32,6 +34,8 @@ __all__ = [
     "DEFAULT_GATEWAY_PORT",
     "DEFAULT_SERVER_PORT",
     "DEV_PRESET",
+    "ACLConfig",
+    "ACLTokens",
     "Addresses",
     "AgentConfig",
     "AgentFlag",

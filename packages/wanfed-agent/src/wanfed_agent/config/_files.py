@@ -126,11 +126,21 @@ def parse_hcl(text: str, source: str) -> dict[str, Any]:
     except RecursionError:
         raise _too_deep(source) from None
     except Exception as error:  # the parser raises several unrelated lark types
-        detail = str(error).strip()
-        first_line = detail.splitlines()[0] if detail else type(error).__name__
-        raise ConfigError(f"{source}: invalid HCL: {first_line}", source=source) from None
+        raise ConfigError(f"{source}: invalid HCL: {_hcl_problem(error)}", source=source) from None
     _check_depth(data, source)
     return _merge_blocks(data, source, "")
+
+
+def _hcl_problem(error: Exception) -> str:
+    """Where the HCL parser stopped, without the text it stopped at: that text may be a
+    secret (an ACL token) and the message goes to a terminal or a log."""
+    line, column = getattr(error, "line", None), getattr(error, "column", None)
+    token = getattr(error, "token", None)
+    kind = getattr(token, "type", None)
+    if isinstance(line, int) and isinstance(column, int) and line > 0:
+        what = f"unexpected {kind} " if isinstance(kind, str) else "syntax error "
+        return f"{what}at line {line}, column {column}"
+    return type(error).__name__
 
 
 def _merge_blocks(data: dict[str, Any], source: str, prefix: str) -> dict[str, Any]:

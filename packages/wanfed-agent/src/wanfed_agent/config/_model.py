@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any, Literal
 
 import msgspec
 
@@ -17,6 +18,8 @@ from ._values import DEFAULT_SERVER_PORT, parse_host_port
 
 __all__ = [
     "DEFAULT_GATEWAY_PORT",
+    "ACLConfig",
+    "ACLTokens",
     "Addresses",
     "AgentConfig",
     "Connect",
@@ -118,6 +121,53 @@ class Performance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     is 5 on a 1 s base, wanfed's base is the measured loopback one."""
 
 
+class ACLTokens(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tokens the agent itself uses; Consul's names. ``None`` means "not configured".
+
+    These are bearer secrets: ``repr`` (and so every log line or error that
+    formats a config) shows only which ones are set.
+    """
+
+    initial_management: str | None = None
+    """Secret of the management token the primary's leader creates at start-up (instead of
+    ``wanfed acl bootstrap``)."""
+    replication: str | None = None
+    """What a secondary's leader presents to the primary to replicate policies and tokens."""
+    agent: str | None = None
+    """What the server presents for its own writes (registering itself, anti-entropy)."""
+    default: str | None = None
+    """What a request without a token acts as, instead of the anonymous token."""
+
+    def __repr__(self) -> str:
+        names = ("initial_management", "replication", "agent", "default")
+        shown = ", ".join(f"{n}=<redacted>" for n in names if getattr(self, n) is not None)
+        return f"ACLTokens({shown})"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What pretty-printers (rich) show instead of msgspec's field-by-field default."""
+        names = ("initial_management", "replication", "agent", "default")
+        return [(n, "<redacted>") for n in names if getattr(self, n) is not None]
+
+
+class ACLConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``acl`` block. Defaults are Consul's: off; when on, ``allow`` unless told
+    ``deny`` (production federations set ``deny``); ``extend-cache`` when the primary is
+    unreachable."""
+
+    enabled: bool = False
+    default_policy: Literal["allow", "deny"] = "allow"
+    down_policy: Literal["extend-cache", "deny", "allow", "async-cache"] = "extend-cache"
+    enable_token_persistence: bool = False
+    """Tokens set through the agent API are written under ``data_dir`` and survive restarts."""
+    token_ttl: float = 30.0
+    """Seconds a resolved token is cached in a datacenter that asks the primary about it."""
+    policy_ttl: float = 30.0
+    """Seconds a resolved policy is cached likewise."""
+    tokens: ACLTokens = msgspec.field(default_factory=ACLTokens)
+
+
 class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One agent's complete configuration, after merging files, flags and defaults.
 
@@ -155,6 +205,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
     limits: Limits = msgspec.field(default_factory=Limits)
     performance: Performance = msgspec.field(default_factory=Performance)
+    acl: ACLConfig = msgspec.field(default_factory=ACLConfig)
     encrypt: str | None = None
     log_level: str = "info"
     log_json: bool = False

@@ -16,6 +16,9 @@ from ._errors import ConfigError
 from ._values import (
     describe,
     normalise_domain,
+    parse_acl_default_policy,
+    parse_acl_down_policy,
+    parse_acl_token,
     parse_advertise_ip,
     parse_bool,
     parse_bootstrap_expect,
@@ -108,6 +111,21 @@ SCHEMA: Block = {
     "encrypt": Key(parse_encrypt_key),
     "log_level": Key(parse_log_level),
     "log_json": Key(parse_bool),
+    "acl": {
+        "enabled": Key(parse_bool),
+        "default_policy": Key(parse_acl_default_policy),
+        "down_policy": Key(parse_acl_down_policy),
+        "enable_token_persistence": Key(parse_bool),
+        "token_ttl": Key(parse_positive_duration),
+        "policy_ttl": Key(parse_positive_duration),
+        "tokens": {
+            "initial_management": Key(parse_acl_token),
+            "master": Key(parse_acl_token, alias_of="initial_management"),
+            "replication": Key(parse_acl_token),
+            "agent": Key(parse_acl_token),
+            "default": Key(parse_acl_token),
+        },
+    },
 }
 
 

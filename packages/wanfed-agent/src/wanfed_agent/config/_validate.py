@@ -79,6 +79,7 @@ def _problems(c: AgentConfig) -> list[tuple[str, str]]:
     found += _port_problems(c)
     found += _limit_problems(c)
     found += _gossip_problems(c)
+    found += _acl_problems(c)
     return found
 
 
@@ -224,3 +225,18 @@ def _gossip_problems(c: AgentConfig) -> list[tuple[str, str]]:
     if c.server and not c.dev_mode and c.encrypt is None:
         return [(GOSSIP_KEY_REQUIRED, "encrypt")]
     return []
+
+
+def _acl_problems(c: AgentConfig) -> list[tuple[str, str]]:
+    """A configured token equal to the anonymous token's secret would make its holder
+    anonymous (or, for the management token, make every anonymous request management)."""
+    tokens = c.acl.tokens
+    return [
+        (
+            f"'acl.tokens.{name}' must not be 'anonymous': that is the secret of the built-in "
+            "anonymous token",
+            f"acl.tokens.{name}",
+        )
+        for name in ("initial_management", "replication", "agent", "default")
+        if getattr(tokens, name) == "anonymous"
+    ]

@@ -20,6 +20,9 @@ __all__ = [
     "MAX_DURATION",
     "describe",
     "normalise_domain",
+    "parse_acl_default_policy",
+    "parse_acl_down_policy",
+    "parse_acl_token",
     "parse_advertise_ip",
     "parse_bool",
     "parse_bootstrap_expect",
@@ -299,3 +302,42 @@ def parse_non_negative_int(value: object) -> int:
     if count < 0:
         raise ValueError(f"expected an integer of at least 0, got {count}")
     return count
+
+
+ACL_DEFAULT_POLICIES = ("allow", "deny")
+ACL_DOWN_POLICIES = ("extend-cache", "deny", "allow", "async-cache")
+MAX_ACL_TOKEN_LENGTH = 256
+
+
+def parse_acl_default_policy(value: object) -> str:
+    """What a request no rule speaks about gets: ``allow`` or ``deny``."""
+    return _one_of(value, ACL_DEFAULT_POLICIES)
+
+
+def parse_acl_down_policy(value: object) -> str:
+    """What to do with a token when the primary cannot be asked about it."""
+    return _one_of(value, ACL_DOWN_POLICIES)
+
+
+def _one_of(value: object, choices: tuple[str, ...]) -> str:
+    text = parse_str(value)
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def parse_acl_token(value: object) -> str:
+    """A token secret. The value is never repeated in a message: a typo in a config
+    file must not print the secret into a log or a terminal."""
+    if not isinstance(value, str):
+        raise ValueError("expected a token as a string (the value is not shown)")
+    if not value or len(value) > MAX_ACL_TOKEN_LENGTH:
+        raise ValueError(
+            f"expected a token of 1 to {MAX_ACL_TOKEN_LENGTH} characters, got {len(value)} "
+            "(the value is not shown)"
+        )
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(
+            "expected a token without spaces or control characters (the value is not shown)"
+        )
+    return value
