@@ -6,8 +6,9 @@ They only move bytes between the transport and the sans-I/O cores in ``_rpc``
 and turn the cores' events into futures (here) or handler runs
 (``_rpc_serve``). Frames written in one loop iteration leave in one write,
 which with many calls in flight is most of the saving. The timeout of a call
-travels as an absolute ``Deadline``; the server does not enforce it, handlers
-that block (blocking queries) read it from ``RpcCall.deadline``.
+travels as an absolute ``Deadline``; the serving side refuses a request whose
+deadline already passed and stops a handler still running at it (nobody waits
+for its answer any more).
 
 Errors a caller of :meth:`RpcClient.call` can see, and what they mean:
 
@@ -180,6 +181,22 @@ class RpcClient:
     @property
     def is_closed(self) -> bool:
         return self._protocol.core.closed or self._connection.is_closed
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not yet answered, failed or given up."""
+        return len(self._protocol.calls)
+
+    def abort(self, reason: str) -> None:
+        """Close at once; every call in flight fails with ``TransportError(reason)``.
+
+        For a connection its owner declared dead (a keepalive that went
+        unanswered): the calls learn why instead of a bare "connection lost".
+        """
+        protocol = self._protocol
+        for event in protocol.core.connection_lost(reason):
+            protocol._fail(event.seq, event.error)
+        self._connection.abort()
 
     @overload
     async def call(

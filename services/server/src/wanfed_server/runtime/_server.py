@@ -40,7 +40,6 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 
 from wanfed_agent.config import AgentConfig
-from wanfed_agent.dialer import GatewayDialer
 from wanfed_agent.gateway_transport import GatewayTransport
 from wanfed_agent.gossip import (
     GossipTransport,
@@ -49,6 +48,7 @@ from wanfed_agent.gossip import (
     fast_profile,
     wan_profile,
 )
+from wanfed_agent.rpc import PlainDialer, RouteTable, RpcPool, ServerDialer, TlsDialer
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import (
     Consensus,
@@ -96,7 +96,6 @@ from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._messages import ClusterInfo, ServerInfo
 from ._own_certificate import check_own_certificate
-from ._pool import AlpnDialer, PlainDialer, RpcDialer, RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
 from ._wan import WAN_JOIN_PLACEHOLDER_ADDRESS, WanPool, server_tags
@@ -238,11 +237,16 @@ class Server:
             check_own_certificate(config)
         server_ssl, dialer = self._tls()
         # Retire pooled connections well before a peer's idle timeout closes them.
-        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
-        if self._federation is not None:
-            self._federation.locator.on_primary_path_change = self._on_primary_path_change
-            if not self._federation.is_primary:
-                self._federation.locator_service.probe = self._local_path_probe()
+        paths = None if self._federation is None else self._federation.locator_service
+        self._pool = RpcPool(
+            dialer,
+            RouteTable(config.datacenter, paths),
+            max_idle=config.limits.rpc_idle_timeout / 2,
+        )
+        if self._federation is not None and not self._federation.is_primary:
+            self._federation.locator_service.probe = PrimaryPingProbe(
+                primary=self.primary_datacenter, client=self._pool
+            )
         # With TLS material no plain connection is served, whatever verify_incoming says.
         plain_allowed = config.dev_mode and server_ssl is None
         policy = self._policy
@@ -281,6 +285,11 @@ class Server:
         gossip_transport = self._gossip_transport()
         if isinstance(gossip_transport, GatewayTransport):
             self._gateway_transport = gossip_transport
+            if self._federation is not None:
+                primary = self.primary_datacenter
+                self._federation.locator_service.on_primary_path_change(
+                    lambda _path: gossip_transport.retire_datacenter(primary)
+                )
             alpn[Alpn.WAN_GOSSIP_PACKET] = gossip_transport.serve_packets
             alpn[Alpn.WAN_GOSSIP_STREAM] = gossip_transport.serve_stream
         self._port = await serve_rpc_port(
@@ -474,7 +483,7 @@ class Server:
 
         task.add_done_callback(done)
 
-    def _tls(self) -> tuple[ssl.SSLContext | None, RpcDialer]:
+    def _tls(self) -> tuple[ssl.SSLContext | None, ServerDialer]:
         tls = self._config.tls
         if not tls.mutual_tls_capable:
             if self._config.wan_federation:
@@ -489,16 +498,7 @@ class Server:
         assert d.key_file is not None
         server_ssl = server_context(d.ca_file, d.cert_file, d.key_file)
         client_ssl = client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI])
-        direct = AlpnDialer(client_ssl, self._config.domain)
-        if self._federation is None:
-            return server_ssl, direct
-        return server_ssl, GatewayDialer(
-            datacenter=self._config.datacenter,
-            domain=self._config.domain,
-            picker=self._federation,
-            direct=direct,
-            context=client_ssl,
-        )
+        return server_ssl, TlsDialer(client_ssl, self._config.domain, gateways=self._federation)
 
     def _gossip_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         d = self._config.tls.defaults
@@ -860,43 +860,19 @@ class Server:
 
     # --- federation -----------------------------------------------------------------
 
-    def _on_primary_path_change(self, path: str) -> None:
-        """Connections dialled along the old path would keep using it: retire them.
-
-        Both pools: RPC (calls in flight finish on their old connection) and
-        WAN gossip packets, whose pooled connections would otherwise live as
-        long as gossip keeps using them. The one long call, the leader's
-        replication long-poll, is abandoned and asked again on the new path.
-        """
-        # The path stays the line's last word: operators and tests read it there.
-        logger.info("path to the primary datacenter is now %s", path)
-        if self._pool is not None:
-            self._pool.retire_datacenter(self.primary_datacenter)
-        if self._gateway_transport is not None:
-            self._gateway_transport.retire_datacenter(self.primary_datacenter)
-        if self._federation is not None:
-            self._federation.restart_replication_round(f"path to the primary is now {path}")
-
-    def _local_path_probe(self) -> PrimaryPingProbe:
-        d = self._config.tls.defaults
-        assert d.ca_file is not None
-        assert d.cert_file is not None
-        assert d.key_file is not None
-        return PrimaryPingProbe(
-            primary=self.primary_datacenter,
-            domain=self._config.domain,
-            context=client_context(d.ca_file, d.cert_file, d.key_file, alpn=[Alpn.RPC_MULTI]),
-        )
-
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109 (the call's deadline)
     ) -> T:
-        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup.
-
-        The pool keys the connection as node ``""`` at address ``*``; it is
-        retired with the datacenter's others when the path changes.
-        """
-        return await self._require_pool().call("", datacenter, "*", method, args, reply_type)
+        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup."""
+        return await self._require_pool().call(
+            "", datacenter, "", method, args, reply_type, timeout=timeout
+        )
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         wan = self._wan

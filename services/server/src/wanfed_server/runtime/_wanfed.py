@@ -15,6 +15,8 @@ and, while this server leads its datacenter (the leadership lifecycle):
   it, so followers and ex-leaders trust their local gateways); once failures
   sent the leader to the primary's gateways directly, the locator service
   probes the local path with :class:`PrimaryPingProbe` until it works again;
+  a change of path restarts the replication round in flight (its long-poll
+  was sent along the old path, perhaps the broken one);
 * in the primary, pruning of datacenters that left the WAN pool.
 """
 
@@ -23,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Sequence
 from typing import Final, Protocol, TypeVar
 
 import msgspec
 
 from wanfed_agent.discover import PrimaryGatewayDiscovery
+from wanfed_agent.rpc import RpcPool, blocking_call_timeout
 from wanfed_fsm import (
     MESH_GATEWAY_KIND,
     CheckServiceNode,
@@ -44,8 +46,7 @@ from wanfed_fsm import (
     StateStore,
     blocking_query,
 )
-from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RpcClient, dial_alpn, server_sni
+from wanfed_gateway_locator import GatewayLocator, LocatorService, Path
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -107,7 +108,13 @@ class FederationHost(Protocol):
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
 
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109 (the call's deadline)
     ) -> T:
         """``method`` on any server of ``datacenter``, through the current gateway path,
         whether or not the WAN pool knows one of its servers."""
@@ -194,7 +201,11 @@ class _PrimaryClient:
         # a healthy restart stays on its local gateways and a broken local path
         # fails promptly, three times, and sends the leader direct.
         return await self._host.rpc_any_server(
-            self._primary, method, request, IndexedFederationStates
+            self._primary,
+            method,
+            request,
+            IndexedFederationStates,
+            timeout=blocking_call_timeout(self._wait),
         )
 
 
@@ -205,32 +216,17 @@ class PrimaryPingProbe:
     to the primary's gateways (from the replicated states), a primary server
     answering mTLS RPC — and needs nothing from the WAN pool, which a
     restarted secondary may not have refilled: the SNI names any server of
-    the primary, ``server.<primary>.<domain>``.
+    the primary, ``server.<primary>.<domain>``. It goes through the same RPC
+    client and dialer as every other call, on a connection of its own.
     """
 
-    def __init__(
-        self,
-        *,
-        primary: str,
-        domain: str,
-        context: ssl.SSLContext,
-        timeout: float = PROBE_TIMEOUT,
-    ) -> None:
-        """``context`` is the mTLS client context offering ``wanfed/rpc-multi`` only."""
-        self._sni = server_sni(primary, domain)
-        self._context = context
+    def __init__(self, *, primary: str, client: RpcPool, timeout: float = PROBE_TIMEOUT) -> None:
+        self._primary = primary
+        self._client = client
         self._timeout = timeout
 
     async def probe(self, gateway: str) -> None:
-        connection = await dial_alpn(
-            gateway, self._sni, Alpn.RPC_MULTI, self._context, self._timeout
-        )
-        client = RpcClient(connection)
-        try:
-            await client.call("Status.Ping", None, type=bool, timeout=self._timeout)
-        finally:
-            with contextlib.suppress(ProtoError, OSError):
-                await client.close()
+        await self._client.probe(self._primary, gateway, "Status.Ping", timeout=self._timeout)
 
 
 class _LocalView:
@@ -327,6 +323,7 @@ class WanFederation:
                 ready=self.locator_service.primary_gateways_ready,
                 needs_rediscovery=self._direct_path_failing,
             )
+        self.locator_service.on_primary_path_change(self._on_primary_path_change)
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._replicator: IndexReplicator[FederationState] | None = None
@@ -427,6 +424,11 @@ class WanFederation:
             self._leader_tasks.append(
                 asyncio.create_task(replicator.run(), name="fed-state-replication")
             )
+
+    def _on_primary_path_change(self, path: Path) -> None:
+        # The path stays the line's last word: operators and tests read it there.
+        logger.info("path to the primary datacenter is now %s", path)
+        self.restart_replication_round(f"path to the primary is now {path}")
 
     def restart_replication_round(self, reason: str) -> None:
         """The path to the primary changed: a replication long-poll in flight was
