@@ -139,3 +139,34 @@ async def test_a_long_call_on_a_live_connection_is_kept_alive_by_pings() -> None
     finally:
         await pool.close()
         await port.close()
+
+
+async def test_an_unused_connection_is_let_go_after_max_idle_despite_its_pings() -> None:
+    served: list[Connection] = []
+
+    async def ping(call: RpcCall) -> bool:
+        return True
+
+    async def rpc(connection: Connection) -> None:
+        served.append(connection)
+        await serve_rpc(connection, {"Status.Ping": ping})
+
+    port = await serve_rpc_port(
+        "127.0.0.1",
+        0,
+        plain_handlers={RpcType.MULTIPLEX_V2: rpc},
+        alpn_handlers={},
+        ssl_context=None,
+    )
+    pool = RpcPool(PlainDialer(), RouteTable("dc1"), keepalive=FAST, max_idle=4 * FAST.interval)
+    address = f"{port.address[0]}:{port.address[1]}"
+    try:
+        assert await pool.call("s1", "dc1", address, "Status.Ping", None, bool) is True
+        (first,) = served
+        await asyncio.wait_for(first.wait_closed(), GUARD)
+        assert pool.connections() == []
+        assert pool.idle_retired == 1
+        assert pool.keepalive_deaths == 0
+    finally:
+        await pool.close()
+        await port.close()

@@ -16,8 +16,9 @@ per peer and path, not one per request.
   silent for ``dead_after`` is aborted, failing its calls at once
   (:mod:`._keepalive`).
 * **Idleness.** Servers close RPC connections that stay silent with nothing in
-  flight; so that a call never races that close, a connection idle for
-  ``max_idle`` (half the server's idle timeout) is retired before reuse.
+  flight; so that a call never races that close, a connection with no call
+  for ``max_idle`` (half the server's idle timeout) is retired before reuse,
+  and closed by its keepalive task (whose pings would otherwise keep it open).
 
 Dial failures are :class:`DialError`: nothing was sent, so a caller may try
 elsewhere, unlike a failure after the request left.
@@ -221,15 +222,12 @@ class RpcPool:
         if not entry.usable():
             self._drop(entry)
             return False
-        if self._max_idle is None or entry.calls:
-            return True
-        idle = asyncio.get_running_loop().time() - entry.idle_since
-        if idle < self._max_idle:
+        if not self._idle_too_long(entry, asyncio.get_running_loop().time()):
             return True
         self.idle_retired += 1
         logger.debug(
             "rpc pool: connection idle too long; dialling a new one",
-            extra={"route": entry.route.text, "idle": round(idle, 1)},
+            extra={"route": entry.route.text},
         )
         self._drop(entry)
         return False
@@ -269,7 +267,13 @@ class RpcPool:
         client = entry.client
         core = Keepalive(settings, loop.time(), client.connection.received_bytes)
         while not client.is_closed:
-            action, next_at = core.poll(client.connection.received_bytes, loop.time())
+            now = loop.time()
+            if self._idle_too_long(entry, now):
+                # Pings would keep it open for ever: let an unused one go.
+                self.idle_retired += 1
+                self._drop(entry)
+                return
+            action, next_at = core.poll(client.connection.received_bytes, now)
             if action is KeepaliveAction.DEAD:
                 self.keepalive_deaths += 1
                 reason = (
@@ -284,7 +288,17 @@ class RpcPool:
                 return
             if action is KeepaliveAction.PING:
                 self._spawn(self._ping(client, settings.dead_after))
+            if self._max_idle is not None:
+                next_at = min(next_at, entry.idle_since + self._max_idle)
             await asyncio.sleep(max(next_at - loop.time(), 0.0))
+
+    def _idle_too_long(self, entry: _Pooled, now: float) -> bool:
+        """No call for ``max_idle``: the server may be about to close it as idle."""
+        return (
+            self._max_idle is not None
+            and not entry.calls
+            and now - entry.idle_since >= self._max_idle
+        )
 
     @staticmethod
     async def _ping(client: RpcClient, timeout: float) -> None:  # noqa: ASYNC109
