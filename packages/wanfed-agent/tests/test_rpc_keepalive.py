@@ -16,7 +16,7 @@ from wanfed_agent.rpc import (
     RouteTable,
     RpcPool,
 )
-from wanfed_proto import RpcCall, RpcType, TransportError, serve_rpc, serve_rpc_port
+from wanfed_proto import Connection, RpcCall, RpcType, TransportError, serve_rpc, serve_rpc_port
 
 GUARD = 10.0
 FAST = KeepaliveSettings(interval=0.05, dead_after=0.3)

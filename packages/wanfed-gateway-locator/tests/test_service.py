@@ -165,7 +165,12 @@ async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works
         assert last.last_error == "via 10.0.2.10:8443: connection refused"
         switched = asyncio.Event()
         paths: list[str] = []
-        service.on_primary_path_change(lambda path: (paths.append(path), switched.set()))
+
+        def changed(path: str) -> None:
+            paths.append(path)
+            switched.set()
+
+        service.on_primary_path_change(changed)
         probe.works = True
         await asyncio.wait_for(switched.wait(), 10)
         assert service.dial_primary_through_local_gateway()
