@@ -233,7 +233,7 @@ class GatewayLocator:
         if assume_healthy_at_start:
             self._record_success(now)
         self._choice = self.dial_primary_through_local_gateway()
-        self._primary_path: Path = self._candidates(primary_datacenter)[0]
+        self._primary_path: Path = self._path(primary_datacenter)
         self._primary_epoch = 0
         """Moves with every change of :attr:`_primary_path`; see :meth:`path_to`."""
 
@@ -413,7 +413,7 @@ class GatewayLocator:
     def _check_primary_path(self) -> None:
         if self.is_primary:
             return
-        path = self._candidates(self.primary_datacenter)[0]
+        path = self._path(self.primary_datacenter)
         if path != self._primary_path:
             self._primary_path = path
             self._primary_epoch += 1
@@ -493,17 +493,29 @@ class GatewayLocator:
             f"(last error: {self._last_error})"
         )
 
-    def _candidates(self, datacenter: str) -> tuple[Path, list[Candidate]]:
+    def _path(self, datacenter: str) -> Path:
+        """The path :meth:`_candidates` takes, without building the candidates
+        (every RPC call asks for it)."""
         if not self._populated:
-            return "none", []
+            return "none"
         if datacenter != self.primary_datacenter:
+            return "local-gateways"
+        if self.is_primary:
+            return "primary-gateways"
+        if self.dial_primary_through_local_gateway() and self._local:
+            return "local-gateways"
+        return "primary-gateways"
+
+    def _candidates(self, datacenter: str) -> tuple[Path, list[Candidate]]:
+        path = self._path(datacenter)
+        if path == "none":
+            return "none", []
+        if path == "local-gateways":
             return "local-gateways", [Candidate(address=a, source="local") for a in self._local]
         if self.is_primary:
             return "primary-gateways", [
                 Candidate(address=a, source="replicated") for a in self._primary
             ]
-        if self.dial_primary_through_local_gateway() and self._local:
-            return "local-gateways", [Candidate(address=a, source="local") for a in self._local]
         replicated = set(self._primary)
         merged = merge_sorted_unique(self._primary, self._fallback)
         candidates = [
@@ -523,7 +535,7 @@ class GatewayLocator:
         when they appear. Connections dialled along an old path keep using
         it; their owner compares epochs to retire them.
         """
-        path = self._candidates(datacenter)[0]
+        path = self._path(datacenter)
         if datacenter == self.primary_datacenter and not self.is_primary:
             return path, self._primary_epoch
         return path, 0

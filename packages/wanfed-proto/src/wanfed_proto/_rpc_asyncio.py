@@ -163,6 +163,11 @@ class _ClientProtocol(asyncio.Protocol):
         self.writable.set()
 
 
+def _expire(future: asyncio.Future[msgspec.Raw], method: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s"))
+
+
 class RpcClient:
     """Many concurrent calls over one connection (from ``dial_alpn`` or plain).
 
@@ -248,19 +253,21 @@ class RpcClient:
         future: asyncio.Future[msgspec.Raw] = protocol.loop.create_future()
         protocol.calls[seq] = future
         protocol.out.write(data)
+        # A timer that fails the future, not ``asyncio.timeout``: every call has a
+        # deadline, and cancelling the task to time it out costs far more.
+        expiry = (
+            None
+            if timeout is None
+            else protocol.loop.call_later(timeout, _expire, future, method, timeout)
+        )
         try:
-            if timeout is None:
-                raw = await future
-            else:
-                async with asyncio.timeout(timeout):
-                    raw = await future
-        except TimeoutError:
-            protocol.core.cancel(seq)
-            raise RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s") from None
-        except asyncio.CancelledError:
+            raw = await future
+        except (RpcTimeoutError, asyncio.CancelledError):
             protocol.core.cancel(seq)
             raise
         finally:
+            if expiry is not None:
+                expiry.cancel()
             del protocol.calls[seq]
         return decode_body(raw, type, method, "unexpected response body")
 

@@ -21,7 +21,7 @@ Decisions (:class:`Keepalive`, :class:`CallAttempts`) are cores that take
 ``now``; the pool only carries them out.
 """
 
-from ._client import Target, call_servers
+from ._client import ServerAddress, Target, call_servers
 from ._deadline import BLOCKING_MARGIN, DEFAULT_CALL_TIMEOUT, blocking_call_timeout, call_timeout
 from ._dial import (
     DC_NOT_AVAILABLE,
@@ -65,6 +65,7 @@ __all__ = [
     "Route",
     "RouteTable",
     "RpcPool",
+    "ServerAddress",
     "ServerDialer",
     "Target",
     "TlsDialer",

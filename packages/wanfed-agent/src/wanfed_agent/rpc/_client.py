@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -15,15 +15,28 @@ from ._dial import DialError
 from ._pool import RpcPool
 from ._retry import DEFAULT_RETRY, CallAttempts, Failure, RetryPolicy
 
-__all__ = ["Target", "call_servers"]
+__all__ = ["ServerAddress", "Target", "call_servers"]
 
 logger = logging.getLogger("wanfed.rpc.client")
 
 T = TypeVar("T")
 
 
+class ServerAddress(Protocol):
+    """A server to try: its node name (``None`` or empty: any) and advertised address."""
+
+    @property
+    def node(self) -> str | None: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+S = TypeVar("S", bound=ServerAddress)
+
+
 class Target(msgspec.Struct, frozen=True, kw_only=True):
-    """A server to try: its node name (``None``: any) and advertised address."""
+    """The plain :class:`ServerAddress`."""
 
     node: str | None
     address: str = ""
@@ -32,7 +45,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
 async def call_servers(
     pool: RpcPool,
     datacenter: str,
-    targets: Sequence[Target],
+    targets: Sequence[S],
     method: str,
     body: object,
     reply_type: type[T],
@@ -40,7 +53,7 @@ async def call_servers(
     read: bool,
     timeout: float | None = None,  # noqa: ASYNC109 (each send's deadline)
     policy: RetryPolicy = DEFAULT_RETRY,
-    on_failed: Callable[[Target], None] | None = None,
+    on_failed: Callable[[S], object] | None = None,
 ) -> T:
     """``method`` on the first of ``targets`` that answers, as :mod:`._retry` allows.
 

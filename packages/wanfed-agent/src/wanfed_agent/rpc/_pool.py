@@ -137,7 +137,14 @@ class RpcPool:
         path only). Without ``timeout`` the call gets :func:`call_timeout`.
         """
         route = self._routes.route(datacenter, node or None, address or None)
-        entry = await self._connection(route)
+        entry = self._pooled.get(route)
+        if (
+            entry is None
+            or self._closed
+            or self._epochs.get(route.datacenter) != route.epoch
+            or not self._reusable(entry)
+        ):
+            entry = await self._connection(route)
         entry.calls += 1
         try:
             return await entry.client.call(

@@ -27,6 +27,9 @@ __all__ = [
 DIRECT: Final = "direct"
 """The path of a connection dialled straight to the server's own address."""
 
+_MADE_LIMIT: Final = 4096
+"""Routes remembered at most; beyond that the memory starts afresh."""
+
 LOCAL_GATEWAYS: Final = "local-gateways"
 """The path through this datacenter's own gateways (the gateway locator's name)."""
 
@@ -87,6 +90,8 @@ class RouteTable:
     def __init__(self, datacenter: str, paths: PathSource | None = None) -> None:
         self._datacenter = datacenter.lower()
         self._paths = paths
+        self._made: dict[tuple[str, str | None, str | None, str, int], Route] = {}
+        """Routes made so far: every call resolves one, and most resolve the same."""
 
     @property
     def through_gateways(self) -> bool:
@@ -103,9 +108,18 @@ class RouteTable:
         if self._paths is None or datacenter == self._datacenter:
             if not address:
                 raise ValueError(f"a direct call to {node or '*'}.{datacenter} needs an address")
-            return Route(datacenter=datacenter, node=node, path=DIRECT, address=address)
-        path, epoch = self._paths.path_to(datacenter)
-        return Route(datacenter=datacenter, node=node, path=path, address=None, epoch=epoch)
+            path, epoch = DIRECT, 0
+        else:
+            path, epoch = self._paths.path_to(datacenter)
+            address = None
+        key = (datacenter, node, address, path, epoch)
+        route = self._made.get(key)
+        if route is None:
+            if len(self._made) >= _MADE_LIMIT:
+                self._made.clear()  # old epochs and departed servers: start afresh
+            route = Route(datacenter=datacenter, node=node, path=path, address=address, epoch=epoch)
+            self._made[key] = route
+        return route
 
     @staticmethod
     def pinned(datacenter: str, gateway: str) -> Route:

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wanfed_agent.rpc import DialError, RpcPool, Target, call_servers, call_timeout
+from wanfed_agent.rpc import DialError, RpcPool, call_servers, call_timeout
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import ConsensusError, FsmError, NotLeaderError
 from wanfed_proto import (
@@ -183,18 +183,17 @@ class Dispatcher:
             raise NoPathToDatacenterError
         if not servers:
             raise RemoteError(NO_SERVER_REACHABLE)
-        by_target = {Target(node=s.node, address=s.address): s for s in servers}
         try:
             return await call_servers(
                 self._pool,
                 datacenter,
-                list(by_target),
+                servers,
                 endpoint.method,
                 request,
                 endpoint.reply_type,
                 read=endpoint.kind is not EndpointKind.WRITE,
                 timeout=call_timeout(request),
-                on_failed=lambda target: self._router.notify_failed(by_target[target]),
+                on_failed=self._router.notify_failed,
             )
         except DialError as exc:
             logger.warning(
