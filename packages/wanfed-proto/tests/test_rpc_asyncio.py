@@ -436,3 +436,17 @@ async def test_abort_fails_the_calls_in_flight_with_its_reason(
     with pytest.raises(TransportError, match="declared dead by its owner"):
         await pending
     assert client.is_closed
+
+
+async def test_calls_with_different_timeouts_each_expire_at_their_own(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    """One timer per connection serves every pending deadline, earliest first."""
+    long = asyncio.ensure_future(client.call("Test.Slow", timeout=30.0))
+    await handlers.slow_started.wait()
+    for _ in range(2):  # the second after the timer went back to the long call
+        with pytest.raises(RpcTimeoutError, match="0.05s"):
+            await client.call("Test.Slow", timeout=0.05)
+    assert not long.done()
+    handlers.release.set()
+    assert await asyncio.wait_for(long, 10) == "done"

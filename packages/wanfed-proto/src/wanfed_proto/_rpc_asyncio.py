@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from typing import Any, TypeVar, cast, overload
 
@@ -51,6 +52,9 @@ logger = logging.getLogger("wanfed_proto.rpc")
 T = TypeVar("T")
 
 _ENCODER = msgspec.msgpack.Encoder()
+
+_TIMER_SLACK = 0.001
+"""Seconds early a call may be timed out: the loop may run a timer that early."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,10 +118,44 @@ class _ClientProtocol(asyncio.Protocol):
         self.out = WriteBatcher()
         self.writable = asyncio.Event()
         self.writable.set()
+        self.deadlines: dict[int, tuple[float, str, float]] = {}
+        """Per pending call with a timeout: (loop time it expires, method, timeout)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; same interface.
         self.transport = self.out.transport = cast(asyncio.Transport, transport)
+
+    def watch(self, seq: int, method: str, timeout: float) -> None:
+        """Fail call ``seq`` with :class:`RpcTimeoutError` once ``timeout`` passed.
+
+        One timer per connection, armed at the earliest deadline pending:
+        calls made with the same timeout expire in the order they were made,
+        so a new call almost never needs a timer of its own (a timer per call,
+        or ``asyncio.timeout``, was a large share of a small call's cost).
+        """
+        at = self.loop.time() + timeout
+        self.deadlines[seq] = (at, method, timeout)
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.loop.time() + _TIMER_SLACK
+        next_at = math.inf
+        for seq, (at, method, timeout) in list(self.deadlines.items()):
+            if at <= now:
+                del self.deadlines[seq]
+                self._fail(seq, RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s"))
+            elif at < next_at:
+                next_at = at
+        if next_at != math.inf:
+            self._timer_at = next_at
+            self._timer = self.loop.call_at(next_at, self._expire)
 
     def data_received(self, data: bytes) -> None:
         calls = self.calls
@@ -161,11 +199,9 @@ class _ClientProtocol(asyncio.Protocol):
         for event in self.core.connection_lost(reason):
             self._fail(event.seq, event.error)
         self.writable.set()
-
-
-def _expire(future: asyncio.Future[msgspec.Raw], method: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s"))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
 
 
 class RpcClient:
@@ -253,22 +289,17 @@ class RpcClient:
         future: asyncio.Future[msgspec.Raw] = protocol.loop.create_future()
         protocol.calls[seq] = future
         protocol.out.write(data)
-        # A timer that fails the future, not ``asyncio.timeout``: every call has a
-        # deadline, and cancelling the task to time it out costs far more.
-        expiry = (
-            None
-            if timeout is None
-            else protocol.loop.call_later(timeout, _expire, future, method, timeout)
-        )
+        if timeout is not None:
+            protocol.watch(seq, method, timeout)
         try:
             raw = await future
         except (RpcTimeoutError, asyncio.CancelledError):
             protocol.core.cancel(seq)
             raise
         finally:
-            if expiry is not None:
-                expiry.cancel()
             del protocol.calls[seq]
+            if timeout is not None:
+                protocol.deadlines.pop(seq, None)
         return decode_body(raw, type, method, "unexpected response body")
 
     async def close_when_idle(self, grace: float | None = None) -> None:
