@@ -23,28 +23,48 @@ POLICY = RetryPolicy(max_sends=3, backoff=0.0, backoff_cap=0.0)
 
 
 def test_dial_failures_move_on_once_per_server_at_once() -> None:
-    attempts = CallAttempts(RetryPolicy(), read=False, targets=3)
+    attempts = CallAttempts(RetryPolicy(), read=False, targets=3, now=0.0)
     assert attempts.target == 0
-    assert attempts.failed(Failure.DIAL) == 0.0
+    assert attempts.failed(Failure.DIAL, 1.0) == 0.0
     assert attempts.target == 1
-    assert attempts.failed(Failure.DIAL) == 0.0
+    assert attempts.failed(Failure.DIAL, 2.0) == 0.0
     assert attempts.target == 2
-    assert attempts.failed(Failure.DIAL) is None  # every server tried once
+    assert attempts.failed(Failure.DIAL, 3.0) is None  # every server tried once
 
 
-def test_a_write_is_never_sent_twice() -> None:
-    attempts = CallAttempts(RetryPolicy(), read=False, targets=3)
-    assert attempts.failed(Failure.TRANSPORT) is None
+def test_dial_failures_stop_moving_on_after_the_dial_budget() -> None:
+    """Through a black-holed path every dial costs its timeout: the caller must
+    hear of it in bounded time, not after one timeout per server."""
+    attempts = CallAttempts(RetryPolicy(dial_budget=10.0), read=True, targets=5, now=100.0)
+    assert attempts.failed(Failure.DIAL, 105.0) == 0.0
+    assert attempts.failed(Failure.DIAL, 110.0) is None
 
 
-def test_a_read_is_sent_again_with_doubling_backoff_within_its_budget() -> None:
+def test_a_failure_on_an_unchanged_path_is_never_hidden_by_a_resend() -> None:
+    for read in (True, False):
+        attempts = CallAttempts(RetryPolicy(), read=read, targets=3, now=0.0)
+        assert attempts.failed(Failure.TRANSPORT, 1.0) is None
+
+
+def test_a_read_cut_by_a_path_change_is_resent_with_doubling_backoff_within_its_budget() -> None:
     policy = RetryPolicy(max_sends=4, backoff=0.1, backoff_cap=0.3)
-    attempts = CallAttempts(policy, read=True, targets=1)
-    assert attempts.failed(Failure.TRANSPORT) == pytest.approx(0.1)
-    assert attempts.target == 0  # one server: the same one, along the path in use now
-    assert attempts.failed(Failure.TRANSPORT) == pytest.approx(0.2)
-    assert attempts.failed(Failure.TRANSPORT) == pytest.approx(0.3)  # capped
-    assert attempts.failed(Failure.TRANSPORT) is None  # four sends
+    attempts = CallAttempts(policy, read=True, targets=1, now=0.0)
+    assert attempts.failed(Failure.PATH_CHANGED, 1.0) == pytest.approx(0.1)
+    assert attempts.target == 0  # the same server, along the new path
+    assert attempts.failed(Failure.PATH_CHANGED, 2.0) == pytest.approx(0.2)
+    assert attempts.failed(Failure.PATH_CHANGED, 3.0) == pytest.approx(0.3)  # capped
+    assert attempts.failed(Failure.PATH_CHANGED, 4.0) is None  # four sends
+
+
+def test_a_write_cut_by_a_path_change_is_not_resent() -> None:
+    attempts = CallAttempts(RetryPolicy(), read=False, targets=3, now=0.0)
+    assert attempts.failed(Failure.PATH_CHANGED, 1.0) is None
+
+
+def test_the_dial_budget_starts_again_on_the_new_path() -> None:
+    attempts = CallAttempts(RetryPolicy(dial_budget=10.0), read=True, targets=2, now=0.0)
+    assert attempts.failed(Failure.PATH_CHANGED, 300.0) is not None  # a long-poll, cut
+    assert attempts.failed(Failure.DIAL, 305.0) == 0.0
 
 
 def test_policies_and_attempts_are_checked() -> None:
@@ -52,8 +72,28 @@ def test_policies_and_attempts_are_checked() -> None:
         RetryPolicy(max_sends=0)
     with pytest.raises(ValueError, match="backoff"):
         RetryPolicy(backoff=1.0, backoff_cap=0.5)
+    with pytest.raises(ValueError, match="dial_budget"):
+        RetryPolicy(dial_budget=-1.0)
     with pytest.raises(ValueError, match="at least one server"):
-        CallAttempts(RetryPolicy(), read=True, targets=0)
+        CallAttempts(RetryPolicy(), read=True, targets=0, now=0.0)
+
+
+class Paths:
+    """The path to dc2; a scripted outcome may move its epoch."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def path_to(self, datacenter: str) -> tuple[str, int]:
+        return "local-gateways", self.epoch
+
+
+class PathChange(Exception):
+    """In a script: the path changes, then the call fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ScriptedPool:
@@ -62,6 +102,8 @@ class ScriptedPool:
     def __init__(self, *outcomes: object) -> None:
         self.outcomes = list(outcomes)
         self.calls: list[tuple[str, str, float | None]] = []
+        self.paths = Paths()
+        self.routes = RouteTable("dc1", self.paths)
 
     async def call(
         self,
@@ -76,6 +118,9 @@ class ScriptedPool:
     ) -> Any:
         self.calls.append((node, address, timeout))
         outcome = self.outcomes.pop(0)
+        if isinstance(outcome, PathChange):
+            self.paths.epoch += 1
+            raise outcome.error
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -114,13 +159,25 @@ async def test_no_server_dialled_is_a_dial_error() -> None:
         await call(pool, read=True)
 
 
-async def test_a_read_cut_after_sending_is_asked_again_a_write_is_not() -> None:
-    pool = ScriptedPool(TransportError("connection lost"), "answer")
-    assert await call(pool, read=True) == "answer"
-    pool = ScriptedPool(TransportError("connection lost"), "never")
-    with pytest.raises(TransportError, match="connection lost"):
+async def test_a_read_cut_by_a_path_change_is_asked_again_a_write_is_not() -> None:
+    failed: list[Target] = []
+    pool = ScriptedPool(PathChange(TransportError("retired")), "answer")
+    assert await call(pool, read=True, failed=failed) == "answer"
+    assert failed == [], "the server did nothing wrong"
+    pool = ScriptedPool(PathChange(TransportError("retired")), "never")
+    with pytest.raises(TransportError, match="retired"):
         await call(pool, read=False)
     assert len(pool.calls) == 1
+
+
+async def test_a_connection_failing_on_the_same_path_fails_the_call() -> None:
+    """The replicator and the locator judge the path by this failure."""
+    failed: list[Target] = []
+    pool = ScriptedPool(TransportError("keepalive: no answer"), "never")
+    with pytest.raises(TransportError, match="keepalive"):
+        await call(pool, read=True, failed=failed)
+    assert len(pool.calls) == 1
+    assert failed == [SERVERS[0]]
 
 
 async def test_an_answer_even_an_error_ends_the_call() -> None:
@@ -131,7 +188,7 @@ async def test_an_answer_even_an_error_ends_the_call() -> None:
 
 
 async def test_reads_give_up_after_their_budget() -> None:
-    cut = [TransportError(f"cut {n}") for n in range(POLICY.max_sends)]
+    cut = [PathChange(TransportError(f"cut {n}")) for n in range(POLICY.max_sends)]
     pool = ScriptedPool(*cut, "never")
     with pytest.raises(TransportError, match=f"cut {POLICY.max_sends - 1}"):
         await call(pool, read=True)

@@ -14,8 +14,9 @@ the envelope (:func:`call_timeout`; a blocking query's is its wait, jitter
 and a margin), and pooled connections are kept alive by pings, a silent one
 declared dead after :class:`KeepaliveSettings` ``dead_after``, failing its
 calls at once. :func:`call_servers` applies the one retry policy
-(:mod:`._retry`): dial failures move on to the next server, a read is sent
-again after a transport failure, a write never is.
+(:mod:`._retry`): dial failures move on to the next server, a read cut by a
+path change is sent again along the new path, a write never is, and a
+connection failing on the path in use fails the call.
 
 Decisions (:class:`Keepalive`, :class:`CallAttempts`) are cores that take
 ``now``; the pool only carries them out.

@@ -57,14 +57,18 @@ async def call_servers(
 ) -> T:
     """``method`` on the first of ``targets`` that answers, as :mod:`._retry` allows.
 
-    ``read`` says the call may be sent again after a transport failure.
+    ``read`` says the call may be sent again when the path changed under it.
     ``on_failed`` hears of every server that could not be dialled or whose
-    connection failed, so the caller can try it last next time. Raises
-    :class:`DialError` when no server could be dialled, or the last failure.
+    connection failed on the path in use, so the caller can try it last next
+    time. Raises :class:`DialError` when no server could be dialled, or the
+    last failure.
     """
-    attempts = CallAttempts(policy, read=read, targets=len(targets))
+    loop = asyncio.get_running_loop()
+    routes = pool.routes
+    attempts = CallAttempts(policy, read=read, targets=len(targets), now=loop.time())
     while True:
         target = targets[attempts.target]
+        epoch = routes.epoch(datacenter)
         try:
             return await pool.call(
                 target.node or "",
@@ -76,11 +80,16 @@ async def call_servers(
                 timeout=timeout,
             )
         except TransportError as exc:
-            failure = Failure.DIAL if isinstance(exc, DialError) else Failure.TRANSPORT
             error = exc
-        if on_failed is not None:
-            on_failed(target)
-        delay = attempts.failed(failure)
+            if isinstance(exc, DialError):
+                failure = Failure.DIAL
+            elif routes.epoch(datacenter) != epoch:
+                failure = Failure.PATH_CHANGED
+            else:
+                failure = Failure.TRANSPORT
+        if on_failed is not None and failure is not Failure.PATH_CHANGED:
+            on_failed(target)  # the server did nothing wrong when the path changed
+        delay = attempts.failed(failure, loop.time())
         if delay is None:
             raise error
         logger.info(
@@ -91,7 +100,9 @@ async def call_servers(
                 "server": target.node or "*",
                 "failure": failure.value,
                 "error": str(error),
-                "next": "the next server" if failure is Failure.DIAL else f"after {delay:g}s",
+                "next": (
+                    "the next server" if failure is Failure.DIAL else f"the new path in {delay:g}s"
+                ),
             },
         )
         if delay:

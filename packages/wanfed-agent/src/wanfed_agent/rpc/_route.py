@@ -121,6 +121,13 @@ class RouteTable:
             self._made[key] = route
         return route
 
+    def epoch(self, datacenter: str) -> int:
+        """The epoch of the path to ``datacenter`` now (0 on a direct path)."""
+        datacenter = datacenter.lower()
+        if self._paths is None or datacenter == self._datacenter:
+            return 0
+        return self._paths.path_to(datacenter)[1]
+
     @staticmethod
     def pinned(datacenter: str, gateway: str) -> Route:
         """Any server of ``datacenter`` through exactly ``gateway``, one of this

@@ -15,10 +15,10 @@ API or the server itself):
    ``Remote DC has no server currently reachable``. What is tried again is
    the RPC client's one retry policy (``wanfed_agent.rpc``): a server that
    cannot be dialled is reported to the router and the next one is tried
-   (nothing was sent, so this is safe even for writes); a read whose
-   connection failed under it is asked again, a write is not. Every
-   forwarded call has a deadline: a blocking read's is its wait plus jitter
-   plus a margin (``call_timeout``).
+   (nothing was sent, so this is safe even for writes); a read cut because
+   the path to the datacenter changed is asked again along the new path, a
+   write is not. Every forwarded call has a deadline: a blocking read's is
+   its wait plus jitter plus a margin (``call_timeout``).
 3. Writes, and reads that do not allow stale results, are answered by the
    leader. A follower forwards them over a pooled multiplexed connection. While
    no leader is known (an election), it waits up to ``hold_timeout``; a leader
