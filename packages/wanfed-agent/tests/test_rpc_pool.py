@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -13,7 +14,9 @@ from wanfed_agent.rpc import (
     Route,
     RouteTable,
     RpcPool,
+    Target,
     blocking_call_timeout,
+    call_servers,
 )
 from wanfed_fsm import DCSpecificRequest
 from wanfed_proto import (
@@ -274,3 +277,43 @@ def test_routes_are_direct_here_and_follow_the_path_source_elsewhere() -> None:
         table.pinned("dc2", "")
     with pytest.raises(ValueError, match="epoch"):
         Route(datacenter="dc2", node=None, path="local-gateways", address=None, epoch=-1)
+
+
+async def test_a_read_cut_by_a_path_change_is_asked_again_along_the_new_path() -> None:
+    """The pool retires the old path's connection; ``call_servers`` sees the cut
+    as a path change (not a broken path) and asks again, unseen by its caller."""
+    arrived: list[int] = []
+    second = asyncio.Event()
+    release = asyncio.Event()
+
+    async def wait(call: RpcCall) -> bool:
+        arrived.append(call.seq)
+        if len(arrived) == 2:
+            second.set()
+        await release.wait()
+        return True
+
+    server, _ = await plain_rpc_server({"Status.Ping": ping, "Slow.Wait": wait})
+    paths = Paths()
+    dialer = LoopbackDialer(address_of(server))
+    pool = RpcPool(dialer, RouteTable("dc1", paths), retire_grace=0.05, keepalive=None)
+    servers = [Target(node="s2", address="198.18.2.10:8300")]
+    try:
+        read = asyncio.create_task(
+            call_servers(pool, "dc2", servers, "Slow.Wait", None, bool, read=True)
+        )
+        await asyncio.wait_for(_until(lambda: len(arrived) == 1), GUARD)
+        paths.change("primary-gateways")
+        assert await pool.call("s2", "dc2", "", "Status.Ping", None, bool)  # retires the old
+        await asyncio.wait_for(second.wait(), GUARD)
+        release.set()
+        assert await asyncio.wait_for(read, GUARD) is True
+        assert [route.path for route in dialer.routes] == ["local-gateways", "primary-gateways"]
+    finally:
+        await pool.close()
+        await server.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 (a handler's side effect, no event to wait on)
+        await asyncio.sleep(0.01)

@@ -12,6 +12,7 @@ from wanfed_agent.rpc import (
     Failure,
     PlainDialer,
     RetryPolicy,
+    Route,
     RouteTable,
     RpcPool,
     Target,
@@ -78,16 +79,6 @@ def test_policies_and_attempts_are_checked() -> None:
         CallAttempts(RetryPolicy(), read=True, targets=0, now=0.0)
 
 
-class Paths:
-    """The path to dc2; a scripted outcome may move its epoch."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def path_to(self, datacenter: str) -> tuple[str, int]:
-        return "local-gateways", self.epoch
-
-
 class PathChange(Exception):
     """In a script: the path changes, then the call fails with ``error``."""
 
@@ -102,8 +93,34 @@ class ScriptedPool:
     def __init__(self, *outcomes: object) -> None:
         self.outcomes = list(outcomes)
         self.calls: list[tuple[str, str, float | None]] = []
-        self.paths = Paths()
-        self.routes = RouteTable("dc1", self.paths)
+        self.epoch = 0
+        """The path epoch to dc2; a scripted :class:`PathChange` moves it."""
+        self.routes = RouteTable("dc1", self)
+
+    def path_to(self, datacenter: str) -> tuple[str, int]:
+        return "local-gateways", self.epoch
+
+    def epoch_seen(self, datacenter: str) -> int | None:
+        return self.epoch
+
+    async def call_on(
+        self,
+        route: Route,
+        method: str,
+        body: object,
+        reply_type: type[Any],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        return await self.call(
+            route.node or "",
+            route.datacenter,
+            route.address or "",
+            method,
+            body,
+            reply_type,
+            timeout=timeout,
+        )
 
     async def call(
         self,
@@ -119,7 +136,7 @@ class ScriptedPool:
         self.calls.append((node, address, timeout))
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, PathChange):
-            self.paths.epoch += 1
+            self.epoch += 1
             raise outcome.error
         if isinstance(outcome, Exception):
             raise outcome

@@ -63,35 +63,30 @@ async def call_servers(
     time. Raises :class:`DialError` when no server could be dialled, or the
     last failure.
     """
-    loop = asyncio.get_running_loop()
-    routes = pool.routes
-    attempts = CallAttempts(policy, read=read, targets=len(targets), now=loop.time())
+    attempts: CallAttempts | None = None  # made at the first failure: most calls have none
+    index = 0
     while True:
-        target = targets[attempts.target]
-        epoch = routes.epoch(datacenter)
+        target = targets[index]
+        route = pool.routes.route(datacenter, target.node or None, target.address or None)
         try:
-            return await pool.call(
-                target.node or "",
-                datacenter,
-                target.address,
-                method,
-                body,
-                reply_type,
-                timeout=timeout,
-            )
+            return await pool.call_on(route, method, body, reply_type, timeout=timeout)
         except TransportError as exc:
             error = exc
             if isinstance(exc, DialError):
                 failure = Failure.DIAL
-            elif routes.epoch(datacenter) != epoch:
-                failure = Failure.PATH_CHANGED
+            elif pool.epoch_seen(datacenter) != route.epoch:
+                failure = Failure.PATH_CHANGED  # the pool retired the old path's connection
             else:
                 failure = Failure.TRANSPORT
         if on_failed is not None and failure is not Failure.PATH_CHANGED:
             on_failed(target)  # the server did nothing wrong when the path changed
-        delay = attempts.failed(failure, loop.time())
+        now = asyncio.get_running_loop().time()
+        if attempts is None:
+            attempts = CallAttempts(policy, read=read, targets=len(targets), now=now)
+        delay = attempts.failed(failure, now)
         if delay is None:
             raise error
+        index = attempts.target
         logger.info(
             "rpc call failed; trying again",
             extra={

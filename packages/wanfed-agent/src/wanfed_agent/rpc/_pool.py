@@ -74,10 +74,6 @@ class _Pooled:
         self.idle_since = now
         self.keepalive: asyncio.Task[None] | None = None
 
-    def usable(self) -> bool:
-        client = self.client
-        return not client.is_closed and not client.connection.transport.is_closing()
-
 
 class RpcPool:
     """Cached clients keyed by route; see the module docstring."""
@@ -116,6 +112,12 @@ class RpcPool:
     def routes(self) -> RouteTable:
         return self._routes
 
+    def epoch_seen(self, datacenter: str) -> int | None:
+        """The newest path epoch a call to ``datacenter`` resolved (``None``: no call
+        yet). When it moves, the connections of older epochs are retired: a call
+        on an older route that failed was cut by the path change."""
+        return self._epochs.get(datacenter.lower())
+
     def connections(self) -> list[Route]:
         """Routes with a pooled connection now (for status and tests)."""
         return list(self._pooled)
@@ -137,6 +139,19 @@ class RpcPool:
         path only). Without ``timeout`` the call gets :func:`call_timeout`.
         """
         route = self._routes.route(datacenter, node or None, address or None)
+        return await self.call_on(route, method, body, reply_type, timeout=timeout)
+
+    async def call_on(
+        self,
+        route: Route,
+        method: str,
+        body: object,
+        reply_type: type[T],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (forwarded as the RPC deadline)
+    ) -> T:
+        """:meth:`call` along a route resolved by :attr:`routes` (a caller that
+        compares it with :meth:`epoch_seen` after a failure)."""
         entry = self._pooled.get(route)
         if (
             entry is None
@@ -172,7 +187,8 @@ class RpcPool:
         """``method`` on any server of ``datacenter`` through exactly ``gateway``.
 
         A one-off connection, never pooled: it proves that one path works and
-        must not stand in for the path calls use.
+        must not stand in for the path calls use. The dial takes the dialer's
+        attempt timeout, the call ``timeout``.
         """
         route = self._routes.pinned(datacenter, gateway)
         connection = await self._dial(route)
@@ -226,7 +242,8 @@ class RpcPool:
 
     def _reusable(self, entry: _Pooled) -> bool:
         """Open, not closing, and not idle so long that the server may be closing it."""
-        if not entry.usable():
+        client = entry.client
+        if client.is_closed or client.connection.transport.is_closing():
             self._drop(entry)
             return False
         if not self._idle_too_long(entry, asyncio.get_running_loop().time()):
@@ -255,6 +272,9 @@ class RpcPool:
         for entry in stale:
             del self._pooled[entry.route]
             self._spawn(entry.client.close_when_idle(self._retire_grace))
+        for key in [key for key in self._dialing if key.datacenter == route.datacenter]:
+            if key.epoch != route.epoch and not self._dialing[key].locked():
+                del self._dialing[key]  # no dial of that route is waited for any more
         if stale:
             logger.info(
                 "rpc pool: path changed; retired connection(s) of the old path, new calls "
@@ -295,7 +315,7 @@ class RpcPool:
                 return
             if action is KeepaliveAction.PING:
                 self._spawn(self._ping(client, settings.dead_after))
-            if self._max_idle is not None:
+            if self._max_idle is not None and not entry.calls:
                 next_at = min(next_at, entry.idle_since + self._max_idle)
             await asyncio.sleep(max(next_at - loop.time(), 0.0))
 

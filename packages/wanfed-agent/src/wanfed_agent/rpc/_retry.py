@@ -5,8 +5,8 @@ What may be tried again, and why:
 * **A failed dial** sent nothing, so trying elsewhere is always safe, for
   writes too. Within one dial the dialer already tries up to three gateway
   candidates, each with its own connect timeout; a call then moves on to the
-  next server it was given, at once, once per server, while the call is
-  younger than ``dial_budget`` (through a black-holed path every server's
+  next server it was given, at once, once per server, for ``dial_budget``
+  seconds after the first failure (through a black-holed path every server's
   dial costs a timeout: the caller must hear of it in bounded time).
 * **A read cut because the path changed under it** (the pool retired the
   connection it was sent on: the route's epoch moved) is asked again along
@@ -50,8 +50,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds before the first resend of a read; doubles with each one."""
     backoff_cap: float = 1.0
     dial_budget: float = 10.0
-    """Seconds from the call's start after which a failed dial is not tried
-    on another server."""
+    """Seconds after a call's first failure beyond which a failed dial is not
+    tried on another server."""
 
     def __post_init__(self) -> None:
         if self.max_sends < 1:
@@ -66,7 +66,8 @@ DEFAULT_RETRY: Final = RetryPolicy()
 
 
 class CallAttempts:
-    """One logical call over a list of servers: which to try, and whether to go on."""
+    """One logical call over a list of servers, from its first failure on (``now``
+    at construction): which server to try next, and whether to go on."""
 
     __slots__ = ("_dial_failures", "_next", "_policy", "_read", "_sends", "_started", "_targets")
 
@@ -78,6 +79,7 @@ class CallAttempts:
         self._targets = targets
         self._started = now
         self._next = 0
+        """Attempts made; the first, at server 0, is the one that failed first."""
         self._dial_failures = 0
         self._sends = 0
 

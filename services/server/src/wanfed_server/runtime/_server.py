@@ -237,7 +237,7 @@ class Server:
             check_own_certificate(config)
         server_ssl, dialer = self._tls()
         # Retire pooled connections well before a peer's idle timeout closes them.
-        paths = None if self._federation is None else self._federation.locator_service
+        paths = None if self._federation is None else self._federation.locator
         self._pool = RpcPool(
             dialer,
             RouteTable(config.datacenter, paths),
