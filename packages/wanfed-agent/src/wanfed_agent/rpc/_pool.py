@@ -93,7 +93,8 @@ class RpcPool:
         if retire_grace < 0:
             raise ValueError("retire_grace must not be negative")
         self._dialer = dialer
-        self._routes = routes
+        self.routes = routes
+        """How calls resolve to routes (read it; the pool keys connections on them)."""
         self._retire_grace = retire_grace
         self._max_idle = max_idle
         self._keepalive = keepalive
@@ -107,10 +108,6 @@ class RpcPool:
         """Connections retired for idleness before reuse (for tests and stats)."""
         self.keepalive_deaths = 0
         """Connections declared dead by keepalive (for tests and stats)."""
-
-    @property
-    def routes(self) -> RouteTable:
-        return self._routes
 
     def epoch_seen(self, datacenter: str) -> int | None:
         """The newest path epoch a call to ``datacenter`` resolved (``None``: no call
@@ -138,7 +135,7 @@ class RpcPool:
         ``address`` is the server's advertised address (dialled on the direct
         path only). Without ``timeout`` the call gets :func:`call_timeout`.
         """
-        route = self._routes.route(datacenter, node or None, address or None)
+        route = self.routes.route(datacenter, node or None, address or None)
         return await self.call_on(route, method, body, reply_type, timeout=timeout)
 
     async def call_on(
@@ -190,7 +187,7 @@ class RpcPool:
         must not stand in for the path calls use. The dial takes the dialer's
         attempt timeout, the call ``timeout``.
         """
-        route = self._routes.pinned(datacenter, gateway)
+        route = self.routes.pinned(datacenter, gateway)
         connection = await self._dial(route)
         client = RpcClient(connection)
         try:
@@ -213,7 +210,7 @@ class RpcPool:
                 return entry
             for _ in range(_DIALS_ACROSS_PATH_CHANGES):
                 connection = await self._dial(route)
-                current = self._routes.route(route.datacenter, route.node, route.address)
+                current = self.routes.route(route.datacenter, route.node, route.address)
                 if current.epoch == route.epoch or self._closed:
                     break
                 # The path moved while we dialled: this connection went the old way.
@@ -246,7 +243,7 @@ class RpcPool:
         if client.is_closed or client.connection.transport.is_closing():
             self._drop(entry)
             return False
-        if not self._idle_too_long(entry, asyncio.get_running_loop().time()):
+        if entry.calls or not self._idle_too_long(entry, asyncio.get_running_loop().time()):
             return True
         self.idle_retired += 1
         logger.debug(
