@@ -450,3 +450,16 @@ async def test_calls_with_different_timeouts_each_expire_at_their_own(
     assert not long.done()
     handlers.release.set()
     assert await asyncio.wait_for(long, 10) == "done"
+
+
+async def test_calls_outliving_a_retirement_grace_are_cut_at_once(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    """Cut, not closed gracefully: a graceful TLS close first waits for the peer,
+    which on a path gone silent answers nothing for its whole shutdown timeout."""
+    pending = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    await asyncio.wait_for(client.close_when_idle(0.05), 10)
+    with pytest.raises(TransportError, match="retired"):
+        await pending
+    assert client.is_closed

@@ -374,13 +374,13 @@ async def test_a_replication_long_poll_on_a_path_gone_silent_fails_within_the_ke
     pool._retire_grace = 0.1
     federation.locator._primary_epoch += 1
     assert await rpc_ok(server, "dc1")  # the first call on the new epoch retires the old
-    await eventually(
-        lambda: all(
-            route.epoch == federation.locator._primary_epoch for route in pool.connections()
-        ),
-        10,
-        "every connection to dc1 dialled on the new epoch",
-    )
+
+    def long_poll_on_the_new_epoch() -> bool:
+        epoch = federation.locator._primary_epoch
+        entries = pool._pooled.values()
+        return all(e.route.epoch == epoch for e in entries) and any(e.calls for e in entries)
+
+    await eventually(long_poll_on_the_new_epoch, 10, "the long-poll asked again on the new epoch")
     # Every replication outcome the locator hears from now on (a success right
     # after the failure clears the locator's own record of it).
     service = federation.locator_service
@@ -398,5 +398,5 @@ async def test_a_replication_long_poll_on_a_path_gone_silent_fails_within_the_ke
     await eventually(
         lambda: any(error and "keepalive" in error for error in errors),
         30,
-        "the replicator heard of the dead path",
+        f"the replicator heard of the dead path (heard {errors}; routes {pool.connections()})",
     )

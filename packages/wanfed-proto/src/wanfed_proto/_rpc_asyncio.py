@@ -312,6 +312,12 @@ class RpcClient:
         pending = [future for future in self._protocol.calls.values() if not future.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        if any(not future.done() for future in pending):
+            # A graceful close would first wait for the peer (a TLS shutdown, 30 s
+            # on a path gone silent) with these calls still pending.
+            self.abort(f"rpc connection retired; calls still pending after {grace:g}s cut")
+            await self._connection.wait_closed()
+            return
         await self.close()
 
     async def close(self) -> None:
