@@ -193,8 +193,8 @@ class RpcPool:
         try:
             await client.call(method, None, timeout=timeout)
         finally:
-            with contextlib.suppress(ProtoError, OSError):
-                await client.close()
+            # Not a graceful close: on a silent path that waits for the peer.
+            client.abort("probe done")
 
     async def _connection(self, route: Route) -> _Pooled:
         if self._closed:
@@ -348,14 +348,19 @@ class RpcPool:
             task.cancel()
 
     async def close(self) -> None:
+        """Close every connection now; calls in flight fail with a transport error.
+
+        Aborted rather than closed gracefully: a graceful TLS close waits for
+        the peer's answer, up to 30 s on a path gone silent, and a stopping
+        server must not wait for that.
+        """
         self._closed = True
         entries = list(self._pooled.values())
         self._pooled.clear()
         for entry in entries:
             if entry.keepalive is not None:
                 entry.keepalive.cancel()
-            with contextlib.suppress(ProtoError, OSError):
-                await entry.client.close()
+            entry.client.abort("rpc pool closed")
         background = list(self._background)
         for task in background:
             task.cancel()
