@@ -27,7 +27,10 @@ store, standing in for the ``wanfed gateway`` watchers):
   it dc2 server → dc2's gateway → dc3's gateway → dc3's server, beside the same
   call made by a client straight to dc3's server (same-DC direct) in the same
   run, rounds interleaved: sequential latency p50/p99 and calls/s with
-  several in flight.
+  several in flight. Two more rows split the cross path: dc2's RPC client
+  alone (``wanfed_agent.rpc``: route, pooled connection, deadline, keepalive;
+  no dispatcher), and a bare ``RpcClient`` on one connection through the same
+  gateways (no pool, no route: the floor the client's own cost is read against).
 
 Everything shares one event loop (and so one core): the printed loop lag and
 CPU-per-wall say how much of each number is this process's own queueing.
@@ -475,44 +478,52 @@ class RpcPath:
         return percentile(self.latencies_ms, 0.5)
 
 
+RPC_PATHS = {
+    "direct": "client → dc3 server (same-DC direct, baseline)",
+    "cross": "dc2 server → dc2-gw → dc3-gw → dc3 server",
+    "client": "  of which dc2's RPC client alone (pooled)",
+    "bare": "  bare RpcClient via the gateways (floor)",
+}
+
+
 @dataclass
 class RpcResult:
-    """Both paths of one federation, and what says the cross path really crossed."""
+    """Every path of one federation, and what says the cross path really crossed."""
 
-    direct: RpcPath
-    cross: RpcPath
+    paths: dict[str, RpcPath]
     evidence: str
     loop: str
 
+    @property
+    def direct(self) -> RpcPath:
+        return self.paths["direct"]
+
+    @property
+    def cross(self) -> RpcPath:
+        return self.paths["cross"]
+
     def rows(self, size: int) -> list[list[object]]:
-        d, c = self.direct, self.cross
+        d = self.direct
         return [
             [
                 size,
-                "client → dc3 server (same-DC direct, baseline)",
-                d.p50,
-                percentile(d.latencies_ms, 0.99),
-                max(d.rates),
-                "1.00",
-                "1.00",
-            ],
-            [
-                size,
-                "dc2 server → dc2-gw → dc3-gw → dc3 server",
-                c.p50,
-                percentile(c.latencies_ms, 0.99),
-                max(c.rates),
-                ratio(c.p50, d.p50),
-                ratio(max(c.rates), max(d.rates)),
-            ],
+                RPC_PATHS[name],
+                p.p50,
+                percentile(p.latencies_ms, 0.99),
+                max(p.rates),
+                ratio(p.p50, d.p50),
+                ratio(max(p.rates), max(d.rates)),
+            ]
+            for name, p in self.paths.items()
         ]
 
     def verdict(self) -> str:
         return "met" if self.cross.p50 <= GOAL_RPC_P50_RATIO * self.direct.p50 else "MISSED"
 
 
-async def _direct_client(fed: Federation, dc: Datacenter) -> RpcClient:
-    """A client of ``dc`` (its own certificate) connected straight to ``dc``'s server."""
+async def _direct_client(fed: Federation, dc: Datacenter, via: str | None = None) -> RpcClient:
+    """A client of ``dc`` (its own certificate) connected to any server of ``dc``:
+    straight to it, or through the gateway at ``via``."""
     pair = create_client_cert(fed.ca, dc.name)
     folder = fed.directory / f"client-{dc.name}"
     folder.mkdir(exist_ok=True)
@@ -522,7 +533,7 @@ async def _direct_client(fed: Federation, dc: Datacenter) -> RpcClient:
         fed.directory / dc.name / "ca.pem", folder / "cert.pem", folder / "key.pem"
     )
     connection = await dial_alpn(
-        dc.require_server().rpc_bind_address,
+        via or dc.require_server().rpc_bind_address,
         f"server.{dc.name}.consul",
         Alpn.RPC_MULTI,
         context,
@@ -534,9 +545,17 @@ async def measure_rpc(fed: Federation) -> RpcResult:
     """Cross-DC (dc2 → dc3 through both gateways) and same-DC direct (client → dc3)."""
     dc2, dc3 = fed.dc("dc2"), fed.dc("dc3")
     request = DCSpecificRequest(datacenter="dc3")
-    paths = {"direct": RpcPath(), "cross": RpcPath()}
+    paths = {name: RpcPath() for name in RPC_PATHS}
     leaders: dict[str, str] = {}
-    async with await _direct_client(fed, dc3) as client:
+    federation = dc2.require_server().federation
+    assert federation is not None
+    gateway = federation.pick_gateway("dc3")
+    pool = dc2.require_server()._pool
+    assert pool is not None
+    async with (
+        await _direct_client(fed, dc3) as client,
+        await _direct_client(fed, dc3, via=gateway) as bare_client,
+    ):
 
         async def direct() -> str:
             return await client.call("Status.Leader", request, type=str, timeout=30)
@@ -544,7 +563,18 @@ async def measure_rpc(fed: Federation) -> RpcResult:
         async def cross() -> str:
             return await dc2.require_server().rpc("Status.Leader", request, str)
 
-        calls: dict[str, Callable[[], Awaitable[str]]] = {"direct": direct, "cross": cross}
+        async def client_alone() -> str:
+            return await pool.call("", "dc3", "", "Status.Leader", request, str)
+
+        async def bare() -> str:
+            return await bare_client.call("Status.Leader", request, type=str, timeout=30)
+
+        calls: dict[str, Callable[[], Awaitable[str]]] = {
+            "direct": direct,
+            "cross": cross,
+            "client": client_alone,
+            "bare": bare,
+        }
         for name, call in calls.items():
             leaders[name] = await call()
             await _sequential_ms(call, 50)  # warm-up: connections, caches
@@ -558,8 +588,8 @@ async def measure_rpc(fed: Federation) -> RpcResult:
                         await _calls_per_second(call, RPC_PIPELINED, RPC_IN_FLIGHT)
                     )
         after = dc2.gateways[0].stats().routes["remote:dc3"]
-    if leaders["direct"] != leaders["cross"]:
-        raise SystemExit(f"the two paths reached different servers: {leaders}")
+    if len(set(leaders.values())) != 1:
+        raise SystemExit(f"the paths reached different servers: {leaders}")
     crossed = after.bytes_to_upstream - (before.bytes_to_upstream if before else 0)
     if crossed <= 0:
         raise SystemExit("the cross-DC calls did not go through dc2's gateway")
@@ -576,7 +606,7 @@ async def measure_rpc(fed: Federation) -> RpcResult:
         f"dc3's gateway has {hops.bytes_to_upstream if hops else 0:,} bytes to its server; "
         f"dc2's router.servers('dc3'), once per forwarded call, takes {lookup_ms:.3f} ms"
     )
-    return RpcResult(paths["direct"], paths["cross"], evidence, monitor.describe())
+    return RpcResult(paths, evidence, monitor.describe())
 
 
 # --- report ---------------------------------------------------------------------------------

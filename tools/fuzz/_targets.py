@@ -407,8 +407,9 @@ class _NoDialer:
 
 
 def _handlers(context: _EndpointContext) -> dict[str, Any]:
+    from wanfed_agent.rpc import RouteTable, RpcPool
     from wanfed_agent.tls import ServerCertificatePolicy
-    from wanfed_server.runtime import Dispatcher, RpcPool
+    from wanfed_server.runtime import Dispatcher
     from wanfed_server.runtime._endpoints_catalog import catalog_endpoints
     from wanfed_server.runtime._endpoints_federation import federation_state_endpoints
     from wanfed_server.runtime._endpoints_status import status_endpoints
@@ -425,7 +426,7 @@ def _handlers(context: _EndpointContext) -> dict[str, Any]:
         is_leader=lambda: True,
         leader=lambda: context.me,
         router=context.router,
-        pool=RpcPool(_NoDialer()),
+        pool=RpcPool(_NoDialer(), RouteTable("dc1")),
         hold_timeout=0.05,
     )
     return dict(dispatcher.rpc_handlers())

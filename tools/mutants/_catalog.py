@@ -36,7 +36,25 @@ _REPLICATION = "packages/wanfed-replication/src/wanfed_replication"
 _REPLICATION_TESTS = "packages/wanfed-replication/tests"
 _FSM = "packages/wanfed-fsm/src/wanfed_fsm"
 
+_AGENT_RPC = "packages/wanfed-agent/src/wanfed_agent/rpc"
+_AGENT_TESTS = "packages/wanfed-agent/tests"
+
 MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        name="keepalive-never-declares-dead",
+        behaviour=(
+            "a pooled RPC connection whose path died silently is never given up: its calls "
+            "(a replication long-poll) wait out their whole deadline and no failure reaches "
+            "the gateway locator"
+        ),
+        file=f"{_AGENT_RPC}/_keepalive.py",
+        original="        if now >= dead_at:\n",
+        replacement="        if False:\n",
+        tests=(
+            f"{_AGENT_TESTS}/test_rpc_keepalive.py"
+            "::test_calls_on_a_connection_gone_silent_fail_promptly",
+        ),
+    ),
     Mutation(
         name="raft-link-servers-only-removed",
         behaviour=(
@@ -80,11 +98,13 @@ MUTATIONS: tuple[Mutation, ...] = (
             "whose local gateways are black-holed flaps back onto them"
         ),
         file=f"{_SERVER}/_wanfed.py",
-        original="    async def probe(self, gateway: str) -> None:\n        connection = await",
+        original=(
+            "    async def probe(self, gateway: str) -> None:\n        await self._client.probe("
+        ),
         replacement=(
             "    async def probe(self, gateway: str) -> None:\n"
             "        return\n"
-            "        connection = await"
+            "        await self._client.probe("
         ),
         tests=(
             f"{_SERVER_TESTS}/test_local_path_probe.py"

@@ -514,26 +514,42 @@ def test_pick_local_gateway_for_probes() -> None:
     assert empty.pick_local_gateway() == ""
 
 
-def test_path_change_fires_on_every_change_of_candidate_kind() -> None:
+def test_the_path_epoch_moves_on_every_change_of_candidate_kind() -> None:
     """Bootstrap (no local gateway yet: direct) to local, the leader's switches, and back."""
     locator = fixed("dc2")
     paths: list[str] = []
-    locator.on_primary_path_change = paths.append
+    epoch = 0
+
+    def note() -> None:
+        nonlocal epoch
+        path, now = locator.path_to("dc1")
+        if now != epoch:
+            assert now == epoch + 1, "an epoch moves by one per change"
+            epoch = now
+            paths.append(path)
+
     locator.refresh_fallback_addresses(FALLBACK)
+    note()
     assert paths == []  # not populated: nothing is handed out
     locator.update_from_states([])
+    note()
     assert paths == []  # an empty first read changes no list: nothing to retire yet
     locator.update_from_states([fixture_states()[0]])
+    note()
     assert paths == ["primary-gateways"]  # replicated + fallback: direct
     locator.update_from_states(fixture_states())
+    note()
     assert paths == ["primary-gateways", "local-gateways"]  # local gateways appeared
     locator.set_use_replication_signal(True, 0.0)
     for t in (1.0, 2.0, 3.0):
         locator.record_replication_result("boom", t)
+    note()
     assert paths[-1] == "primary-gateways"
     locator.record_replication_result(None, 4.0)
+    note()
     assert paths[-1] == "primary-gateways"
     locator.record_local_probe_result(None, 9.0)
+    note()
     assert paths == [
         "primary-gateways",
         "local-gateways",
@@ -541,7 +557,10 @@ def test_path_change_fires_on_every_change_of_candidate_kind() -> None:
         "local-gateways",
     ]
     locator.update_from_states([fixture_states()[0]])  # local gateways gone again
+    note()
     assert paths[-1] == "primary-gateways"
+    # Other datacenters' paths never change after the first read: epoch 0.
+    assert locator.path_to("dc3") == ("local-gateways", 0)
 
 
 @pytest.mark.parametrize(

@@ -164,10 +164,18 @@ async def test_probe_task_runs_only_while_direct_and_switches_back_when_it_works
         assert last.consecutive_failures >= 2
         assert last.last_error == "via 10.0.2.10:8443: connection refused"
         switched = asyncio.Event()
-        locator.on_primary_path_change = lambda path: switched.set()
+        paths: list[str] = []
+
+        def changed(path: str) -> None:
+            paths.append(path)
+            switched.set()
+
+        service.on_primary_path_change(changed)
         probe.works = True
         await asyncio.wait_for(switched.wait(), 10)
         assert service.dial_primary_through_local_gateway()
         assert locator.next_local_probe_at() is None  # back on the local path: no probe due
+        assert paths == ["local-gateways"]
+        assert service.path_to("dc1")[0] == "local-gateways"
     finally:
         await service.stop()

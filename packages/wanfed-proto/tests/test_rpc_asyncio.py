@@ -22,6 +22,7 @@ from wanfed_proto import (
     RpcTimeoutError,
     RpcType,
     TransportError,
+    _rpc_serve,
     client_context,
     dial_alpn,
     dial_plain,
@@ -402,3 +403,63 @@ async def test_handlers_per_connection_are_capped_and_the_rest_wait_in_order() -
 async def test_max_in_flight_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         await serve_rpc(None, {}, max_in_flight=0)  # type: ignore[arg-type]
+
+
+async def test_a_handler_still_running_at_its_deadline_is_stopped(
+    client: RpcClient, handlers: Handlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for the answer any more: the serving side stops the work."""
+    monkeypatch.setattr(_rpc_serve, "DEADLINE_SLACK", 0.0)
+    with pytest.raises(RpcTimeoutError):
+        await client.call("Test.Slow", timeout=0.05)
+    await asyncio.wait_for(handlers.slow_cancelled.wait(), 10)
+    assert await client.call("Test.Echo", "next", timeout=30.0) == "next"
+
+
+async def test_a_request_arriving_after_its_deadline_is_not_run(
+    client: RpcClient, handlers: Handlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_rpc_serve, "DEADLINE_SLACK", 0.0)
+    with pytest.raises(RpcTimeoutError):
+        await client.call("Test.Echo", "late", timeout=-1.0)  # sent, already too late
+    assert await client.call("Test.Echo", "next", timeout=30.0) == "next"
+    assert [call.decode(str) for call in handlers.seen] == ["next"]
+
+
+async def test_abort_fails_the_calls_in_flight_with_its_reason(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    pending = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    assert client.in_flight == 1
+    client.abort("declared dead by its owner")
+    with pytest.raises(TransportError, match="declared dead by its owner"):
+        await pending
+    assert client.is_closed
+
+
+async def test_calls_with_different_timeouts_each_expire_at_their_own(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    """One timer per connection serves every pending deadline, earliest first."""
+    long = asyncio.ensure_future(client.call("Test.Slow", timeout=30.0))
+    await handlers.slow_started.wait()
+    for _ in range(2):  # the second after the timer went back to the long call
+        with pytest.raises(RpcTimeoutError, match=r"after 0\.05s"):
+            await client.call("Test.Slow", timeout=0.05)
+    assert not long.done()
+    handlers.release.set()
+    assert await asyncio.wait_for(long, 10) == "done"
+
+
+async def test_calls_outliving_a_retirement_grace_are_cut_at_once(
+    client: RpcClient, handlers: Handlers
+) -> None:
+    """Cut, not closed gracefully: a graceful TLS close first waits for the peer,
+    which on a path gone silent answers nothing for its whole shutdown timeout."""
+    pending = asyncio.ensure_future(client.call("Test.Slow"))
+    await handlers.slow_started.wait()
+    await asyncio.wait_for(client.close_when_idle(0.05), 10)
+    with pytest.raises(TransportError, match="retired"):
+        await pending
+    assert client.is_closed

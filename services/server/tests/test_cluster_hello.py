@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from wanfed_agent.config import load_config
+from wanfed_agent.rpc import RouteTable, RpcPool, TlsDialer
 from wanfed_proto import Alpn, client_context
 from wanfed_server.runtime import (
     HELLO_TIMEOUT,
-    AlpnDialer,
-    RpcPool,
     Server,
     ServerDirectory,
     ServerInfo,
@@ -49,7 +48,7 @@ async def test_a_black_holed_peer_does_not_hold_up_the_others(
         silent = f"127.0.0.1:{black_hole.getsockname()[1]}"
         me = ServerInfo(node="s1", datacenter="dc1", rpc_address="127.0.0.1:1")
         directory = ServerDirectory(me)
-        pool = RpcPool(AlpnDialer(context, "consul"))
+        pool = RpcPool(TlsDialer(context, "consul"), RouteTable("dc1"))
         try:
             # The black hole never answers: the round ends at all only because every
             # hello (dial included) has its own deadline, HELLO_TIMEOUT; this outer

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from wanfed_agent.rpc import RpcPool
 from wanfed_fsm import DCSpecificRequest
 from wanfed_server.runtime import (
     Dispatcher,
     Endpoint,
     EndpointKind,
-    RpcPool,
     ServerInfo,
     StaticRouter,
 )

@@ -63,7 +63,13 @@ class ParkedHost:
         raise AssertionError("unreachable")
 
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109
     ) -> T:
         self.any_server_calls += 1
         if self.any_server_error is not None:

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from wanfed_agent.rpc import KeepaliveSettings
 from wanfed_fsm import DCSpecificRequest, IndexedNodes, Node, RegisterRequest
 from wanfed_proto import RemoteError
 from wanfed_server.runtime import Server
@@ -316,17 +317,22 @@ async def test_a_cross_dc_blocking_read_in_flight_survives_a_path_change(
     # Count the sends of our read. The pooled connection is open (``first`` used
     # it), so a send puts the call on the wire before its task yields.
     sends: list[object] = []
-    send = pool.call
+    send = pool.call_on
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        if args[3] == "Catalog.ListNodes" and args[4] == blocking:
+        if args[1] == "Catalog.ListNodes" and args[2] == blocking:
             sends.append(args)
         return await send(*args, **kwargs)
 
-    pool.call = counted
+    pool.call_on = counted
     query = asyncio.create_task(server.rpc("Catalog.ListNodes", blocking, IndexedNodes))
     await eventually(lambda: len(sends) == 1, 10, "the blocking read is on the wire")
-    assert pool.retire_datacenter("dc1") >= 1
+    # The path to the primary changes (its epoch moves); the next call along it
+    # retires the connection the read is waiting on.
+    federation = server.federation
+    assert federation is not None
+    federation.locator._primary_epoch += 1
+    assert await rpc_ok(server, "dc1")
     await eventually(lambda: len(sends) == 2, 10, "cut after the grace, asked again")
     assert not query.done()
     primary = fed["dc1"].require_server()
@@ -334,3 +340,63 @@ async def test_a_cross_dc_blocking_read_in_flight_survives_a_path_change(
     await primary.rpc("Catalog.Register", after, bool)
     reply = await asyncio.wait_for(query, 10)
     assert "after-switch" in {n.node for n in reply.nodes}
+
+
+def silence(gateway: object) -> None:
+    """Every connection the gateway carries now goes silent both ways: bytes stay
+    in the kernel's buffers, nothing is reset (a gateway instance that vanished,
+    a black-holed link). New connections are not affected."""
+    for connection in list(gateway._connections):  # type: ignore[attr-defined]
+        for transport in (connection._transport, connection._up):
+            if transport is not None:
+                transport.pause_reading()
+
+
+async def test_a_replication_long_poll_on_a_path_gone_silent_fails_within_the_keepalive(
+    make_federation: MakeFederation,
+) -> None:
+    """The long-poll waits up to 300 s for the primary; when the path under it dies
+    without a reset, keepalive gives the connection up and the failure reaches the
+    replicator and the locator at once (without it: after the whole long-poll)."""
+    fed = await make_federation({"dc1": 1, "dc2": 1}, replication_wait=300.0)
+    dc2 = fed["dc2"]
+    server = dc2.require_server()
+    federation = server.federation
+    assert federation is not None
+    local = ("local-gateways", [dc2.gateway_address])
+    await eventually(lambda: route_to(server, "dc1") == local, 30, "dc2 settled on its gateway")
+    await eventually(lambda: primary_gateways_in_store(server) != [], 30, "dc2 replicated")
+    pool = server._pool
+    assert pool is not None
+    # Connections dialled from now on ping after 0.2 s of silence, dead after 1 s;
+    # moving the path's epoch makes the long-poll go again on such a connection.
+    pool._keepalive = KeepaliveSettings(interval=0.2, dead_after=1.0)
+    pool._retire_grace = 0.1
+    federation.locator._primary_epoch += 1
+    assert await rpc_ok(server, "dc1")  # the first call on the new epoch retires the old
+
+    def long_poll_on_the_new_epoch() -> bool:
+        epoch = federation.locator._primary_epoch
+        entries = pool._pooled.values()
+        return all(e.route.epoch == epoch for e in entries) and any(e.calls for e in entries)
+
+    await eventually(long_poll_on_the_new_epoch, 10, "the long-poll asked again on the new epoch")
+    # Every replication outcome the locator hears from now on (a success right
+    # after the failure clears the locator's own record of it).
+    service = federation.locator_service
+    errors: list[str | None] = []
+    report = service.on_replication_result
+
+    def heard(error: str | None, *, from_replication: bool = True) -> None:
+        errors.append(error)
+        report(error, from_replication=from_replication)
+
+    service.on_replication_result = heard
+    deaths = pool.keepalive_deaths
+    silence(dc2.gateway)
+    await eventually(lambda: pool.keepalive_deaths > deaths, 30, "keepalive gave the path up")
+    await eventually(
+        lambda: any(error and "keepalive" in error for error in errors),
+        30,
+        f"the replicator heard of the dead path (heard {errors}; routes {pool.connections()})",
+    )

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from wanfed_agent.rpc import RpcPool
 from wanfed_fsm import (
     DCSpecificRequest,
     HealthCheck,
@@ -33,7 +34,6 @@ from wanfed_server.runtime import (
     EndpointKind,
     InvalidRequestError,
     RemoteServer,
-    RpcPool,
     Server,
     ServerInfo,
     StaticRouter,

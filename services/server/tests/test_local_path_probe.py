@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from wanfed_agent.rpc import DialError, RouteTable, RpcPool, TlsDialer
 from wanfed_fsm import CheckServiceNode, FederationState, Node, RetryPolicy, Service
 from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, TransportError, client_context
+from wanfed_proto import Alpn, client_context
 from wanfed_server.runtime._wanfed import PrimaryPingProbe
 
 if TYPE_CHECKING:
@@ -61,16 +62,30 @@ async def black_hole() -> AsyncIterator[BlackHole]:
     await hole.close()
 
 
+class _NoPaths:
+    """The probe never asks for a path: it dials the gateway it is given."""
+
+    def path_to(self, datacenter: str) -> tuple[str, int]:
+        raise AssertionError(f"a probe asked for the path to {datacenter}")
+
+    def pick_gateway(self, datacenter: str) -> str:
+        raise AssertionError(f"a probe picked a gateway of {datacenter}")
+
+
 def _probe(pki: RuntimePki) -> PrimaryPingProbe:
+    """The probe a dc2 server runs: through its RPC client, as every other call."""
     files = pki.certs["r1"]  # a dc2 server probes the way to dc1
     context = client_context(pki.ca, files.cert, files.key, alpn=[Alpn.RPC_MULTI])
-    return PrimaryPingProbe(primary="dc1", domain="consul", context=context, timeout=PROBE_TIMEOUT)
+    paths = _NoPaths()
+    dialer = TlsDialer(context, "consul", gateways=paths, attempt_timeout=PROBE_TIMEOUT)
+    pool = RpcPool(dialer, RouteTable("dc2", paths))
+    return PrimaryPingProbe(primary="dc1", client=pool, timeout=PROBE_TIMEOUT)
 
 
 async def test_a_probe_through_a_black_holed_gateway_fails(
     black_hole: BlackHole, runtime_pki: RuntimePki
 ) -> None:
-    with pytest.raises(TransportError, match="timed out"):
+    with pytest.raises(DialError, match="timed out"):
         await _probe(runtime_pki).probe(black_hole.address)
     assert black_hole.accepted == 1, "the probe must dial the gateway it was given"
 
@@ -148,7 +163,7 @@ async def test_a_black_holed_local_gateway_keeps_the_leader_direct(
         for _ in range(3):
             service.on_replication_result("i/o timeout")
         assert not service.dial_primary_through_local_gateway()
-        locator.on_primary_path_change = lambda path: back_home.set()
+        service.on_primary_path_change(lambda path: back_home.set())
         # The third probe starts only after the first two were judged.
         third = asyncio.ensure_future(probe.until_started(3))
         home = asyncio.ensure_future(back_home.wait())

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wanfed_agent.rpc import RouteTable, RpcPool
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import LocalConsensus, QueryOptions, StateStore, blocking_query
 from wanfed_proto import ConnectionInfo, RemoteError, Request, RpcCall
@@ -31,7 +32,6 @@ from wanfed_server.runtime import (
     Dispatcher,
     Endpoint,
     InvalidRequestError,
-    RpcPool,
     Server,
     ServerInfo,
     StaticRouter,
@@ -100,7 +100,7 @@ def _dispatcher(context: _Context) -> Dispatcher:
         is_leader=lambda: True,
         leader=lambda: SELF,
         router=context.router,
-        pool=RpcPool(typing.cast(Any, _NoDialer())),
+        pool=RpcPool(typing.cast(Any, _NoDialer()), RouteTable("dc1")),
         hold_timeout=0.05,
     )
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import msgspec
@@ -233,16 +233,9 @@ class GatewayLocator:
         if assume_healthy_at_start:
             self._record_success(now)
         self._choice = self.dial_primary_through_local_gateway()
-        self.on_primary_path_change: Callable[[Path], None] | None = None
-        """Called with the new path whenever primary-bound traffic changes path.
-
-        That is every change of the candidates' kind between the local
-        gateways and the primary's gateways (replicated or fallback), either
-        way: the leader's switches, and also bootstrap, where a server with no
-        local gateway yet dials the primary's gateways and moves to its local
-        ones when they appear. Connections dialled along the old path keep
-        using it; the owner of such connections uses this to retire them."""
-        self._primary_path: Path = self._candidates(primary_datacenter)[0]
+        self._primary_path: Path = self._path(primary_datacenter)
+        self._primary_epoch = 0
+        """Moves with every change of :attr:`_primary_path`; see :meth:`path_to`."""
 
     # --- inputs ---------------------------------------------------------------
 
@@ -420,11 +413,10 @@ class GatewayLocator:
     def _check_primary_path(self) -> None:
         if self.is_primary:
             return
-        path = self._candidates(self.primary_datacenter)[0]
+        path = self._path(self.primary_datacenter)
         if path != self._primary_path:
             self._primary_path = path
-            if self.on_primary_path_change is not None:
-                self.on_primary_path_change(path)
+            self._primary_epoch += 1
 
     # --- decisions ------------------------------------------------------------
 
@@ -501,17 +493,29 @@ class GatewayLocator:
             f"(last error: {self._last_error})"
         )
 
-    def _candidates(self, datacenter: str) -> tuple[Path, list[Candidate]]:
+    def _path(self, datacenter: str) -> Path:
+        """The path :meth:`_candidates` takes, without building the candidates
+        (every RPC call asks for it)."""
         if not self._populated:
-            return "none", []
+            return "none"
         if datacenter != self.primary_datacenter:
+            return "local-gateways"
+        if self.is_primary:
+            return "primary-gateways"
+        if self.dial_primary_through_local_gateway() and self._local:
+            return "local-gateways"
+        return "primary-gateways"
+
+    def _candidates(self, datacenter: str) -> tuple[Path, list[Candidate]]:
+        path = self._path(datacenter)
+        if path == "none":
+            return "none", []
+        if path == "local-gateways":
             return "local-gateways", [Candidate(address=a, source="local") for a in self._local]
         if self.is_primary:
             return "primary-gateways", [
                 Candidate(address=a, source="replicated") for a in self._primary
             ]
-        if self.dial_primary_through_local_gateway() and self._local:
-            return "local-gateways", [Candidate(address=a, source="local") for a in self._local]
         replicated = set(self._primary)
         merged = merge_sorted_unique(self._primary, self._fallback)
         candidates = [
@@ -519,6 +523,22 @@ class GatewayLocator:
             for a in merged
         ]
         return "primary-gateways", candidates
+
+    def path_to(self, datacenter: str) -> tuple[Path, int]:
+        """The path to ``datacenter`` and its epoch, which moves whenever the path changes.
+
+        Only primary-bound traffic changes path after the first read of the
+        store: every change of the candidates' kind between the local gateways
+        and the primary's gateways (replicated or fallback), either way — the
+        leader's switches, and also bootstrap, where a server with no local
+        gateway yet dials the primary's gateways and moves to its local ones
+        when they appear. Connections dialled along an old path keep using
+        it; their owner compares epochs to retire them.
+        """
+        path = self._path(datacenter)
+        if datacenter == self.primary_datacenter and not self.is_primary:
+            return path, self._primary_epoch
+        return path, 0
 
     def list_gateways(self, datacenter: str) -> list[str]:
         """Every address :meth:`pick_gateway` may choose from for ``datacenter``."""

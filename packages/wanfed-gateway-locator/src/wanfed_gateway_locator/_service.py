@@ -7,7 +7,9 @@ the leader lifecycle and primary-gateway discovery call in through small
 methods that stamp the current time. While the leader dials the primary
 directly, a second task runs the core's local-path probes through a
 :class:`LocalPathProbe` when the core says one is due. Everything that
-decides lives in the core; this module only waits.
+decides lives in the core; this module only waits, and tells the listeners
+registered with :meth:`LocatorService.on_primary_path_change` when an input
+moved the path to the primary (the core's epoch).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Final, Protocol
 
 from wanfed_fsm import FederationState, RetryPolicy, retry_loop
 
-from ._locator import GatewayLocator, LocatorStatus
+from ._locator import GatewayLocator, LocatorStatus, Path
 
 __all__ = [
     "FederationStateSource",
@@ -103,6 +105,7 @@ class LocatorService:
         self._refreshed = asyncio.Condition()
         self.primary_gateways_ready = asyncio.Event()
         """Set the first time replication names a primary gateway; stops discovery."""
+        self._path_listeners: list[Callable[[Path], object]] = []
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -155,13 +158,17 @@ class LocatorService:
                 log.info("local path to the primary works again via=%s", gateway)
             else:
                 log.debug("local path to the primary still broken: %s", error)
+            epoch = self._primary_epoch()
             self.locator.record_local_probe_result(error, self._clock())
+            self._tell_path_listeners(epoch)
 
     async def _refresh_once(self) -> None:
         if not self._source.local_state_initialized():
             await self._wait_initialized()
         index, states = await self._source.federation_states(self._index)
+        epoch = self._primary_epoch()
         self.locator.update_from_states(states)
+        self._tell_path_listeners(epoch)
         self._index = index
         if self.locator.primary_gateways_ready:
             self.primary_gateways_ready.set()
@@ -199,25 +206,57 @@ class LocatorService:
 
     def on_replication_result(self, error: str | None, *, from_replication: bool = True) -> None:
         """The replicator's feedback after every remote fetch."""
+        epoch = self._primary_epoch()
         self.locator.record_replication_result(
             error, self._clock(), from_replication=from_replication
         )
         self._inputs_changed.set()
+        self._tell_path_listeners(epoch)
 
     def set_use_replication_signal(self, enabled: bool) -> None:
         """Called by the leader lifecycle when replication starts or stops."""
+        epoch = self._primary_epoch()
         self.locator.set_use_replication_signal(enabled, self._clock())
         self._inputs_changed.set()
+        self._tell_path_listeners(epoch)
 
     def refresh_fallback_addresses(
         self, addresses: Iterable[str], source: str = "configured"
     ) -> bool:
-        return self.locator.refresh_fallback_addresses(addresses, source)
+        epoch = self._primary_epoch()
+        changed = self.locator.refresh_fallback_addresses(addresses, source)
+        self._tell_path_listeners(epoch)
+        return changed
+
+    def on_primary_path_change(self, listener: Callable[[Path], object]) -> Callable[[], None]:
+        """Call ``listener`` with the new path whenever the path to the primary changes.
+
+        Pooled RPC connections need no telling (their routes carry the epoch,
+        see :meth:`path_to`); this is for routines holding on to the old path
+        in other ways (a long-poll to restart, another pool). Returns a
+        function that removes the listener.
+        """
+        self._path_listeners.append(listener)
+        return lambda: self._path_listeners.remove(listener)
+
+    def _primary_epoch(self) -> int:
+        return self.locator.path_to(self.locator.primary_datacenter)[1]
+
+    def _tell_path_listeners(self, epoch_before: int) -> None:
+        path, epoch = self.locator.path_to(self.locator.primary_datacenter)
+        if epoch == epoch_before:
+            return
+        for listener in list(self._path_listeners):
+            listener(path)
 
     # --- outputs ----------------------------------------------------------------
 
     def pick_gateway(self, datacenter: str) -> str:
         return self.locator.pick_gateway(datacenter)
+
+    def path_to(self, datacenter: str) -> tuple[Path, int]:
+        """The path to ``datacenter`` and its epoch (see :meth:`GatewayLocator.path_to`)."""
+        return self.locator.path_to(datacenter)
 
     def dial_primary_through_local_gateway(self) -> bool:
         return self.locator.dial_primary_through_local_gateway()

@@ -6,8 +6,9 @@ They only move bytes between the transport and the sans-I/O cores in ``_rpc``
 and turn the cores' events into futures (here) or handler runs
 (``_rpc_serve``). Frames written in one loop iteration leave in one write,
 which with many calls in flight is most of the saving. The timeout of a call
-travels as an absolute ``Deadline``; the server does not enforce it, handlers
-that block (blocking queries) read it from ``RpcCall.deadline``.
+travels as an absolute ``Deadline``; the serving side refuses a request whose
+deadline already passed and stops a handler still running at it (nobody waits
+for its answer any more).
 
 Errors a caller of :meth:`RpcClient.call` can see, and what they mean:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from typing import Any, TypeVar, cast, overload
 
@@ -50,6 +52,9 @@ logger = logging.getLogger("wanfed_proto.rpc")
 T = TypeVar("T")
 
 _ENCODER = msgspec.msgpack.Encoder()
+
+_TIMER_SLACK = 0.001
+"""Seconds early a call may be timed out: the loop may run a timer that early."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -113,10 +118,44 @@ class _ClientProtocol(asyncio.Protocol):
         self.out = WriteBatcher()
         self.writable = asyncio.Event()
         self.writable.set()
+        self.deadlines: dict[int, tuple[float, str, float]] = {}
+        """Per pending call with a timeout: (loop time it expires, method, timeout)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; same interface.
         self.transport = self.out.transport = cast(asyncio.Transport, transport)
+
+    def watch(self, seq: int, method: str, timeout: float) -> None:
+        """Fail call ``seq`` with :class:`RpcTimeoutError` once ``timeout`` passed.
+
+        One timer per connection, armed at the earliest deadline pending:
+        calls made with the same timeout expire in the order they were made,
+        so a new call almost never needs a timer of its own (a timer per call,
+        or ``asyncio.timeout``, was a large share of a small call's cost).
+        """
+        at = self.loop.time() + timeout
+        self.deadlines[seq] = (at, method, timeout)
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.loop.time() + _TIMER_SLACK
+        next_at = math.inf
+        for seq, (at, method, timeout) in list(self.deadlines.items()):
+            if at <= now:
+                del self.deadlines[seq]
+                self._fail(seq, RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s"))
+            elif at < next_at:
+                next_at = at
+        if next_at != math.inf:
+            self._timer_at = next_at
+            self._timer = self.loop.call_at(next_at, self._expire)
 
     def data_received(self, data: bytes) -> None:
         calls = self.calls
@@ -160,6 +199,9 @@ class _ClientProtocol(asyncio.Protocol):
         for event in self.core.connection_lost(reason):
             self._fail(event.seq, event.error)
         self.writable.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
 
 
 class RpcClient:
@@ -180,6 +222,22 @@ class RpcClient:
     @property
     def is_closed(self) -> bool:
         return self._protocol.core.closed or self._connection.is_closed
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not yet answered, failed or given up."""
+        return len(self._protocol.calls)
+
+    def abort(self, reason: str) -> None:
+        """Close at once; every call in flight fails with ``TransportError(reason)``.
+
+        For a connection its owner declared dead (a keepalive that went
+        unanswered): the calls learn why instead of a bare "connection lost".
+        """
+        protocol = self._protocol
+        for event in protocol.core.connection_lost(reason):
+            protocol._fail(event.seq, event.error)
+        self._connection.abort()
 
     @overload
     async def call(
@@ -231,20 +289,17 @@ class RpcClient:
         future: asyncio.Future[msgspec.Raw] = protocol.loop.create_future()
         protocol.calls[seq] = future
         protocol.out.write(data)
+        if timeout is not None:
+            protocol.watch(seq, method, timeout)
         try:
-            if timeout is None:
-                raw = await future
-            else:
-                async with asyncio.timeout(timeout):
-                    raw = await future
-        except TimeoutError:
-            protocol.core.cancel(seq)
-            raise RpcTimeoutError(f"rpc {method} timed out after {timeout:g}s") from None
-        except asyncio.CancelledError:
+            raw = await future
+        except (RpcTimeoutError, asyncio.CancelledError):
             protocol.core.cancel(seq)
             raise
         finally:
             del protocol.calls[seq]
+            if timeout is not None:
+                protocol.deadlines.pop(seq, None)
         return decode_body(raw, type, method, "unexpected response body")
 
     async def close_when_idle(self, grace: float | None = None) -> None:
@@ -257,6 +312,12 @@ class RpcClient:
         pending = [future for future in self._protocol.calls.values() if not future.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        if any(not future.done() for future in pending):
+            # A graceful close would first wait for the peer (a TLS shutdown, 30 s
+            # on a path gone silent) with these calls still pending.
+            self.abort(f"rpc connection retired; calls still pending after {grace:g}s cut")
+            await self._connection.wait_closed()
+            return
         await self.close()
 
     async def close(self) -> None:

@@ -4,6 +4,14 @@ A handler's first step runs inline as soon as its request is decoded, so only
 a handler that actually waits costs a task; its context variables then live
 in the protocol's context, as with an eager task factory. A handler's
 exception becomes that call's remote error and never closes the connection.
+
+Deadlines: a request carries the absolute unix time after which its caller
+stops waiting (``Deadline``, 0 for none). Work nobody waits for is not done:
+a request that arrives after its deadline is answered with an error without
+running, and a handler still waiting at its deadline is cancelled and
+answered with an error (the caller has gone; the answer only keeps both
+sides' bookkeeping straight). :data:`DEADLINE_SLACK` absorbs small clock
+differences between the two hosts.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Final, TypeVar, cast
@@ -24,10 +33,27 @@ from ._frames import DEFAULT_MAX_FRAME
 from ._rpc import ProtocolViolation, RequestReceived, RpcServerConnection
 from ._rpc_asyncio import WriteBatcher, decode_body, encode_body
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "RpcCall", "RpcHandler", "serve_rpc"]
+__all__ = [
+    "DEADLINE_SLACK",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "RpcCall",
+    "RpcHandler",
+    "deadline_passed_error",
+    "serve_rpc",
+]
 
 DEFAULT_MAX_IN_FLIGHT: Final = 256
 """Handlers one connection may run at once (blocking queries count while they wait)."""
+
+DEADLINE_SLACK: Final = 1.0
+"""Seconds past a request's deadline before the serving side stops its work: the
+deadline was computed on the caller's clock, which may run a little ahead."""
+
+
+def deadline_passed_error(method: str) -> str:
+    """The error text of a call stopped at (or refused after) its caller's deadline."""
+    return f"rpc {method}: the caller's deadline passed; the call was not completed"
+
 
 logger = logging.getLogger("wanfed_proto.rpc")
 
@@ -177,6 +203,14 @@ class _ServerProtocol(asyncio.Protocol):
         Most handlers answer from memory without suspending, and a task per
         call would cost as much as the rest of the call together.
         """
+        deadline = call.request.Deadline
+        if deadline and time.time() > deadline + DEADLINE_SLACK:
+            logger.debug(
+                "rpc request arrived after its deadline; answering without running it",
+                extra={"method": call.method, "peer": self.info.peer_text},
+            )
+            self._reply_error(call, RemoteError(deadline_passed_error(call.method)))
+            return
         try:
             awaitable = handler(call)
             if not isinstance(awaitable, types.CoroutineType):
@@ -201,8 +235,22 @@ class _ServerProtocol(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _finish(self, call: RpcCall, awaitable: Awaitable[object]) -> None:
+        deadline = call.request.Deadline
+        limit = asyncio.timeout(
+            max(deadline + DEADLINE_SLACK - time.time(), 0.0) if deadline else None
+        )
         try:
-            result = await awaitable
+            async with limit:
+                result = await awaitable
+        except TimeoutError as exc:
+            if not limit.expired():
+                self._reply_error(call, exc)
+                return
+            logger.debug(
+                "rpc handler stopped at its caller's deadline",
+                extra={"method": call.method, "peer": self.info.peer_text},
+            )
+            self._reply_error(call, RemoteError(deadline_passed_error(call.method)))
         except Exception as exc:
             self._reply_error(call, exc)
         else:

@@ -31,8 +31,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
-from wanfed_agent.dialer import NoGatewayKnownError, dial_through_gateway
 from wanfed_agent.gossip import GossipTransport, HostPort
+from wanfed_agent.rpc import NoGatewayKnownError, dial_through_gateway
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_proto import (
     DEFAULT_DIAL_TIMEOUT,

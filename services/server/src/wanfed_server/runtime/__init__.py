@@ -22,7 +22,6 @@ from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import SERF_CHECK_ID, SERVER_SERVICE, LeaderRoutines, server_registration
 from ._messages import ClusterInfo, IndexedHealthChecks, NodeSpecificRequest, ServerInfo
-from ._pool import AlpnDialer, DialError, PlainDialer, RpcDialer, RpcPool
 from ._reaper import (
     DEREGISTER_CRITICAL_MINIMUM,
     CriticalServiceReaper,
@@ -50,13 +49,11 @@ __all__ = [
     "NO_SERVER_REACHABLE",
     "SERF_CHECK_ID",
     "SERVER_SERVICE",
-    "AlpnDialer",
     "CheckRunner",
     "CheckSchedule",
     "ClusterFile",
     "ClusterInfo",
     "CriticalServiceReaper",
-    "DialError",
     "Dispatcher",
     "Endpoint",
     "EndpointKind",
@@ -67,12 +64,9 @@ __all__ = [
     "LeaderRoutines",
     "NoPathToDatacenterError",
     "NodeSpecificRequest",
-    "PlainDialer",
     "Reap",
     "RemoteServer",
     "Router",
-    "RpcDialer",
-    "RpcPool",
     "Server",
     "ServerDirectory",
     "ServerInfo",

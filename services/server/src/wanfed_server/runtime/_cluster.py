@@ -45,6 +45,7 @@ from typing import Final
 
 import msgspec
 
+from wanfed_agent.rpc import RpcPool
 from wanfed_fsm import (
     Command,
     LeadershipCallback,
@@ -55,7 +56,6 @@ from wanfed_fsm import (
 from wanfed_proto import ProtoError
 
 from ._messages import ClusterInfo, ServerInfo
-from ._pool import RpcPool
 
 __all__ = [
     "CLUSTER_FILE",

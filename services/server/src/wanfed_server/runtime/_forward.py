@@ -12,9 +12,13 @@ API or the server itself):
 2. A request whose target datacenter is not ours goes to a server of that
    datacenter, chosen by the :class:`Router`. Unknown datacenter →
    ``No path to datacenter``; known, but no server answers →
-   ``Remote DC has no server currently reachable``. A server that cannot be
-   dialled is reported to the router and the next one is tried: nothing was
-   sent, so this is safe even for writes.
+   ``Remote DC has no server currently reachable``. What is tried again is
+   the RPC client's one retry policy (``wanfed_agent.rpc``): a server that
+   cannot be dialled is reported to the router and the next one is tried
+   (nothing was sent, so this is safe even for writes); a read cut because
+   the path to the datacenter changed is asked again along the new path, a
+   write is not. Every forwarded call has a deadline: a blocking read's is
+   its wait plus jitter plus a margin (``call_timeout``).
 3. Writes, and reads that do not allow stale results, are answered by the
    leader. A follower forwards them over a pooled multiplexed connection. While
    no leader is known (an election), it waits up to ``hold_timeout``; a leader
@@ -38,6 +42,7 @@ from typing import Any, Final
 
 import msgspec
 
+from wanfed_agent.rpc import DialError, RpcPool, call_servers, call_timeout
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import ConsensusError, FsmError, NotLeaderError
 from wanfed_proto import (
@@ -46,15 +51,13 @@ from wanfed_proto import (
     RemoteError,
     RpcCall,
     RpcHandler,
-    TransportError,
 )
 
 from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_errors import InvalidRequestError, typed_remote_error
 from ._messages import ServerInfo
-from ._pool import DialError, PathChangedError, RpcPool
-from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, RemoteServer, Router
+from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, Router
 
 __all__ = ["NO_CLUSTER_LEADER", "Dispatcher"]
 
@@ -62,8 +65,6 @@ logger = logging.getLogger("wanfed_server.runtime.forward")
 
 NO_CLUSTER_LEADER: Final = "No cluster leader"
 _LEADER_POLL: Final = 0.02
-_PATH_CHANGE_ATTEMPTS: Final = 3
-"""A cross-DC read is sent at most this often when path changes keep cutting it."""
 
 
 class Dispatcher:
@@ -79,7 +80,6 @@ class Dispatcher:
         router: Router,
         pool: RpcPool,
         hold_timeout: float = 7.0,
-        forward_timeout: float | None = None,
         domain: str = DEFAULT_DOMAIN,
     ) -> None:
         self._datacenter = datacenter
@@ -90,7 +90,6 @@ class Dispatcher:
         self._router = router
         self._pool = pool
         self._hold_timeout = hold_timeout
-        self._forward_timeout = forward_timeout
 
     @property
     def methods(self) -> list[str]:
@@ -182,50 +181,31 @@ class Dispatcher:
         servers = self._router.servers(datacenter)
         if servers is None:
             raise NoPathToDatacenterError
-        for server in servers:
-            try:
-                return await self._call_across_path_changes(server, endpoint, request)
-            except DialError as exc:
-                logger.warning(
-                    "cross-dc rpc dial failed method=%s dc=%s server=%s error=%s; "
-                    "trying the next server",
-                    endpoint.method,
-                    datacenter,
-                    server.node,
-                    exc,
-                )
-                self._router.notify_failed(server)
-            except PathChangedError:
-                raise  # the server did nothing wrong
-            except TransportError:
-                self._router.notify_failed(server)
+        if not servers:
+            raise RemoteError(NO_SERVER_REACHABLE)
+        try:
+            return await call_servers(
+                self._pool,
+                datacenter,
+                servers,
+                endpoint.method,
+                request,
+                endpoint.reply_type,
+                read=endpoint.kind is not EndpointKind.WRITE,
+                timeout=call_timeout(request),
+                on_failed=self._router.notify_failed,
+            )
+        except DialError as exc:
+            logger.warning(
+                "cross-dc rpc failed: no server could be dialled",
+                extra={"method": endpoint.method, "datacenter": datacenter, "error": str(exc)},
+            )
+            raise RemoteError(NO_SERVER_REACHABLE) from None
+        except RemoteError as exc:
+            typed = typed_remote_error(exc)
+            if typed is exc:
                 raise
-        raise RemoteError(NO_SERVER_REACHABLE)
-
-    async def _call_across_path_changes(
-        self, server: RemoteServer, endpoint: Endpoint[Any, Any], request: Any
-    ) -> Any:
-        """A read (often a blocking query) cut because the path to its datacenter
-        changed is asked again, along the new path; its caller never sees the
-        switch. A write is not: it may have been applied."""
-        attempt = 1
-        while True:
-            try:
-                return await self._call(
-                    server.node, server.datacenter, server.address, endpoint, request
-                )
-            except PathChangedError as exc:
-                if endpoint.kind is EndpointKind.WRITE or attempt == _PATH_CHANGE_ATTEMPTS:
-                    raise
-                attempt += 1
-                logger.info(
-                    "cross-dc read cut by a path change; asking again method=%s dc=%s "
-                    "server=%s: %s",
-                    endpoint.method,
-                    server.datacenter,
-                    server.node,
-                    exc,
-                )
+            raise typed from None
 
     async def _call(
         self, node: str, datacenter: str, address: str, endpoint: Endpoint[Any, Any], request: Any
@@ -239,7 +219,7 @@ class Dispatcher:
                 endpoint.method,
                 request,
                 endpoint.reply_type,
-                timeout=self._forward_timeout,
+                timeout=call_timeout(request),
             )
         except RemoteError as exc:
             typed = typed_remote_error(exc)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wanfed_agent.config import AgentConfig
+from wanfed_agent.rpc import RpcPool
 from wanfed_fsm import (
     Consensus,
     ConsensusError,
@@ -33,7 +34,6 @@ from wanfed_proto import ProtoError, RemoteError
 
 from ._cluster import ClusterFile, ServerDirectory, form_cluster, hello_round, write_cluster_file
 from ._messages import ClusterInfo, ServerInfo
-from ._pool import RpcPool
 
 __all__ = ["RaftMembership"]
 

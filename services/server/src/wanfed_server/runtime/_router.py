@@ -47,7 +47,8 @@ class RemoteServer(msgspec.Struct, frozen=True, kw_only=True):
     node: str
     datacenter: str
     address: str
-    """``host:port`` of its RPC port (through a gateway later: the gateway dials by SNI)."""
+    """``host:port`` of its RPC port: dialled when the route is direct; through
+    gateways the route names the server by SNI and this is not used."""
 
 
 class Router(Protocol):

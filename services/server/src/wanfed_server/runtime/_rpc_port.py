@@ -14,8 +14,8 @@ datacenter when WAN federation via mesh gateways is on.
 from __future__ import annotations
 
 from wanfed_agent.config import AgentConfig
-from wanfed_agent.dialer import GatewayDialer, GatewayPicker
 from wanfed_agent.gateway_transport import GatewayTransport
+from wanfed_agent.rpc import GatewayPicker, PlainDialer, ServerDialer, TlsDialer
 from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import RaftLink
 from wanfed_proto import (
@@ -31,7 +31,6 @@ from wanfed_proto import (
 )
 
 from ._forward import Dispatcher
-from ._pool import AlpnDialer, PlainDialer, RpcDialer
 
 __all__ = ["plain_allowed", "raft_link", "rpc_dialer", "serve_server_port"]
 
@@ -43,7 +42,7 @@ def plain_allowed(config: AgentConfig, tls: ServerTls | None) -> bool:
 
 def rpc_dialer(
     config: AgentConfig, tls: ServerTls | None, picker: GatewayPicker | None
-) -> RpcDialer:
+) -> ServerDialer:
     """Direct to this datacenter's servers; through a gateway ``picker`` picks for others."""
     if tls is None:
         if config.wan_federation:
@@ -52,17 +51,7 @@ def rpc_dialer(
                 "WAN federation via mesh gateways needs ca_file, cert_file and key_file"
             )
         return PlainDialer()
-    client = tls.client(Alpn.RPC_MULTI)
-    direct = AlpnDialer(client, config.domain)
-    if picker is None:
-        return direct
-    return GatewayDialer(
-        datacenter=config.datacenter,
-        domain=config.domain,
-        picker=picker,
-        direct=direct,
-        context=client,
-    )
+    return TlsDialer(tls.client(Alpn.RPC_MULTI), config.domain, gateways=picker)
 
 
 def raft_link(config: AgentConfig, tls: ServerTls) -> RaftLink:

@@ -38,6 +38,7 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 
 from wanfed_agent.config import AgentConfig
+from wanfed_agent.rpc import RouteTable, RpcPool
 from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import (
     Consensus,
@@ -48,7 +49,6 @@ from wanfed_fsm import (
 )
 from wanfed_gateway_locator import LocatorStatus
 from wanfed_proto import (
-    Alpn,
     RemoteError,
     RpcPortServer,
 )
@@ -65,7 +65,6 @@ from ._leader import LeaderRoutines
 from ._leadership import Leadership
 from ._membership import RaftMembership
 from ._messages import ClusterInfo, ServerInfo
-from ._pool import RpcPool
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
 from ._rpc_port import plain_allowed, raft_link, rpc_dialer, serve_server_port
@@ -208,12 +207,16 @@ class Server:
         if self._tls is not None and not config.dev_mode:
             self._tls.check_own_certificate(config.datacenter, config.node_name)
         # Retire pooled connections well before a peer's idle timeout closes them.
-        dialer = rpc_dialer(config, self._tls, self._federation)
-        self._pool = RpcPool(dialer, max_idle=config.limits.rpc_idle_timeout / 2)
-        if self._federation is not None:
-            self._federation.locator.on_primary_path_change = self._on_primary_path_change
-            if not self._federation.is_primary:
-                self._federation.locator_service.probe = self._local_path_probe()
+        paths = None if self._federation is None else self._federation.locator
+        self._pool = RpcPool(
+            rpc_dialer(config, self._tls, self._federation),
+            RouteTable(config.datacenter, paths),
+            max_idle=config.limits.rpc_idle_timeout / 2,
+        )
+        if self._federation is not None and not self._federation.is_primary:
+            self._federation.locator_service.probe = PrimaryPingProbe(
+                primary=self.primary_datacenter, client=self._pool
+            )
         self._dispatcher = self._make_dispatcher(self._pool)
         self._wan = WanGossip(
             config,
@@ -497,40 +500,19 @@ class Server:
 
     # --- federation -----------------------------------------------------------------
 
-    def _on_primary_path_change(self, path: str) -> None:
-        """Connections dialled along the old path would keep using it: retire them.
-
-        Both pools: RPC (calls in flight finish on their old connection) and
-        WAN gossip packets, whose pooled connections would otherwise live as
-        long as gossip keeps using them. The one long call, the leader's
-        replication long-poll, is abandoned and asked again on the new path.
-        """
-        # The path stays the line's last word: operators and tests read it there.
-        logger.info("path to the primary datacenter is now %s", path)
-        if self._pool is not None:
-            self._pool.retire_datacenter(self.primary_datacenter)
-        if self._wan is not None:
-            self._wan.retire_datacenter(self.primary_datacenter)
-        if self._federation is not None:
-            self._federation.primary_path_changed(path)
-
-    def _local_path_probe(self) -> PrimaryPingProbe:
-        assert self._tls is not None
-        return PrimaryPingProbe(
-            primary=self.primary_datacenter,
-            domain=self._config.domain,
-            context=self._tls.client(Alpn.RPC_MULTI),
-        )
-
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109 (the call's deadline)
     ) -> T:
-        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup.
-
-        The pool keys the connection as node ``""`` at address ``*``; it is
-        retired with the datacenter's others when the path changes.
-        """
-        return await self._require_pool().call("", datacenter, "*", method, args, reply_type)
+        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup."""
+        return await self._require_pool().call(
+            "", datacenter, "", method, args, reply_type, timeout=timeout
+        )
 
     async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
         wan = self.wan_pool

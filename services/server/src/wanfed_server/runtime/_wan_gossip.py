@@ -120,6 +120,14 @@ class WanGossip:
             tcp_ping_allowed=tcp_ping_allowed,
         )
         await self.pool.start()
+        gateway_transport = self.gateway_transport
+        if self._federation is not None and gateway_transport is not None:
+            # Pooled gossip connections keep the gateway they were dialled through:
+            # when the path to the primary changes, they retire.
+            primary = config.primary_datacenter or config.datacenter
+            self._federation.locator_service.on_primary_path_change(
+                lambda _path: gateway_transport.retire_datacenter(primary)
+            )
         address = self.pool.agent.address
         return f"{address[0]}:{address[1]}"
 
@@ -169,9 +177,3 @@ class WanGossip:
     async def stop(self, *, leave: bool) -> None:
         if self.pool is not None:
             await self.pool.stop(leave=leave)
-
-    def retire_datacenter(self, datacenter: str) -> None:
-        """Pooled gossip connections to ``datacenter`` follow its new path."""
-        transport = self.gateway_transport
-        if transport is not None:
-            transport.retire_datacenter(datacenter)

@@ -16,6 +16,8 @@ and, while this server leads its datacenter (the leadership lifecycle):
   it, so followers and ex-leaders trust their local gateways); once failures
   sent the leader to the primary's gateways directly, the locator service
   probes the local path with :class:`PrimaryPingProbe` until it works again;
+  a change of path restarts the replication round in flight (its long-poll
+  was sent along the old path, perhaps the broken one);
 * in the primary, pruning of datacenters that left the WAN pool.
 """
 
@@ -24,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, TypeVar
 
 import msgspec
 
 from wanfed_agent.discover import PrimaryGatewayDiscovery
+from wanfed_agent.rpc import RpcPool, blocking_call_timeout
 from wanfed_fsm import (
     MESH_GATEWAY_KIND,
     CheckServiceNode,
@@ -45,8 +47,8 @@ from wanfed_fsm import (
     StateStore,
     blocking_query,
 )
-from wanfed_gateway_locator import GatewayLocator, LocatorService
-from wanfed_proto import Alpn, ProtoError, RemoteError, RpcClient, dial_alpn, server_sni
+from wanfed_gateway_locator import GatewayLocator, LocatorService, Path
+from wanfed_proto import RemoteError
 from wanfed_replication import (
     AntiEntropy,
     FederationStateReplication,
@@ -108,7 +110,13 @@ class FederationHost(Protocol):
     async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[T]) -> T: ...
 
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109 (the call's deadline)
     ) -> T:
         """``method`` on any server of ``datacenter``, through the current gateway path,
         whether or not the WAN pool knows one of its servers."""
@@ -207,7 +215,11 @@ class _PrimaryClient:
         # that dial measures the path in use, so a healthy path stays in use and
         # a broken one fails promptly, three times, and sends the leader direct.
         return await self._host.rpc_any_server(
-            self._primary, method, request, IndexedFederationStates
+            self._primary,
+            method,
+            request,
+            IndexedFederationStates,
+            timeout=blocking_call_timeout(self._wait),
         )
 
 
@@ -218,32 +230,17 @@ class PrimaryPingProbe:
     to the primary's gateways (from the replicated states), a primary server
     answering mTLS RPC — and needs nothing from the WAN pool, which a
     restarted secondary may not have refilled: the SNI names any server of
-    the primary, ``server.<primary>.<domain>``.
+    the primary, ``server.<primary>.<domain>``. It goes through the same RPC
+    client and dialer as every other call, on a connection of its own.
     """
 
-    def __init__(
-        self,
-        *,
-        primary: str,
-        domain: str,
-        context: ssl.SSLContext,
-        timeout: float = PROBE_TIMEOUT,
-    ) -> None:
-        """``context`` is the mTLS client context offering ``wanfed/rpc-multi`` only."""
-        self._sni = server_sni(primary, domain)
-        self._context = context
+    def __init__(self, *, primary: str, client: RpcPool, timeout: float = PROBE_TIMEOUT) -> None:
+        self._primary = primary
+        self._client = client
         self._timeout = timeout
 
     async def probe(self, gateway: str) -> None:
-        connection = await dial_alpn(
-            gateway, self._sni, Alpn.RPC_MULTI, self._context, self._timeout
-        )
-        client = RpcClient(connection)
-        try:
-            await client.call("Status.Ping", None, type=bool, timeout=self._timeout)
-        finally:
-            with contextlib.suppress(ProtoError, OSError):
-                await client.close()
+        await self._client.probe(self._primary, gateway, "Status.Ping", timeout=self._timeout)
 
 
 class _LocalView:
@@ -341,6 +338,7 @@ class WanFederation:
             )
         self._route_watchers: list[Callable[[str], None]] = []
         self._route_seen: list[str] = []
+        self.locator_service.on_primary_path_change(self._on_primary_path_change)
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._replicator: IndexReplicator[FederationState] | None = None
@@ -388,12 +386,6 @@ class WanFederation:
         changed = self.locator_service.refresh_fallback_addresses(addresses, source)
         self._route_may_have_changed("a fallback address of the primary's gateways is known")
         return changed
-
-    def primary_path_changed(self, path: str) -> None:
-        """The locator switched the path to the primary (the server retired its
-        connections on the old one): replication and the WAN join try the new one."""
-        self.restart_replication_round(f"path to the primary is now {path}")
-        self._route_may_have_changed(f"path to the primary is now {path}")
 
     async def _follow_locator_refreshes(self) -> None:
         refreshes = self.locator_service.refreshes
@@ -478,6 +470,15 @@ class WanFederation:
             self._leader_tasks.append(
                 asyncio.create_task(replicator.run(), name="fed-state-replication")
             )
+
+    def _on_primary_path_change(self, path: Path) -> None:
+        """The locator switched the path to the primary (pooled connections on the
+        old one retire by their route's epoch): replication and the WAN join try
+        the new one."""
+        # The path stays the line's last word: operators and tests read it there.
+        logger.info("path to the primary datacenter is now %s", path)
+        self.restart_replication_round(f"path to the primary is now {path}")
+        self._route_may_have_changed(f"path to the primary is now {path}")
 
     def restart_replication_round(self, reason: str) -> None:
         """The path to the primary changed: a replication long-poll in flight was
