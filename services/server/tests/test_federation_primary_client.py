@@ -46,8 +46,15 @@ class PoolHost:
         raise RemoteError(NO_SERVER_REACHABLE)
 
     async def rpc_any_server(
-        self, datacenter: str, method: str, args: msgspec.Struct, reply_type: type[T]
+        self,
+        datacenter: str,
+        method: str,
+        args: msgspec.Struct,
+        reply_type: type[T],
+        *,
+        timeout: float,  # noqa: ASYNC109 (the call's deadline)
     ) -> T:
+        assert timeout > 0, "every call has a deadline"
         self.any_server_calls += 1
         return cast(T, ANSWER)
 
