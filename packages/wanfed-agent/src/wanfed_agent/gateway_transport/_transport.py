@@ -29,10 +29,15 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Final
 
 from wanfed_agent.gossip import GossipTransport, HostPort
-from wanfed_agent.rpc import NoGatewayKnownError, dial_through_gateway
+from wanfed_agent.rpc import (
+    DC_NOT_AVAILABLE,
+    GatewayPicker,
+    NoGatewayKnownError,
+    dial_through_gateway,
+)
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_proto import (
     DEFAULT_DIAL_TIMEOUT,
@@ -53,26 +58,17 @@ from ._pool import PacketConnectionPool, PoolClosedError
 
 __all__ = [
     "DC_NOT_AVAILABLE",
-    "GatewayPicker",
     "GatewayTransport",
     "NoGatewayError",
 ]
 
 log = logging.getLogger("wanfed.gossip.gateway")
 
-DC_NOT_AVAILABLE: Final = "Remote DC has no server currently reachable"
-
 SEND_FAILURE_LOG_INTERVAL: Final = 10.0
 """Seconds between two reports of failed gossip sends to one datacenter."""
 
 PacketHandler = Callable[[bytes, HostPort], None]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class GatewayPicker(Protocol):
-    """Which gateway to dial for a datacenter (the gateway locator); ``""`` for none."""
-
-    def pick_gateway(self, datacenter: str) -> str: ...
 
 
 class NoGatewayError(ConnectionError):

@@ -15,6 +15,7 @@ from typing import Final, Protocol
 
 import msgspec
 
+from wanfed_agent.rpc import DC_NOT_AVAILABLE
 from wanfed_proto import RemoteError
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 NO_PATH_TO_DATACENTER: Final = "No path to datacenter"
-NO_SERVER_REACHABLE: Final = "Remote DC has no server currently reachable"
+NO_SERVER_REACHABLE: Final = DC_NOT_AVAILABLE
 
 
 class NoPathToDatacenterError(RemoteError):
