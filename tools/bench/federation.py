@@ -303,7 +303,7 @@ async def federation(size: int, profile: Profile, directory: Path) -> AsyncItera
             raise
         names = set(everyone)
         await _until(
-            lambda: all(set(dc.require_server().known_datacenters()) == names for dc in dcs),
+            lambda: all(set(dc.require_server().router.datacenters()) == names for dc in dcs),
             SETUP_WITHIN,
             f"all {size} datacenters' WAN pools know every datacenter",
         )

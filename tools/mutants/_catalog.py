@@ -192,13 +192,13 @@ MUTATIONS: tuple[Mutation, ...] = (
             "the primary's pruner keeps only datacenters with a live server (what routing "
             "needs) instead of every datacenter not left or reaped: a partition prunes"
         ),
-        file=f"{_SERVER}/_server.py",
+        file=f"{_SERVER}/_federation_host.py",
         original=(
-            "        if self.wan_pool is not None and not self._injected_router:\n"
-            "            return self.wan_pool.known_datacenters()\n"
-            "        return self._router.datacenters()"
+            "        if wan is not None and not self._router_injected:\n"
+            "            return wan.known_datacenters()\n"
+            "        return self._router().datacenters()"
         ),
-        replacement="        return self._router.datacenters()",
+        replacement="        return self._router().datacenters()",
         tests=(
             f"{_SERVER_TESTS}/test_federation_inprocess.py"
             "::test_a_datacenter_whose_servers_failed_is_not_pruned",

@@ -60,6 +60,7 @@ from ._cluster import ServerDirectory
 from ._endpoints_catalog import catalog_endpoints
 from ._endpoints_federation import federation_state_endpoints
 from ._endpoints_status import status_endpoints
+from ._federation_host import ServerFederationHost
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
 from ._leader import LeaderRoutines
 from ._leadership import Leadership
@@ -194,13 +195,23 @@ class Server:
         config = self._config
         self._background.start()
         if config.wan_federation and not config.dev_mode:
+            federation_host = ServerFederationHost(
+                datacenter=config.datacenter,
+                store=self.store,
+                leadership=self._leadership,
+                rpc=self.rpc,
+                pool=self._require_pool,
+                router=lambda: self._router,
+                wan_pool=lambda: self.wan_pool,
+                router_injected=self._injected_router,
+            )
             self._federation = WanFederation(
-                self,
+                federation_host,
                 datacenter=config.datacenter,
                 primary_datacenter=self.primary_datacenter,
                 primary_gateways=config.primary_gateways,
                 primary_gateways_interval=config.primary_gateways_interval,
-                registry=self,
+                registry=federation_host,
                 options=self._options.federation,
                 clock_now=time.monotonic(),
             )
@@ -499,38 +510,6 @@ class Server:
         )
 
     # --- federation -----------------------------------------------------------------
-
-    async def rpc_any_server(
-        self,
-        datacenter: str,
-        method: str,
-        args: msgspec.Struct,
-        reply_type: type[T],
-        *,
-        timeout: float,  # noqa: ASYNC109 (the call's deadline)
-    ) -> T:
-        """Through the gateways with SNI ``server.<dc>.<domain>``: no WAN-pool lookup."""
-        return await self._require_pool().call(
-            "", datacenter, "", method, args, reply_type, timeout=timeout
-        )
-
-    async def wait_for_datacenter(self, datacenter: str, within: float) -> bool:
-        wan = self.wan_pool
-        if datacenter.lower() == self.datacenter.lower():
-            return True
-        if wan is None:
-            return datacenter.lower() in self._router.datacenters()
-        return await wan.agent.wait_until(lambda: wan.has_seen_datacenter(datacenter), within)
-
-    def lists_live_server(self, datacenter: str) -> bool:
-        return bool(self._router.servers(datacenter))
-
-    def known_datacenters(self) -> list[str]:
-        """The datacenters whose federation states pruning keeps: those of the WAN
-        pool, failed (partitioned) ones included; only a leave or a reap forgets one."""
-        if self.wan_pool is not None and not self._injected_router:
-            return self.wan_pool.known_datacenters()
-        return self._router.datacenters()
 
     def federation_status(self) -> LocatorStatus | None:
         return None if self._federation is None else self._federation.locator_service.status()
