@@ -11,7 +11,6 @@ from wanfed_agent.gossip import (
     GossipConfigError,
     IndirectPing,
     MemberEventKind,
-    MemberNameError,
     Membership,
     MemberState,
     Nack,
@@ -27,7 +26,6 @@ from wanfed_agent.gossip import (
     encode_stream_message,
     fast_profile,
     read_stream_message,
-    split_member_name,
     tcp_pings_allowed_within,
 )
 
@@ -260,11 +258,7 @@ def test_push_pull_request_gets_our_table_and_merges_theirs() -> None:
     assert core.state_of("new.dc1") is MemberState.ALIVE
 
 
-def test_member_names_split_into_node_and_datacenter() -> None:
-    assert split_member_name("s1.dc2") == ("s1", "dc2")
-    for bad in ("s1", "s1.dc2.extra", ".dc1", "s1."):
-        with pytest.raises(MemberNameError, match="does not encode a datacenter"):
-            split_member_name(bad)
+def test_tcp_pings_stay_inside_the_datacenter_named_in_the_member_name() -> None:
     allowed = tcp_pings_allowed_within("dc1")
     assert allowed("a.dc1")
     assert not allowed("a.dc2")

@@ -69,11 +69,11 @@ def test_server_sni_rejects_names_that_cannot_route(
 @pytest.mark.parametrize(
     ("name", "domain", "expected"),
     [
-        ("pri.server.primary.consul", "consul", ServerName(dc="primary", node="pri")),
-        ("server.primary.consul", "consul", ServerName(dc="primary")),
-        ("server.dc1.consul", "consul.", ServerName(dc="dc1")),
-        ("S1.SERVER.DC1.CONSUL", "consul", ServerName(dc="dc1", node="s1")),
-        ("n.server.dc_2-x.example.com", "Example.COM.", ServerName(dc="dc_2-x", node="n")),
+        ("pri.server.primary.consul", "consul", ServerName(datacenter="primary", node="pri")),
+        ("server.primary.consul", "consul", ServerName(datacenter="primary")),
+        ("server.dc1.consul", "consul.", ServerName(datacenter="dc1")),
+        ("S1.SERVER.DC1.CONSUL", "consul", ServerName(datacenter="dc1", node="s1")),
+        ("n.server.dc_2-x.example.com", "Example.COM.", ServerName(datacenter="dc_2-x", node="n")),
     ],
 )
 def test_parse_server_sni(name: str, domain: str, expected: ServerName) -> None:
@@ -88,14 +88,14 @@ def test_parsed_name_says_whether_any_server_will_do() -> None:
 def test_parsed_name_is_frozen() -> None:
     parsed = parse_server_sni("s1.server.dc1.consul", "consul")
     with pytest.raises(AttributeError):
-        parsed.dc = "dc2"  # type: ignore[misc]
+        parsed.datacenter = "dc2"  # type: ignore[misc]
     assert msgspec.json.decode(msgspec.json.encode(parsed), type=ServerName) == parsed
 
 
 @pytest.mark.parametrize(("dc", "node"), [("DC1", None), ("", None), ("dc1", ""), ("dc1", "a.b")])
 def test_server_name_cannot_be_built_invalid(dc: str, node: str | None) -> None:
     with pytest.raises(InvalidNameError):
-        ServerName(dc=dc, node=node)
+        ServerName(datacenter=dc, node=node)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_parse_server_sni_names_the_problem() -> None:
 @pytest.mark.parametrize(("node", "dc"), [("pri", "primary"), (None, "dc1"), ("n-1_x", "a_b-c")])
 def test_server_sni_and_parse_round_trip(node: str | None, dc: str) -> None:
     assert parse_server_sni(server_sni(dc, "consul", node), "consul") == ServerName(
-        dc=dc, node=node
+        datacenter=dc, node=node
     )
 
 

@@ -308,7 +308,7 @@ def test_parse_server_sni_on_arbitrary_text(name: str, domain: str) -> None:
     except InvalidNameError:
         return
     # Whatever parses is a canonical server name of that domain.
-    assert server_sni(parsed.dc, domain, parsed.node) == name.lower()
+    assert server_sni(parsed.datacenter, domain, parsed.node) == name.lower()
 
 
 @PROPERTY
@@ -321,7 +321,7 @@ def test_parse_server_sni_on_hello_style_names(raw: bytes) -> None:
     except InvalidNameError:
         return
     assert name.isascii()
-    assert server_sni(parsed.dc, "consul", parsed.node) == name.lower()
+    assert server_sni(parsed.datacenter, "consul", parsed.node) == name.lower()
 
 
 @PROPERTY
@@ -330,7 +330,7 @@ def test_server_sni_round_trips(dc: str, node: str | None, domain: str, upper: b
     name = server_sni(dc, domain, node)
     if upper:
         name = name.upper()
-    assert parse_server_sni(name, domain) == ServerName(dc=dc, node=node)
+    assert parse_server_sni(name, domain) == ServerName(datacenter=dc, node=node)
 
 
 @PROPERTY

@@ -451,7 +451,7 @@ def test_never_an_open_relay(name: str) -> None:
         parsed = parse_server_sni(name, "consul")
     except InvalidNameError as exc:
         raise AssertionError(f"{name!r} routed to {route.label} but is no server name") from exc
-    if parsed.dc == "dc1":
+    if parsed.datacenter == "dc1":
         assert parsed.node in (None, "s1", "s2", "s3")
     else:
-        assert route.label == f"remote:{parsed.dc}"
+        assert route.label == f"remote:{parsed.datacenter}"

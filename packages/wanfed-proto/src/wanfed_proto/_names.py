@@ -46,12 +46,12 @@ _LABEL_RE: Final = re.compile(r"[a-z0-9_-]+")
 class ServerName(msgspec.Struct, frozen=True, kw_only=True):
     """A parsed server SNI: which DC, and which server (``None``: any server)."""
 
-    dc: str
+    datacenter: str
     node: str | None = None
 
     def __post_init__(self) -> None:
         # Built by hand or decoded, it must still be a name that can route.
-        validate_datacenter(self.dc)
+        validate_datacenter(self.datacenter)
         if self.node is not None:
             validate_node_label(self.node)
 
@@ -85,16 +85,16 @@ def normalize_domain(domain: str) -> str:
     return normal
 
 
-def validate_datacenter(dc: str) -> str:
-    """Return ``dc`` if it is a valid datacenter name (``[a-z0-9_-]+``)."""
-    if not dc:
+def validate_datacenter(datacenter: str) -> str:
+    """Return ``datacenter`` if it is a valid datacenter name (``[a-z0-9_-]+``)."""
+    if not datacenter:
         raise InvalidNameError("datacenter name is empty")
-    if len(dc) > _MAX_LABEL or _DATACENTER_RE.fullmatch(dc) is None:
+    if len(datacenter) > _MAX_LABEL or _DATACENTER_RE.fullmatch(datacenter) is None:
         raise InvalidNameError(
-            f"datacenter name {dc!r} is invalid: use lower-case letters, digits, '-' or '_', "
-            "at most 63 characters"
+            f"datacenter name {datacenter!r} is invalid: use lower-case letters, digits, "
+            "'-' or '_', at most 63 characters"
         )
-    return dc
+    return datacenter
 
 
 def validate_node_label(node: str) -> str:
@@ -113,18 +113,18 @@ def validate_node_label(node: str) -> str:
     return node
 
 
-def server_sni(dc: str, domain: str, node: str | None = None) -> str:
-    """The SNI that reaches ``node`` in ``dc`` (any server when ``node`` is falsy or ``*``).
+def server_sni(datacenter: str, domain: str, node: str | None = None) -> str:
+    """The SNI that reaches ``node`` in ``datacenter`` (any server when ``node`` is falsy or ``*``).
 
     Names are produced in lower case: SNI matching is case-insensitive, and one
     canonical spelling keeps logs and route tables comparable.
     """
     domain = normalize_domain(domain)
-    dc = validate_datacenter(dc.lower() if dc.isascii() else dc)
+    datacenter = validate_datacenter(datacenter.lower() if datacenter.isascii() else datacenter)
     if node is None or node in ("", _ANY_NODE):
-        return f"{_SERVER_LABEL}.{dc}.{domain}"
+        return f"{_SERVER_LABEL}.{datacenter}.{domain}"
     node = validate_node_label(node.lower() if node.isascii() else node)
-    return f"{node}.{_SERVER_LABEL}.{dc}.{domain}"
+    return f"{node}.{_SERVER_LABEL}.{datacenter}.{domain}"
 
 
 def parse_server_sni(name: str, domain: str) -> ServerName:
@@ -146,20 +146,20 @@ def parse_server_sni(name: str, domain: str) -> ServerName:
     labels = normal[: -len(suffix)].split(".")
     if len(labels) == 2:
         node = None
-        server_label, dc = labels
+        server_label, datacenter = labels
     elif len(labels) == 3:
-        node, server_label, dc = labels
+        node, server_label, datacenter = labels
     else:
         raise InvalidNameError(f"{name!r} is not a server name: want [<node>.]server.<dc>.{domain}")
     if server_label != _SERVER_LABEL:
         raise InvalidNameError(f"{name!r} is not a server name: want [<node>.]server.<dc>.{domain}")
     try:
-        validate_datacenter(dc)
+        validate_datacenter(datacenter)
         if node is not None:
             validate_node_label(node)
     except InvalidNameError as exc:
         raise InvalidNameError(f"{name!r} is not a valid server name: {exc}") from None
-    return ServerName(dc=dc, node=node)
+    return ServerName(datacenter=datacenter, node=node)
 
 
 def split_node_name(name: str) -> tuple[str, str]:
@@ -175,13 +175,14 @@ def split_node_name(name: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def wan_member_name(node: str, dc: str) -> str:
-    """The WAN gossip name of server ``node`` in ``dc``; refuses names that would not split back."""
-    validate_datacenter(dc)
+def wan_member_name(node: str, datacenter: str) -> str:
+    """The WAN gossip name of server ``node`` in ``datacenter``; refuses names that would
+    not split back."""
+    validate_datacenter(datacenter)
     if not node:
         raise InvalidNameError("node name is empty")
     if "." in node or "/" in node:
         raise InvalidNameError(
             f"node name {node!r} cannot join the WAN: it must not contain '.' or '/'"
         )
-    return f"{node}.{dc}"
+    return f"{node}.{datacenter}"

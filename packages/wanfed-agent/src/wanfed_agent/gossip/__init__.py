@@ -58,7 +58,7 @@ from ._messages import (
     read_stream_message,
     with_crc,
 )
-from ._naming import MemberNameError, split_member_name, tcp_pings_allowed_within
+from ._naming import tcp_pings_allowed_within
 from ._refusals import RefusalCounts
 from ._simulation import SimulatedNetwork
 from ._suspicion import suspicion_timeout
@@ -82,7 +82,6 @@ __all__ = [
     "Member",
     "MemberEvent",
     "MemberEventKind",
-    "MemberNameError",
     "MemberState",
     "Membership",
     "MessageType",
@@ -109,7 +108,6 @@ __all__ = [
     "fast_profile",
     "parse_join_target",
     "read_stream_message",
-    "split_member_name",
     "suspicion_timeout",
     "tcp_pings_allowed_within",
     "wan_profile",

@@ -32,6 +32,7 @@ from wanfed_agent.gossip import (
     MemberState,
 )
 from wanfed_agent.gossip import Member as GossipMember
+from wanfed_proto import InvalidNameError, split_node_name
 from wanfed_server.interfaces import Member, MemberStatus
 
 from ._router import RemoteServer
@@ -94,7 +95,9 @@ def datacenters_kept(
         and "dc" in tags
         and member.state is not MemberState.LEFT
     }
-    kept.update(name.rsplit(".", 1)[1].lower() for name in failed_names if "." in name)
+    for name in failed_names:
+        with contextlib.suppress(InvalidNameError):
+            kept.add(split_node_name(name)[1].lower())
     return sorted(kept | {local.lower()})
 
 
@@ -354,7 +357,7 @@ class WanPool:
             return None
         servers = [
             RemoteServer(
-                node=m.name.rsplit(".", 1)[0],
+                node=_node_of(m.name),
                 datacenter=tags["dc"],
                 address=f"{m.host}:{tags.get('port', '8300')}",
             )
@@ -388,3 +391,11 @@ class WanPool:
             )
             for m in sorted(self.agent.members(), key=lambda m: m.name)
         ]
+
+
+def _node_of(member_name: str) -> str:
+    """The node part of a WAN member name (the whole name if it does not split)."""
+    try:
+        return split_node_name(member_name)[0]
+    except InvalidNameError:
+        return member_name

@@ -25,6 +25,7 @@ from wanfed_agent.gossip import (
     PlainTransport,
     encode_tags,
     fast_profile,
+    tcp_pings_allowed_within,
     wan_profile,
 )
 from wanfed_agent.tls import ServerTls
@@ -105,13 +106,9 @@ class WanGossip:
             meta=encode_tags(tags),
             encrypt=config.encrypt,
         )
-        local_datacenter = config.datacenter
+        # Members of other datacenters are already reached over TCP via gateways.
         federated = self._federation is not None
-
-        def tcp_ping_allowed(name: str) -> bool:
-            # Members of other datacenters are already reached over TCP via gateways.
-            return not federated or name.rpartition(".")[2] == local_datacenter
-
+        tcp_ping_allowed = tcp_pings_allowed_within(config.datacenter) if federated else None
         self.pool = WanPool(
             config=gossip,
             transport=transport,
