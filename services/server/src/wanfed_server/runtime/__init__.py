@@ -7,6 +7,22 @@ if it had arrived on the RPC port, and the ``ServerView`` properties describe
 the running server.
 """
 
+from ._acl import ACL_NOT_FOUND, AclNotFoundError, AclSubject, TokenResolver
+from ._acl_messages import (
+    ACLBootstrapRequest,
+    ACLPolicyDeleteRequest,
+    ACLPolicyGetRequest,
+    ACLPolicyList,
+    ACLPolicyResponse,
+    ACLPolicySetRequest,
+    ACLTokenDeleteRequest,
+    ACLTokenGetRequest,
+    ACLTokenList,
+    ACLTokenResponse,
+    ACLTokenSetRequest,
+)
+from ._caller import PermissionDeniedError
+from ._endpoints_acl import ACL_DISABLED, AclDisabledError
 from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
     CLUSTER_FILE,
@@ -39,6 +55,24 @@ from ._router import (
 from ._server import Server, ServerOptions
 
 __all__ = [
+    "ACL_DISABLED",
+    "ACL_NOT_FOUND",
+    "ACLBootstrapRequest",
+    "ACLPolicyDeleteRequest",
+    "ACLPolicyGetRequest",
+    "ACLPolicyList",
+    "ACLPolicyResponse",
+    "ACLPolicySetRequest",
+    "ACLTokenDeleteRequest",
+    "ACLTokenGetRequest",
+    "ACLTokenList",
+    "ACLTokenResponse",
+    "ACLTokenSetRequest",
+    "AclDisabledError",
+    "AclNotFoundError",
+    "AclSubject",
+    "PermissionDeniedError",
+    "TokenResolver",
     "CLUSTER_FILE",
     "DEREGISTER_CRITICAL_MINIMUM",
     "HELLO_TIMEOUT",
