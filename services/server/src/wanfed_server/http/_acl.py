@@ -253,7 +253,9 @@ async def policy_update(request: web.Request) -> web.Response:
     return await _set_policy(request, _policy_from_body(await read_json(request), policy_id))
 
 
-async def _read_policy(request: web.Request, *, policy_id: str = "", name: str = "") -> Any:
+async def _read_policy(
+    request: web.Request, *, policy_id: str = "", name: str = ""
+) -> web.Response:
     ctx = context(request)
     params = parse_query(request, ctx.view.datacenter)
     reply = await ctx.dispatcher.rpc(

@@ -2,8 +2,10 @@
 
 ``?dc=`` routes, ``?index=`` + ``?wait=`` block, ``?stale`` / ``?consistent``
 choose the consistency mode, and the token comes from ``X-Consul-Token``,
-``Authorization: Bearer`` or ``?token=``. Answers carry ``X-Consul-Index``, ``X-Consul-KnownLeader`` and
-``X-Consul-LastContact`` (milliseconds), which is what blocking clients loop on.
+``Authorization: Bearer`` or ``?token=``. Answers carry ``X-Consul-Index``,
+``X-Consul-KnownLeader`` and ``X-Consul-LastContact`` (milliseconds), which is
+what blocking clients loop on, and ``X-Consul-Results-Filtered-By-ACLs`` when
+the token could not read everything.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from ._acl_messages import (
     ACLTokenSetRequest,
 )
 from ._caller import PermissionDeniedError
-from ._endpoints_acl import ACL_DISABLED, AclDisabledError
 from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
     CLUSTER_FILE,
@@ -33,6 +32,7 @@ from ._cluster import (
     hello_round,
 )
 from ._endpoint import Endpoint, EndpointKind
+from ._endpoints_acl import ACL_DISABLED, AclDisabledError
 from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
 from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
@@ -57,6 +57,16 @@ from ._server import Server, ServerOptions
 __all__ = [
     "ACL_DISABLED",
     "ACL_NOT_FOUND",
+    "CLUSTER_FILE",
+    "DEREGISTER_CRITICAL_MINIMUM",
+    "HELLO_TIMEOUT",
+    "INVALID_REQUEST_PREFIX",
+    "MISSING_FEDERATION_STATE_DATACENTER",
+    "NO_CLUSTER_LEADER",
+    "NO_PATH_TO_DATACENTER",
+    "NO_SERVER_REACHABLE",
+    "SERF_CHECK_ID",
+    "SERVER_SERVICE",
     "ACLBootstrapRequest",
     "ACLPolicyDeleteRequest",
     "ACLPolicyGetRequest",
@@ -71,18 +81,6 @@ __all__ = [
     "AclDisabledError",
     "AclNotFoundError",
     "AclSubject",
-    "PermissionDeniedError",
-    "TokenResolver",
-    "CLUSTER_FILE",
-    "DEREGISTER_CRITICAL_MINIMUM",
-    "HELLO_TIMEOUT",
-    "INVALID_REQUEST_PREFIX",
-    "MISSING_FEDERATION_STATE_DATACENTER",
-    "NO_CLUSTER_LEADER",
-    "NO_PATH_TO_DATACENTER",
-    "NO_SERVER_REACHABLE",
-    "SERF_CHECK_ID",
-    "SERVER_SERVICE",
     "CheckRunner",
     "CheckSchedule",
     "ClusterFile",
@@ -98,6 +96,7 @@ __all__ = [
     "LeaderRoutines",
     "NoPathToDatacenterError",
     "NodeSpecificRequest",
+    "PermissionDeniedError",
     "Reap",
     "RemoteServer",
     "Router",
@@ -107,6 +106,7 @@ __all__ = [
     "ServerOptions",
     "StaticRouter",
     "StatusChange",
+    "TokenResolver",
     "deregister_critical_after",
     "hello_round",
     "server_registration",

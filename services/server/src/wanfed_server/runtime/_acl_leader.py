@@ -84,9 +84,7 @@ class AclLeader:
                         "acl initial management token created accessor=%s", token.accessor_id
                     )
         except (ConsensusError, FsmError) as exc:
-            logger.warning(
-                "acl initialization failed error=%s; the next leader tries again", exc
-            )
+            logger.warning("acl initialization failed error=%s; the next leader tries again", exc)
             return
         logger.info("acl initialized: built-in policy and anonymous token present")
         self.initialized.set()

@@ -19,8 +19,8 @@ import msgspec
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import DCSpecificRequest
 
-from ._caller import Caller
 from ._acl_rules import acl_open
+from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._messages import ClusterInfo, ServerInfo
 

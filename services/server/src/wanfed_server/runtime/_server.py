@@ -54,9 +54,9 @@ from wanfed_proto import (
 )
 from wanfed_server.interfaces import Member
 
-from ._background import Background
 from ._acl import TokenResolver
 from ._acl_leader import AclLeader
+from ._background import Background
 from ._caller import Caller
 from ._cluster import ServerDirectory
 from ._endpoints_acl import acl_endpoints
