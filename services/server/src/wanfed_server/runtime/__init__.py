@@ -21,7 +21,7 @@ from ._acl_messages import (
     ACLTokenResponse,
     ACLTokenSetRequest,
 )
-from ._caller import PermissionDeniedError
+from ._caller import Caller, PermissionDeniedError
 from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
     CLUSTER_FILE,
@@ -81,6 +81,7 @@ __all__ = [
     "AclDisabledError",
     "AclNotFoundError",
     "AclSubject",
+    "Caller",
     "CheckRunner",
     "CheckSchedule",
     "ClusterFile",
