@@ -8,6 +8,8 @@ it and decides. This server's own requests present its configured tokens
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,16 +22,21 @@ from wanfed_fsm import (
     ACLToken,
     ACLTokenPolicyLink,
     DCSpecificRequest,
+    IndexedNodes,
     StateStore,
 )
 from wanfed_server.runtime import (
     AclNotFoundError,
+    ACLPolicySetRequest,
     AclSubject,
+    ACLTokenSetRequest,
     Caller,
     Dispatcher,
     Endpoint,
     EndpointKind,
     PermissionDeniedError,
+    RemoteServer,
+    Server,
     ServerInfo,
     StaticRouter,
     TokenResolver,
@@ -140,3 +147,60 @@ async def test_own_requests_present_the_configured_tokens() -> None:
         ("FederationState.List", "repl"),
         ("Test.Read", ""),
     ]
+
+
+async def test_a_token_is_judged_in_the_datacenter_that_answers(
+    start_dev_server: Callable[..., Awaitable[Server]],
+) -> None:
+    """dc2 forwards ACL writes to the primary and cross-datacenter reads to dc1 with
+    the token unchanged; dc1 knows the token, dc2 (no replication yet) does not."""
+    acl = {"enabled": True, "default_policy": "deny"}
+    primary = await start_dev_server(
+        "s1", acl={**acl, "tokens": {"initial_management": "root-secret"}}
+    )
+    await primary.wait_ready()
+    assert primary.acl_leader is not None
+    await asyncio.wait_for(primary.acl_leader.initialized.wait(), 30)
+    router = StaticRouter(
+        "dc2", {"dc1": [RemoteServer(node="s1", datacenter="dc1", address=primary.rpc_address)]}
+    )
+    secondary = await start_dev_server(
+        "r1", router=router, datacenter="dc2", primary_datacenter="dc1", acl=acl
+    )
+    await secondary.wait_ready()
+    api = Caller.http_api()
+    policy = await secondary.rpc(
+        "ACL.PolicySet",
+        ACLPolicySetRequest(
+            datacenter="dc2",
+            policy=ACLPolicy(name="nodes", rules='node_prefix "" { policy = "read" }'),
+            token="root-secret",
+        ),
+        ACLPolicy,
+        caller=api,
+    )
+    token = await secondary.rpc(
+        "ACL.TokenSet",
+        ACLTokenSetRequest(
+            datacenter="dc2",
+            acl_token=ACLToken(policies=[ACLTokenPolicyLink(id=policy.id)]),
+            create=True,
+            token="root-secret",
+        ),
+        ACLToken,
+        caller=api,
+    )
+    far = await secondary.rpc(
+        "Catalog.ListNodes",
+        DCSpecificRequest(datacenter="dc1", token=token.secret_id),
+        IndexedNodes,
+        caller=api,
+    )
+    assert [node.node for node in far.nodes] == ["s1"]
+    with pytest.raises(AclNotFoundError):
+        await secondary.rpc(
+            "Catalog.ListNodes",
+            DCSpecificRequest(datacenter="dc2", token=token.secret_id),
+            IndexedNodes,
+            caller=api,
+        )
