@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wanfed_agent.config import ACLConfig
 from wanfed_agent.rpc import RouteTable, RpcPool
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import LocalConsensus, QueryOptions, StateStore, blocking_query
@@ -35,8 +36,10 @@ from wanfed_server.runtime import (
     Server,
     ServerInfo,
     StaticRouter,
+    TokenResolver,
 )
 from wanfed_server.runtime import _endpoint as endpoint_module
+from wanfed_server.runtime._endpoints_acl import acl_endpoints
 from wanfed_server.runtime._endpoints_catalog import catalog_endpoints
 from wanfed_server.runtime._endpoints_federation import federation_state_endpoints
 from wanfed_server.runtime._endpoints_status import status_endpoints
@@ -90,7 +93,13 @@ def _endpoints(context: _Context) -> list[Endpoint[Any, Any]]:
         *status_endpoints(context, datacenter="dc1", policy=policy),
         *catalog_endpoints(context, context),
         *federation_state_endpoints(context, policy),
+        *acl_endpoints(context, _acl(context)),
     ]
+
+
+def _acl(context: _Context) -> TokenResolver:
+    """ACLs on, so every body also crosses token resolution and the ACL handlers."""
+    return TokenResolver(context.store, ACLConfig(enabled=True, default_policy="allow"), "dc1")
 
 
 def _dispatcher(context: _Context) -> Dispatcher:
@@ -102,6 +111,7 @@ def _dispatcher(context: _Context) -> Dispatcher:
         router=context.router,
         pool=RpcPool(typing.cast(Any, _NoDialer()), RouteTable("dc1")),
         hold_timeout=0.05,
+        acl=_acl(context),
     )
 
 

@@ -305,6 +305,9 @@ class QueryMeta(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
     index: int = 0
     last_contact: float = 0.0
     known_leader: bool = False
+    results_filtered_by_acls: bool = msgspec.field(default=False, name="ResultsFilteredByACLs")
+    """Entries the request's token may not read were left out (HTTP:
+    ``X-Consul-Results-Filtered-By-ACLs``)."""
 
 
 class DCSpecificRequest(QueryOptions, frozen=True, kw_only=True, rename="pascal"):

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from wanfed_agent.config import ConfigError
 from wanfed_agent.tls import TLSMaterialError
 
-from .commands import agent, federation, gateway, info, keygen, members, tls
+from .commands import acl, agent, federation, gateway, info, keygen, members, tls
 from .commands._base import CommandError, CommandParser, Handler, show_usage
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (agent, gateway, tls, keygen, members, info, federation)
+COMMANDS = (agent, gateway, tls, keygen, members, info, federation, acl)
 """Registered subcommand modules."""
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ._base import CommandError, Subparsers
-from ._http_api import add_http_flags, get_json, http_base_url
+from ._http_api import add_http_flags, get_json, http_base_url, http_token
 
 if TYPE_CHECKING:
     # The domain packages load with the subcommand that decodes their structs,
@@ -111,7 +111,7 @@ def format_states(states: Sequence[FederationState], now: datetime) -> str:
 
 def _routes(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
-    raw = get_json(base, "/v1/internal/federation-routes")
+    raw = get_json(base, "/v1/internal/federation-routes", token=http_token(args.token))
     from wanfed_gateway_locator import LocatorStatus
 
     try:
@@ -124,7 +124,7 @@ def _routes(args: argparse.Namespace) -> int:
 
 def _states(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
-    raw = get_json(base, "/v1/internal/federation-states")
+    raw = get_json(base, "/v1/internal/federation-states", token=http_token(args.token))
     from wanfed_fsm import FederationState
 
     try:

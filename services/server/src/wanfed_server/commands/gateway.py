@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 from wanfed_agent.config import parse_duration, parse_host_port
 
 from ._base import CommandError, Subparsers, add_flag
-from ._http_api import DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV, http_base_url
+from ._http_api import DEFAULT_HTTP_ADDR, HTTP_ADDR_ENV, HTTP_TOKEN_ENVS, http_base_url, http_token
 from ._process import configure_logging, run_main, stop_on_signals
 
 if TYPE_CHECKING:
@@ -41,6 +41,13 @@ def register(subparsers: Subparsers) -> None:
         description="Run a mesh gateway: SNI routing of raw TLS, never decrypted.",
     )
     add_flag(parser, "register", action="store_true", help="register the gateway in the catalog")
+    add_flag(
+        parser,
+        "token",
+        default=None,
+        metavar="SECRET",
+        help=f"ACL token for the servers' API (env {' or '.join(HTTP_TOKEN_ENVS)})",
+    )
     add_flag(
         parser,
         "expose-servers",
@@ -128,7 +135,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     """The validated settings of a ``wanfed gateway`` command line."""
     # The data plane is imported by the command that runs it, not by every
     # command that builds the parser.
-    from wanfed_server.gateway import GatewayConfig, GatewaySettings
+    from wanfed_server.gateway import GatewayConfig, GatewaySettings, HiddenToken
 
     if args.expose_servers and not args.register:
         raise CommandError("'-expose-servers' requires '-register'")
@@ -191,6 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
             expose_servers=args.expose_servers,
             status_host=status[0] if status else None,
             status_port=status[1] if status else 0,
+            token=HiddenToken(http_token(args.token)),
             gateway=config,
         )
     except ValueError as exc:

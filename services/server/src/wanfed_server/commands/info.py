@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 
 from ._base import CommandError, Subparsers
-from ._http_api import add_http_flags, get_json, http_base_url
+from ._http_api import add_http_flags, get_json, http_base_url, http_token
 
 __all__ = ["format_info", "register"]
 
@@ -23,7 +23,7 @@ def register(subparsers: Subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
-    raw = get_json(base, "/v1/agent/self")
+    raw = get_json(base, "/v1/agent/self", token=http_token(args.token))
     if not isinstance(raw, dict):
         raise CommandError(f"agent at {base} answered /v1/agent/self with {type(raw).__name__}")
     print(format_info(raw), end="")

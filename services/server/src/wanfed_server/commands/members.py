@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ._base import CommandError, Subparsers, add_flag
-from ._http_api import add_http_flags, get_json, http_base_url
+from ._http_api import add_http_flags, get_json, http_base_url, http_token
 
 if TYPE_CHECKING:
     from wanfed_server.interfaces import Member
@@ -33,7 +33,12 @@ def register(subparsers: Subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     base = http_base_url(args.http_addr)
-    raw = get_json(base, "/v1/agent/members", {"wan": "1"} if args.wan else None)
+    raw = get_json(
+        base,
+        "/v1/agent/members",
+        {"wan": "1"} if args.wan else None,
+        token=http_token(args.token),
+    )
     if not isinstance(raw, list):
         raise CommandError(f"agent at {base} answered /v1/agent/members with {type(raw).__name__}")
     from wanfed_server.interfaces import Member  # with the answer, not with the parser

@@ -10,6 +10,7 @@ asyncio data plane that routes on it and can swap it at runtime;
 the blocking-query watches that feed ``RouteFeed``.
 """
 
+from ._api import HiddenToken
 from ._counters import GatewayCounters, GatewayStats, RejectReason, RouteCounters, RouteStats
 from ._feed import RouteFeed
 from ._process import (
@@ -58,6 +59,7 @@ __all__ = [
     "GatewayRegistration",
     "GatewaySettings",
     "GatewayStats",
+    "HiddenToken",
     "MeshGateway",
     "RejectReason",
     "Route",

@@ -17,7 +17,7 @@ from wanfed_proto import error_text
 
 from ._watch import ServerPool
 
-__all__ = ["REQUEST_MARGIN", "ApiClient", "ApiError", "ServerUnreachableError"]
+__all__ = ["REQUEST_MARGIN", "ApiClient", "ApiError", "HiddenToken", "ServerUnreachableError"]
 
 REQUEST_MARGIN: Final = 10.0
 """Seconds a request may take (a blocking query: beyond its ``wait`` and jitter)."""
@@ -35,11 +35,25 @@ class ApiError(Exception):
         self.status = status
 
 
-class ApiClient:
-    """A thin HTTP client over the pool: the current server, one session."""
+class HiddenToken(str):
+    """An ACL secret that a ``repr`` (a logged settings object) shows as ``<redacted>``."""
 
-    def __init__(self, pool: ServerPool) -> None:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'" if self else "''"
+
+
+class ApiClient:
+    """A thin HTTP client over the pool: the current server, one session.
+
+    ``token`` (the gateway's ACL token) is presented as ``X-Consul-Token`` on
+    every request, so registration and discovery work under ``default_policy = "deny"``.
+    """
+
+    def __init__(self, pool: ServerPool, token: str = "") -> None:
         self.pool = pool
+        self._headers = {"X-Consul-Token": str(token)} if token else {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -73,6 +87,7 @@ class ApiClient:
                 base + path,
                 params=params,
                 data=data,
+                headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as response:
                 payload = await response.read()

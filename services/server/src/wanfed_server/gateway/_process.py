@@ -90,6 +90,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     expose_servers: bool = True
     status_host: str | None = None
     status_port: int = 0
+    token: str = ""
+    """ACL token for the servers' API (a :class:`HiddenToken`, so ``repr`` hides it)."""
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     wait: float = 300.0
     """``?wait=`` of every blocking query, seconds."""
@@ -119,7 +121,7 @@ class GatewayProcess:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.pool = ServerPool(settings.http_urls)
-        self._api = ApiClient(self.pool)
+        self._api = ApiClient(self.pool, settings.token)
         self.gateway = MeshGateway(
             RouteTable(local_dc="unknown", domain=settings.domain), settings.gateway
         )

@@ -21,8 +21,9 @@ from aiohttp import web
 from wanfed_fsm import Node
 from wanfed_server.interfaces import RpcDispatcher, ServerView
 from wanfed_server.local_agent import LocalAgent
-from wanfed_server.runtime import Server
+from wanfed_server.runtime import Server, TokenResolver
 
+from ._acl import register_acl_routes
 from ._agent import register_agent_routes
 from ._catalog import register_catalog_routes
 from ._context import CONTEXT, ApiContext
@@ -45,10 +46,19 @@ blocking queries (minutes long) are cancelled rather than waited for: a client
 simply retries them against another server."""
 
 
-def build_app(dispatcher: RpcDispatcher, view: ServerView, agent: LocalAgent) -> web.Application:
-    """The aiohttp application with every route; tests drive it with aiohttp's test client."""
+def build_app(
+    dispatcher: RpcDispatcher,
+    view: ServerView,
+    agent: LocalAgent,
+    acl: TokenResolver | None = None,
+) -> web.Application:
+    """The aiohttp application with every route; tests drive it with aiohttp's test client.
+
+    ``acl`` resolves tokens for the routes that do not go through an RPC
+    endpoint (``/v1/agent/*``...); without it they allow everything."""
     app = web.Application(middlewares=[error_middleware], client_max_size=4 * 1024 * 1024)
-    app[CONTEXT] = ApiContext(dispatcher=dispatcher, view=view, agent=agent)
+    app[CONTEXT] = ApiContext(dispatcher=dispatcher, view=view, agent=agent, acl=acl)
+    register_acl_routes(app)
     register_status_routes(app)
     register_catalog_routes(app)
     register_health_routes(app)
@@ -75,8 +85,9 @@ class HttpApi:
         host: str,
         port: int,
         limits: HttpLimits | None = None,
+        acl: TokenResolver | None = None,
     ) -> None:
-        self._app = build_app(dispatcher, view, local_agent)
+        self._app = build_app(dispatcher, view, local_agent, acl)
         self._guard = HttpGuard(limits or HttpLimits())
         self._agent = local_agent
         self._host = host
@@ -166,7 +177,13 @@ async def start_http_api(server: Server) -> HttpApi:
     )
     # The local agent is the server's own code; API requests are not (reserved entries).
     api = HttpApi(
-        server.http_dispatcher, server, agent, config.http_bind_addr, config.ports.http, limits
+        server.http_dispatcher,
+        server,
+        agent,
+        config.http_bind_addr,
+        config.ports.http,
+        limits,
+        acl=server.acl,
     )
     await api.start()
     return api

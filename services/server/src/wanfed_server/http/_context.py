@@ -9,6 +9,7 @@ from aiohttp import web
 
 from wanfed_server.interfaces import RpcDispatcher, ServerView
 from wanfed_server.local_agent import LocalAgent
+from wanfed_server.runtime import TokenResolver
 
 __all__ = ["CONTEXT", "ApiContext", "context"]
 
@@ -18,6 +19,8 @@ class ApiContext:
     dispatcher: RpcDispatcher
     view: ServerView
     agent: LocalAgent
+    acl: TokenResolver | None = None
+    """Resolves tokens for the routes that decide here; ``None``: everything is allowed."""
 
 
 CONTEXT: Final = web.AppKey("wanfed_api_context", ApiContext)

@@ -48,6 +48,8 @@ def status_for_remote_error(message: str) -> int:
     """Consul answers most RPC errors with 500; ACL denials are the exception."""
     if "Permission denied" in message or "ACL not found" in message:
         return 403
+    if message == "ACL support disabled":
+        return 401
     return 500
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from wanfed_server.interfaces import FederationStatusSource
 
+from ._acl_guard import acl_subject
 from ._context import context
 from ._errors import HttpError
 
@@ -21,6 +22,8 @@ __all__ = ["register_federation_routes_status"]
 
 
 async def federation_routes(request: web.Request) -> web.Response:
+    subject = acl_subject(request)
+    subject.require(subject.authorizer.operator_read(), "operator:read")
     view = context(request).view
     status = view.federation_status() if isinstance(view, FederationStatusSource) else None
     if status is None:

@@ -1,9 +1,11 @@
 """Consul's query parameters and response headers, shared by every read endpoint.
 
 ``?dc=`` routes, ``?index=`` + ``?wait=`` block, ``?stale`` / ``?consistent``
-choose the consistency mode, and the token comes from ``X-Consul-Token`` or
-``?token=``. Answers carry ``X-Consul-Index``, ``X-Consul-KnownLeader`` and
-``X-Consul-LastContact`` (milliseconds), which is what blocking clients loop on.
+choose the consistency mode, and the token comes from ``X-Consul-Token``,
+``Authorization: Bearer`` or ``?token=``. Answers carry ``X-Consul-Index``,
+``X-Consul-KnownLeader`` and ``X-Consul-LastContact`` (milliseconds), which is
+what blocking clients loop on, and ``X-Consul-Results-Filtered-By-ACLs`` when
+the token could not read everything.
 """
 
 from __future__ import annotations
@@ -68,7 +70,13 @@ class QueryParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def request_token(request: web.Request) -> str:
-    return request.headers.get("X-Consul-Token") or request.query.get("token", "")
+    """``X-Consul-Token``, else ``Authorization: Bearer``, else ``?token=``; ``""`` if none."""
+    token = request.headers.get("X-Consul-Token", "")
+    if not token:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    return token or request.query.get("token", "")
 
 
 def parse_query(request: web.Request, default_datacenter: str) -> QueryParams:
@@ -126,6 +134,8 @@ def set_meta_headers(response: web.StreamResponse, meta: QueryMeta) -> None:
     response.headers["X-Consul-Index"] = str(meta.index)
     response.headers["X-Consul-KnownLeader"] = "true" if meta.known_leader else "false"
     response.headers["X-Consul-LastContact"] = str(int(meta.last_contact * 1000))
+    if meta.results_filtered_by_acls:
+        response.headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
 
 
 def datacenter_read(

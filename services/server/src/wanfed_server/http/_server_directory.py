@@ -29,6 +29,7 @@ from aiohttp import web
 from wanfed_agent.config import parse_duration
 from wanfed_server.interfaces import MemberStatus, ServerView
 
+from ._acl_guard import acl_subject
 from ._context import context
 from ._errors import HttpError
 from ._query import JSON_CONTENT_TYPE
@@ -88,6 +89,8 @@ def _wait(request: web.Request) -> float:
 
 
 async def server_directory(request: web.Request) -> web.Response:
+    subject = acl_subject(request)
+    subject.require(subject.authorizer.service_read("consul"), "service:read", "consul")
     view = context(request).view
     known = request.query.get("hash", "")
     deadline = asyncio.get_running_loop().time() + _wait(request) if known else 0.0

@@ -7,6 +7,21 @@ if it had arrived on the RPC port, and the ``ServerView`` properties describe
 the running server.
 """
 
+from ._acl import ACL_NOT_FOUND, AclNotFoundError, AclSubject, TokenResolver
+from ._acl_messages import (
+    ACLBootstrapRequest,
+    ACLPolicyDeleteRequest,
+    ACLPolicyGetRequest,
+    ACLPolicyList,
+    ACLPolicyResponse,
+    ACLPolicySetRequest,
+    ACLTokenDeleteRequest,
+    ACLTokenGetRequest,
+    ACLTokenList,
+    ACLTokenResponse,
+    ACLTokenSetRequest,
+)
+from ._caller import Caller, PermissionDeniedError
 from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
     CLUSTER_FILE,
@@ -17,6 +32,7 @@ from ._cluster import (
     hello_round,
 )
 from ._endpoint import Endpoint, EndpointKind
+from ._endpoints_acl import ACL_DISABLED, AclDisabledError
 from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
 from ._endpoints_federation import MISSING_FEDERATION_STATE_DATACENTER
 from ._forward import NO_CLUSTER_LEADER, Dispatcher
@@ -39,6 +55,8 @@ from ._router import (
 from ._server import Server, ServerOptions
 
 __all__ = [
+    "ACL_DISABLED",
+    "ACL_NOT_FOUND",
     "CLUSTER_FILE",
     "DEREGISTER_CRITICAL_MINIMUM",
     "HELLO_TIMEOUT",
@@ -49,6 +67,21 @@ __all__ = [
     "NO_SERVER_REACHABLE",
     "SERF_CHECK_ID",
     "SERVER_SERVICE",
+    "ACLBootstrapRequest",
+    "ACLPolicyDeleteRequest",
+    "ACLPolicyGetRequest",
+    "ACLPolicyList",
+    "ACLPolicyResponse",
+    "ACLPolicySetRequest",
+    "ACLTokenDeleteRequest",
+    "ACLTokenGetRequest",
+    "ACLTokenList",
+    "ACLTokenResponse",
+    "ACLTokenSetRequest",
+    "AclDisabledError",
+    "AclNotFoundError",
+    "AclSubject",
+    "Caller",
     "CheckRunner",
     "CheckSchedule",
     "ClusterFile",
@@ -64,6 +97,7 @@ __all__ = [
     "LeaderRoutines",
     "NoPathToDatacenterError",
     "NodeSpecificRequest",
+    "PermissionDeniedError",
     "Reap",
     "RemoteServer",
     "Router",
@@ -73,6 +107,7 @@ __all__ = [
     "ServerOptions",
     "StaticRouter",
     "StatusChange",
+    "TokenResolver",
     "deregister_critical_after",
     "hello_round",
     "server_registration",

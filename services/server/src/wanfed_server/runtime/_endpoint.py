@@ -6,7 +6,9 @@ another datacenter, to the leader) is decided once, in ``_forward``, from
 these fields; the handler only ever runs on the server that must answer. So
 the RPC port, the HTTP API and local callers share one path and one set of
 rules. Who may call is decided first, by ``authorize``, on the server the
-request reaches, before it is forwarded anywhere.
+request reaches, before it is forwarded anywhere. What the request's ACL
+token may do is decided by ``acl_check`` (and ``acl_filter`` for lists) on the
+server that answers, where the data lives (``_acl_rules``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import msgspec
 
 from wanfed_fsm import Consensus, QueryMeta, QueryOptions, ReadTxn, StateStore, blocking_query
 
+from ._acl import AclSubject
+from ._acl_rules import requires_management
 from ._caller import Caller
 from ._router import Router
 
@@ -72,6 +76,11 @@ class Endpoint(Generic[Req, Rep]):
     authorize: Callable[[Caller, Req], None] = anyone
     """Raises :class:`~._caller.PermissionDeniedError` when this caller may not make
     this request; runs before ``prepare`` and before any forwarding."""
+    acl_check: Callable[[AclSubject, Req], None] = requires_management
+    """Raises ``Permission denied`` when the request's token may not make it; runs
+    where the handler runs. An endpoint that declares nothing needs a management token."""
+    acl_filter: Callable[[AclSubject, Rep], Rep] | None = None
+    """Drops from a reply what the token may not read (list endpoints)."""
 
     def allows_stale(self, request: Req) -> bool:
         return isinstance(request, QueryOptions) and request.allow_stale

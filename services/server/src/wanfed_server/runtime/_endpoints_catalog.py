@@ -30,6 +30,16 @@ from wanfed_fsm import (
     StateStore,
 )
 
+from ._acl_rules import (
+    acl_open,
+    catalog_deregister_check,
+    catalog_register_check,
+    filter_check_service_nodes,
+    filter_health_checks,
+    filter_nodes,
+    filter_service_nodes,
+    filter_services,
+)
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
 from ._endpoints_errors import InvalidRequestError
 from ._messages import IndexedHealthChecks, NodeSpecificRequest
@@ -139,6 +149,7 @@ def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[En
             register,
             _dc,
             authorize=reserved.register,
+            acl_check=catalog_register_check,
         ),
         Endpoint(
             "Catalog.Deregister",
@@ -148,11 +159,35 @@ def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[En
             deregister,
             _dc,
             authorize=reserved.deregister,
+            acl_check=catalog_deregister_check(context.store),
         ),
-        Endpoint("Catalog.ListDatacenters", DCSpecificRequest, list[str], local, list_datacenters),
-        Endpoint("Catalog.ListNodes", DCSpecificRequest, IndexedNodes, read, list_nodes, _dc),
         Endpoint(
-            "Catalog.ListServices", DCSpecificRequest, IndexedServices, read, list_services, _dc
+            "Catalog.ListDatacenters",
+            DCSpecificRequest,
+            list[str],
+            local,
+            list_datacenters,
+            acl_check=acl_open,
+        ),
+        Endpoint(
+            "Catalog.ListNodes",
+            DCSpecificRequest,
+            IndexedNodes,
+            read,
+            list_nodes,
+            _dc,
+            acl_check=acl_open,
+            acl_filter=filter_nodes,
+        ),
+        Endpoint(
+            "Catalog.ListServices",
+            DCSpecificRequest,
+            IndexedServices,
+            read,
+            list_services,
+            _dc,
+            acl_check=acl_open,
+            acl_filter=filter_services,
         ),
         Endpoint(
             "Catalog.ServiceNodes",
@@ -161,6 +196,8 @@ def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[En
             read,
             service_nodes,
             _dc,
+            acl_check=acl_open,
+            acl_filter=filter_service_nodes,
         ),
         Endpoint(
             "Health.ServiceNodes",
@@ -169,9 +206,18 @@ def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[En
             read,
             health_service_nodes,
             _dc,
+            acl_check=acl_open,
+            acl_filter=filter_check_service_nodes,
         ),
         Endpoint(
-            "Health.NodeChecks", NodeSpecificRequest, IndexedHealthChecks, read, node_checks, _dc
+            "Health.NodeChecks",
+            NodeSpecificRequest,
+            IndexedHealthChecks,
+            read,
+            node_checks,
+            _dc,
+            acl_check=acl_open,
+            acl_filter=filter_health_checks,
         ),
         Endpoint(
             "Internal.ServiceDump",
@@ -180,5 +226,7 @@ def catalog_endpoints(context: EndpointContext, servers: ServerNodes) -> list[En
             read,
             service_dump,
             _dc,
+            acl_check=acl_open,
+            acl_filter=filter_check_service_nodes,
         ),
     ]

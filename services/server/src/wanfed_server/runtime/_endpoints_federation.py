@@ -26,6 +26,7 @@ from wanfed_fsm import (
     IndexedFederationStates,
 )
 
+from ._acl_rules import acl_open, acl_operator_read, acl_operator_write, filter_mesh_gateways
 from ._caller import Caller
 from ._endpoint import Endpoint, EndpointContext, EndpointKind, meta_fields, run_query
 from ._endpoints_errors import INVALID_REQUEST_PREFIX, InvalidRequestError
@@ -92,6 +93,7 @@ def federation_state_endpoints(
             target,
             to_primary,
             authorize=servers_only,
+            acl_check=acl_operator_write,
         ),
         Endpoint(
             "FederationState.Get",
@@ -100,6 +102,7 @@ def federation_state_endpoints(
             read,
             get,
             query_target,
+            acl_check=acl_operator_read,
         ),
         Endpoint(
             "FederationState.List",
@@ -108,6 +111,7 @@ def federation_state_endpoints(
             read,
             list_states,
             target,
+            acl_check=acl_operator_read,
         ),
         Endpoint(
             "FederationState.ListMeshGateways",
@@ -116,5 +120,7 @@ def federation_state_endpoints(
             read,
             list_mesh_gateways,
             target,
+            acl_check=acl_open,
+            acl_filter=filter_mesh_gateways,
         ),
     ]

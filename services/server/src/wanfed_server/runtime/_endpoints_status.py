@@ -19,6 +19,7 @@ import msgspec
 from wanfed_agent.tls import ServerCertificatePolicy
 from wanfed_fsm import DCSpecificRequest
 
+from ._acl_rules import acl_open
 from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._messages import ClusterInfo, ServerInfo
@@ -71,9 +72,25 @@ def status_endpoints(
 
     local = EndpointKind.LOCAL
     return [
-        Endpoint("Status.Leader", _DC_REQUEST, str, local, leader, target_datacenter=target),
-        Endpoint("Status.Peers", _DC_REQUEST, list[str], local, peers, target_datacenter=target),
-        Endpoint("Status.Ping", msgspec.Raw, bool, local, ping),
+        Endpoint(
+            "Status.Leader",
+            _DC_REQUEST,
+            str,
+            local,
+            leader,
+            target_datacenter=target,
+            acl_check=acl_open,
+        ),
+        Endpoint(
+            "Status.Peers",
+            _DC_REQUEST,
+            list[str],
+            local,
+            peers,
+            target_datacenter=target,
+            acl_check=acl_open,
+        ),
+        Endpoint("Status.Ping", msgspec.Raw, bool, local, ping, acl_check=acl_open),
         Endpoint(
             "Status.Hello",
             ServerInfo,
@@ -81,6 +98,7 @@ def status_endpoints(
             local,
             hello,
             authorize=this_server_itself("Status.Hello"),
+            acl_check=acl_open,
         ),
         Endpoint(
             "Raft.Join",
@@ -89,5 +107,6 @@ def status_endpoints(
             EndpointKind.WRITE,
             join,
             authorize=this_server_itself("Raft.Join"),
+            acl_check=acl_open,
         ),
     ]

@@ -8,6 +8,11 @@ API or the server itself):
    ``Permission denied: ...``. A request forwarded onwards arrives at the
    next server from this server's certificate, so each hop checks what it
    can know itself.
+   The request's ACL token travels in its ``Token`` field to whichever server
+   answers, which checks it (``acl_check`` / ``acl_filter``, see ``_acl``)
+   just before the handler runs. This server's own calls without a token
+   present its configured one (``acl.tokens.replication`` for federation
+   states, ``acl.tokens.agent`` otherwise).
 1. ``prepare`` may rewrite it (``FederationState.Apply`` targets the primary).
 2. A request whose target datacenter is not ours goes to a server of that
    datacenter, chosen by the :class:`Router`. Unknown datacenter →
@@ -53,6 +58,7 @@ from wanfed_proto import (
     RpcHandler,
 )
 
+from ._acl import TokenResolver
 from ._caller import Caller
 from ._endpoint import Endpoint, EndpointKind
 from ._endpoints_errors import InvalidRequestError, typed_remote_error
@@ -81,7 +87,15 @@ class Dispatcher:
         pool: RpcPool,
         hold_timeout: float = 7.0,
         domain: str = DEFAULT_DOMAIN,
+        acl: TokenResolver | None = None,
+        agent_token: str = "",
+        replication_token: str = "",
     ) -> None:
+        """``acl`` resolves tokens (``None``: ACLs off); the tokens are what this
+        server's own requests present."""
+        self._acl = acl
+        self._agent_token = agent_token
+        self._replication_token = replication_token
         self._datacenter = datacenter
         self._policy = ServerCertificatePolicy(domain)
         self._endpoints = {endpoint.method: endpoint for endpoint in endpoints}
@@ -126,7 +140,10 @@ class Dispatcher:
         self, endpoint: Endpoint[Any, Any], request: Any, caller: Caller | None = None
     ) -> Any:
         """Run ``request``; ``caller`` defaults to this server's own code."""
-        endpoint.authorize(caller or Caller.this_server(), request)
+        caller = caller or Caller.this_server()
+        endpoint.authorize(caller, request)
+        if caller.is_self:
+            request = self._with_own_token(endpoint, request)
         request = endpoint.prepare(request)
         target = endpoint.target_datacenter(request)
         if target and target.lower() != self._datacenter.lower():
@@ -137,12 +154,33 @@ class Dispatcher:
         if needs_leader and not self._is_leader():
             return await self._forward_leader(endpoint, request)
         try:
-            return await endpoint.handler(request)
+            return await self._run_here(endpoint, request)
         except NotLeaderError:
             # lost leadership between the check and the write: the new leader answers
             return await self._forward_leader(endpoint, request)
         except (FsmError, ValueError, msgspec.ValidationError) as exc:
             raise RemoteError(str(exc)) from None
+
+    def _with_own_token(self, endpoint: Endpoint[Any, Any], request: Any) -> Any:
+        token = (
+            self._replication_token or self._agent_token
+            if endpoint.method.startswith("FederationState.")
+            else self._agent_token
+        )
+        if token and isinstance(request, msgspec.Struct) and getattr(request, "token", None) == "":
+            return msgspec.structs.replace(request, token=token)
+        return request
+
+    async def _run_here(self, endpoint: Endpoint[Any, Any], request: Any) -> Any:
+        """The handler, behind the request token's ACL decision (ACLs on)."""
+        if self._acl is None or not self._acl.enabled:
+            return await endpoint.handler(request)
+        subject = self._acl.resolve(str(getattr(request, "token", "") or ""))
+        endpoint.acl_check(subject, request)
+        reply = await endpoint.handler(request)
+        if endpoint.acl_filter is not None and not subject.is_management:
+            reply = endpoint.acl_filter(subject, reply)
+        return reply
 
     async def _forward_leader(self, endpoint: Endpoint[Any, Any], request: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -151,7 +189,7 @@ class Dispatcher:
         while True:
             if self._is_leader():
                 try:
-                    return await endpoint.handler(request)
+                    return await self._run_here(endpoint, request)
                 except NotLeaderError:
                     pass
                 except (ConsensusError, FsmError, ValueError, msgspec.ValidationError) as exc:

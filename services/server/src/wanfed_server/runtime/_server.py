@@ -54,9 +54,12 @@ from wanfed_proto import (
 )
 from wanfed_server.interfaces import Member
 
+from ._acl import TokenResolver
+from ._acl_leader import AclLeader
 from ._background import Background
 from ._caller import Caller
 from ._cluster import ServerDirectory
+from ._endpoints_acl import acl_endpoints
 from ._endpoints_catalog import catalog_endpoints
 from ._endpoints_federation import federation_state_endpoints
 from ._endpoints_status import status_endpoints
@@ -178,6 +181,8 @@ class Server:
         self._federation: WanFederation | None = None
         self._fsm = Fsm()
         self._leadership = Leadership(self._fsm.store)
+        self._acl = TokenResolver(self._fsm.store, config.acl, config.datacenter)
+        self._acl_leader: AclLeader | None = None
         self._port: RpcPortServer | None = None
         self._pool: RpcPool | None = None
         self._dispatcher: Dispatcher | None = None
@@ -298,7 +303,9 @@ class Server:
             *status_endpoints(self, datacenter=config.datacenter, policy=policy),
             *catalog_endpoints(self, self),
             *federation_state_endpoints(self, policy),
+            *acl_endpoints(self, self._acl),
         ]
+        tokens = config.acl.tokens
         return Dispatcher(
             datacenter=config.datacenter,
             endpoints=endpoints,
@@ -308,6 +315,9 @@ class Server:
             pool=pool,
             hold_timeout=self._options.hold_timeout,
             domain=config.domain,
+            acl=self._acl,
+            agent_token=tokens.agent or "",
+            replication_token=tokens.replication or "",
         )
 
     async def wait_failed(self) -> BaseException:
@@ -329,6 +339,8 @@ class Server:
             unsubscribe()
         if self._leader_routines is not None:
             await self._leader_routines.stop()
+        if self._acl_leader is not None:
+            await self._acl_leader.stop()
         if self._federation is not None:
             await self._federation.stop()
         if self._wan is not None:
@@ -356,6 +368,9 @@ class Server:
         )
         self._leader_routines = routines
         self._unsubscribe.append(consensus.on_leadership_change(routines.on_leadership))
+        primary = self._config.datacenter.lower() == self.primary_datacenter.lower()
+        self._acl_leader = AclLeader(consensus, self._config.acl, primary=primary)
+        self._unsubscribe.append(consensus.on_leadership_change(self._acl_leader.on_leadership))
         if self._federation is not None:
             self._unsubscribe.append(consensus.on_leadership_change(self._federation.on_leadership))
         self._ready.set()
@@ -440,6 +455,16 @@ class Server:
         if reply_type is endpoint.reply_type:
             return cast(T, reply)
         return msgspec.convert(msgspec.to_builtins(reply), reply_type)
+
+    @property
+    def acl(self) -> TokenResolver:
+        """Resolves ACL tokens against this server's tables (the HTTP API's agent routes)."""
+        return self._acl
+
+    @property
+    def acl_leader(self) -> AclLeader | None:
+        """What this server writes for ACLs when it leads the primary (``None`` before Raft)."""
+        return self._acl_leader
 
     @property
     def http_dispatcher(self) -> HttpDispatcher:
