@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import socket
 import threading
@@ -36,10 +37,18 @@ KEY = secrets.token_bytes(32)
 
 
 def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now on 127.0.0.1, below Linux's ephemeral range (32768-60999): a
+    ``bind(0)`` port is an ephemeral one, which another test's outgoing connection
+    may take before the server binds it."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range on 127.0.0.1")
 
 
 def _upsert(dc: str) -> FederationStateWrite:
@@ -61,7 +70,7 @@ async def _until_leader(consensus: RaftConsensus) -> None:
 
     unsubscribe = consensus.on_leadership_change(note)
     try:
-        await asyncio.wait_for(elected.wait(), 5)
+        await asyncio.wait_for(elected.wait(), 30)
     finally:
         unsubscribe()
 
@@ -137,7 +146,7 @@ async def test_single_server_applies_persists_and_restores_from_its_snapshot(
             got.set()
 
         consensus.on_leadership_change(record)
-        await asyncio.wait_for(got.wait(), 1)
+        await asyncio.wait_for(got.wait(), 30)
         assert seen == [(True, True)]
         assert consensus.leader_address() == address
 
@@ -178,7 +187,7 @@ async def test_single_server_applies_persists_and_restores_from_its_snapshot(
         await restarted.shutdown()
 
 
-async def _poll(condition: Callable[[], bool], within: float = 5.0) -> None:
+async def _poll(condition: Callable[[], bool], within: float = 30.0) -> None:
     """Wait for state that lives on pysyncobj's thread and has no event of its own."""
     async with asyncio.timeout(within):
         while True:
@@ -229,7 +238,7 @@ async def trio(tmp_path: Path) -> AsyncIterator[list[RaftConsensus]]:
 
 
 async def test_followers_refuse_writes_naming_the_leader(trio: list[RaftConsensus]) -> None:
-    await asyncio.wait_for(_any_leader(trio), 5)
+    await asyncio.wait_for(_any_leader(trio), 30)
     await _poll(lambda: all(s.leader_address() for s in trio))
     leader = next(s for s in trio if s.is_leader())
     follower = next(s for s in trio if not s.is_leader())
@@ -246,7 +255,7 @@ async def test_followers_refuse_writes_naming_the_leader(trio: list[RaftConsensu
 async def test_membership_changes_through_the_leader(
     trio: list[RaftConsensus], tmp_path: Path
 ) -> None:
-    await asyncio.wait_for(_any_leader(trio), 5)
+    await asyncio.wait_for(_any_leader(trio), 30)
     leader = next(s for s in trio if s.is_leader())
     address = f"127.0.0.1:{_port()}"
     await leader.add_server(address)

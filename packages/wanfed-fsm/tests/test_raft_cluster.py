@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
 import signal
 import socket
@@ -27,10 +28,18 @@ _KEY = secrets.token_hex(32)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now on 127.0.0.1, below Linux's ephemeral range (32768-60999): a
+    ``bind(0)`` port is an ephemeral one, which another test's outgoing connection
+    may take before the server binds it."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range on 127.0.0.1")
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
@@ -125,7 +134,7 @@ class Cluster:
     async def start(self) -> None:
         await asyncio.gather(*(s.start() for s in self.servers))
 
-    async def leader(self, within: float = 5.0) -> Server:
+    async def leader(self, within: float = 30.0) -> Server:
         found: list[Server] = []
 
         async def elected() -> bool:
@@ -218,12 +227,12 @@ async def _failover_then_restart_everything(cluster: Cluster) -> None:
     async def follower_knows_leader() -> bool:
         return (await follower.status())[1] == leader.address
 
-    assert await eventually(follower_knows_leader, 5)
+    assert await eventually(follower_knows_leader, 30)
     assert (await follower.request("WRITE 999999")) == "NOTLEADER " + leader.address
 
     writer = Writer(cluster)
     task = asyncio.create_task(writer.run())
-    await writer.wait_acknowledged(300, within=10)
+    await writer.wait_acknowledged(300, within=60)
     await leader.kill()
     acked_before_kill = len(writer.acknowledged)
     try:
@@ -246,7 +255,7 @@ async def _failover_then_restart_everything(cluster: Cluster) -> None:
         async def has_all(server: Server = server) -> bool:
             return acknowledged <= await server.ids()
 
-        assert await eventually(has_all, 5), f"{server.address} lost acknowledged writes"
+        assert await eventually(has_all, 30), f"{server.address} lost acknowledged writes"
     records = len(await survivors[0].ids())
 
     # the killed server comes back from its data_dir and catches up
