@@ -30,7 +30,8 @@ import time
 
 from _common import Column, Table, ratio
 
-from wanfed_agent.gossip import MemberState, SimulatedNetwork, suspicion_timeout
+from wanfed_agent.gossip import MemberState, suspicion_timeout
+from wanfed_sim import SimulatedNetwork
 
 SIZES = (10, 50, 200)
 

@@ -7,13 +7,13 @@ import math
 from wanfed_agent.gossip import (
     MemberEventKind,
     MemberState,
-    SimulatedNetwork,
     encode_tags,
     fast_profile,
     suspicion_timeout,
     tcp_pings_allowed_within,
     wan_profile,
 )
+from wanfed_sim import SimulatedNetwork
 
 
 def _pool(size: int, *, seed: int = 1, loss: float = 0.0) -> SimulatedNetwork:

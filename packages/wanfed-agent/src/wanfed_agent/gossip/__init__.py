@@ -3,8 +3,9 @@
 The core (:class:`Membership`) does no I/O and reads no clock; an adapter feeds
 it packets, streams and the time, and carries out the actions it returns.
 :class:`GossipAgent` is that adapter on asyncio, over any
-:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port);
-:class:`SimulatedNetwork` is one in memory, with a virtual clock::
+:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port).
+The simulator (``wanfed_sim``, a test-support package) drives many cores in
+memory on a virtual clock::
 
     config = wan_profile("s1.dc1", "127.0.0.1", 0, meta=encode_tags({"dc": "dc1"}),
                          encrypt=base64_key)
@@ -60,7 +61,6 @@ from ._messages import (
 )
 from ._naming import MemberNameError, split_member_name, tcp_pings_allowed_within
 from ._refusals import RefusalCounts
-from ._simulation import SimulatedNetwork
 from ._suspicion import suspicion_timeout
 from ._tags import decode_tags, encode_tags
 
@@ -94,7 +94,6 @@ __all__ = [
     "PushPull",
     "RefusalCounts",
     "SendPacket",
-    "SimulatedNetwork",
     "StreamExchange",
     "StreamMessageReader",
     "Suspect",
