@@ -27,6 +27,7 @@ from wanfed_fsm import (
     CheckServiceNode,
     FederationState,
     HealthCheck,
+    HealthStatus,
     Node,
     Service,
     ServiceAddress,
@@ -68,7 +69,7 @@ class Gateway:
 
     def record(self) -> CheckServiceNode:
         """The catalog entry (cached: it only changes with the check status)."""
-        status = "passing" if self.passing else "critical"
+        status: HealthStatus = "passing" if self.passing else "critical"
         if self._record is None or self._record.checks[0].status != status:
             lan_host = self.lan.rsplit(":", 1)[0]
             wan_host = self.wan.rsplit(":", 1)[0]

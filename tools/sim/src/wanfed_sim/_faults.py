@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ._datacenter import Gateway
-from ._network import ROLES, LinkFault, Role
+from ._network import ROLES, FaultKind, LinkFault, Role
 from ._world import World
 
 __all__ = ["FAULT_KINDS", "FaultInjector"]
@@ -100,7 +100,8 @@ class FaultInjector:
         if len(names) < 2:
             return
         source, target = self.rng.sample(names, 2)
-        kind = ("blackhole", "reset", "degraded")[self.rng.randrange(3)]
+        kinds: tuple[FaultKind, ...] = ("blackhole", "reset", "degraded")
+        kind = kinds[self.rng.randrange(3)]
         roles: list[frozenset[Role]] = [ROLES, frozenset(("gateway",)), frozenset(("server",))]
         source_roles = roles[self.rng.randrange(3)]
         delay = self.rng.uniform(0.05, 2.0) if kind == "degraded" else 0.0
@@ -111,8 +112,15 @@ class FaultInjector:
         faults = [fault]
         if self.rng.random() < 0.5:  # both ways
             faults.append(
-                LinkFault(kind, frozenset((target,)), frozenset((source,)), ROLES, source_roles,
-                          delay, loss)
+                LinkFault(
+                    kind,
+                    frozenset((target,)),
+                    frozenset((source,)),
+                    ROLES,
+                    source_roles,
+                    delay,
+                    loss,
+                )
             )
         self._add_link_faults(faults)
 
@@ -131,9 +139,7 @@ class FaultInjector:
     def _local_cut(self) -> None:
         """A datacenter's servers cannot reach their own gateways (silently)."""
         name = frozenset((self._pick_datacenter(),))
-        fault = LinkFault(
-            "blackhole", name, name, frozenset(("server",)), frozenset(("gateway",))
-        )
+        fault = LinkFault("blackhole", name, name, frozenset(("server",)), frozenset(("gateway",)))
         self._add_link_faults([fault])
 
     def _gateway_death(self) -> None:
@@ -159,8 +165,8 @@ class FaultInjector:
         for step, gateway in enumerate(old):
 
             def replace(gateway: Gateway = gateway) -> None:
-                if self.world.scheduler.now >= self._end:
-                    return  # healed meanwhile: the replacement stops where it is
+                if self.world.scheduler.now >= self._end or gateway.retired:
+                    return  # healed meanwhile, or already replaced by another change
                 new = self.world.add_gateway(name)
                 self.world.retire_gateway(gateway)
                 self.world.note(f"change: {gateway.name} replaced by {new.name}")

@@ -21,9 +21,7 @@ __all__ = ["LocatorAdapter"]
 class LocatorAdapter:
     """A :class:`GatewayLocator` whose inputs say whether the primary path changed."""
 
-    def __init__(
-        self, *, datacenter: str, primary: str, now: float, rng: random.Random
-    ) -> None:
+    def __init__(self, *, datacenter: str, primary: str, now: float, rng: random.Random) -> None:
         self.locator = GatewayLocator(
             datacenter=datacenter, primary_datacenter=primary, now=now, rng=rng
         )

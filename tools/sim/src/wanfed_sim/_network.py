@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-__all__ = ["HOP_LATENCY", "Host", "HopOutcome", "LinkFault", "Network", "Role"]
+__all__ = ["HOP_LATENCY", "HopOutcome", "Host", "LinkFault", "Network", "Role"]
 
 Role = Literal["server", "gateway"]
 FaultKind = Literal["blackhole", "reset", "degraded"]
@@ -68,7 +68,9 @@ class LinkFault:
     def describe(self) -> str:
         roles = ""
         if self.source_roles != ROLES or self.target_roles != ROLES:
-            roles = f" ({'/'.join(sorted(self.source_roles))}->{'/'.join(sorted(self.target_roles))})"
+            roles = (
+                f" ({'/'.join(sorted(self.source_roles))}->{'/'.join(sorted(self.target_roles))})"
+            )
         extra = f" delay={self.delay:.2f} loss={self.loss:.2f}" if self.kind == "degraded" else ""
         return (
             f"{self.kind} {','.join(sorted(self.source_datacenters))}"

@@ -7,18 +7,22 @@ one of its servers. A primary gateway's WAN address is the direct path: that
 gateway forwards to a server. An address that names no host any more (a
 replaced gateway, a stale discovery answer) swallows the call.
 
-Each hop asks the :class:`~wanfed_sim._network.Network`; the reply crosses the
-same hosts backwards, judged when it is sent, so a gateway that died or a
-link cut during a long poll loses the answer. A black hole ends the call at
-the caller's deadline; a reset ends it when the reset reaches the caller.
+Each hop asks the :class:`~wanfed_sim._network.Network`. The connection is
+end-to-end TLS through the gateways, so a black hole anywhere on the way
+fails the *dial*, at :data:`DIAL_TIMEOUT` (or the call's deadline if that
+comes first); a reset fails it when the reset reaches the caller. Once the
+request arrived, the pooled connection is kept alive: every
+:data:`KEEPALIVE` seconds the path is crossed both ways, and a silent break
+fails the call one keepalive later (yamux-style), a reset at once. The reply
+crosses the same hosts backwards, judged when it is sent.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from wanfed_proto import server_sni
 
@@ -29,14 +33,16 @@ from ._scheduler import Scheduler
 __all__ = ["Call", "Handler", "Respond", "RpcLayer"]
 
 TIMEOUT = "i/o timeout"
+DIAL_TIMEOUT = 10.0
+KEEPALIVE = 30.0
 RESET = "connection reset by peer"
 
 Respond = Callable[[object, str | None], None]
 """How a handler answers: a value, or an error text."""
 
 
-class Handler(Protocol):
-    def __call__(self, server: Host, respond: Respond) -> None: ...
+Handler = Callable[[Host, Respond], None]
+"""The serving side of a call: answers through ``respond``, now or later."""
 
 
 @dataclass(eq=False)
@@ -96,6 +102,7 @@ class RpcLayer:
         call.hops = route
         outcome, delay = self._cross(route)
         if outcome == "blackhole":
+            self._scheduler.after(DIAL_TIMEOUT, lambda: call.finish(None, "dial: " + TIMEOUT))
             return call
         if outcome == "reset":
             self._scheduler.after(delay, lambda: call.finish(None, RESET))
@@ -117,14 +124,29 @@ class RpcLayer:
                 else:
                     self._scheduler.after(delay, lambda: call.finish(value, error))
 
+            self._scheduler.after(KEEPALIVE, lambda: self._keepalive(call, route))
             handler(server, respond)
 
         self._scheduler.after(delay, arrive)
         return call
 
+    def _keepalive(self, call: Call, route: list[Host]) -> None:
+        if call.finished:
+            return
+        there, delay = self._cross(route)
+        if there == "ok":
+            back, more = self._cross(route[::-1])
+            there, delay = back, delay + more
+        if there == "ok":
+            self._scheduler.after(KEEPALIVE, lambda: self._keepalive(call, route))
+        elif there == "reset":
+            self._scheduler.after(delay, lambda: call.finish(None, RESET))
+        else:
+            self._scheduler.after(KEEPALIVE, lambda: call.finish(None, "keepalive: " + TIMEOUT))
+
     def _cross(self, hosts: list[Host]) -> tuple[str, float]:
         total = 0.0
-        for source, target in zip(hosts, hosts[1:], strict=False):
+        for source, target in itertools.pairwise(hosts):
             outcome, delay = self._network.hop(source, target)
             total += delay
             if outcome != "ok":
@@ -148,7 +170,7 @@ class RpcLayer:
                 return f"gateway {gateway.name} has no route to {target}"
             remote = self.wan.get(upstream)
             if remote is None or remote.host.datacenter != target:
-                return hosts + [Host(upstream, target, "gateway", gone=True)]
+                return [*hosts, Host(upstream, target, "gateway", gone=True)]
             hosts.append(remote.host)
             gateway = remote
         server_address = self._pick(target, target)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Final
 
 from ._faults import FaultInjector
-from ._invariants import LIVENESS_BOUND, convergence_problems
+from ._invariants import SimulationViolation, convergence_problems
 from ._scheduler import Scheduler
 from ._world import SimConfig, World
 
@@ -56,10 +56,8 @@ def quiet_logging() -> Iterator[None]:
 def trace_of(seed: int, config: SimConfig | None = None) -> list[str]:
     """The whole trace of one run (a violation ends it early)."""
     scheduler = Scheduler(seed, trace_lines=None)
-    try:
+    with suppress(SimulationViolation):
         run_schedule(seed, config, scheduler=scheduler)
-    except AssertionError:
-        pass
     return list(scheduler.trace)
 
 
@@ -79,14 +77,14 @@ def run_schedule(
         faults.heal()
         now = heal_at
         problems = convergence_problems(world)
-        while problems and now < heal_at + LIVENESS_BOUND:
+        while problems and now < heal_at + config.liveness_bound:
             now += CHECK_EVERY
             scheduler.run_until(now)
             problems = convergence_problems(world)
         if problems:
             shown = "; ".join(problems[:6])
             world.violation(
-                f"not converged {LIVENESS_BOUND:.0f} s after healing "
+                f"not converged {config.liveness_bound:.0f} s after healing "
                 f"({len(problems)} problem(s)): {shown}"
             )
     return RunResult(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import msgspec
 
-from wanfed_fsm import FederationState, format_host_port, gateway_lan_address
+from wanfed_fsm import FederationState, gateway_lan_address
 from wanfed_fsm import is_wan_federation_gateway as _opted_in
 from wanfed_replication import (
     AbandonFetch,
@@ -40,6 +40,7 @@ from wanfed_replication import (
     ReadLocal,
     ReadView,
     ReplicationCore,
+    ReplicationEvent,
     ReplicationPolicy,
     ReportOutcome,
     RestartRequested,
@@ -58,7 +59,7 @@ from wanfed_replication import ReplicationAction as _ReplAction
 from ._datacenter import APPLY_LATENCY
 from ._locator_adapter import LocatorAdapter
 from ._network import Host
-from ._rpc import Respond
+from ._rpc import Call, Handler
 
 if TYPE_CHECKING:
     from ._world import World
@@ -66,10 +67,10 @@ if TYPE_CHECKING:
 __all__ = ["SimServer"]
 
 EPOCH: Final = datetime(2026, 1, 1, tzinfo=UTC)
-BLOCKING_WAIT: Final = 60.0
-"""How long a blocking read waits for a change (replication's and anti-entropy's)."""
+BLOCKING_WAIT: Final = 300.0
+"""How long a blocking read waits for a change (the server's replication wait)."""
 RPC_SLACK: Final = 10.0
-"""A call's deadline: the blocking wait plus this (a plain call gets only this)."""
+"""A plain call's deadline; a blocking one gets the wait, a sixteenth of it, and this."""
 PRUNE_INTERVAL: Final = 120.0
 """Hourly in production; every two minutes here so that runs see several passes."""
 
@@ -118,7 +119,7 @@ class SimServer:
         self.consecutive_failures = 0
         self.direct_allowed = False
         self._armed: dict[str, float] = {}
-        self._fetch: object | None = None
+        self._fetch: Call | None = None
         self._probe_epoch = -1
         """The epoch of the probe in flight (the locator asks for none until it lands)."""
 
@@ -199,7 +200,11 @@ class SimServer:
         self._arm("pruning", self.pruning)
         self._arm_probe()
 
-    def _arm(self, name: str, core: ReplicationCore[FederationState] | AntiEntropyCore | PruningCore | None) -> None:
+    def _arm(
+        self,
+        name: str,
+        core: ReplicationCore[FederationState] | AntiEntropyCore | PruningCore | None,
+    ) -> None:
         if core is None:
             return
         deadline = core.next_deadline()
@@ -234,7 +239,9 @@ class SimServer:
             self._probe()
         self._arm_all()
 
-    def _guard(self, body: Callable[[object, str | None], None]) -> Callable[[object, str | None], None]:
+    def _guard(
+        self, body: Callable[[object, str | None], None]
+    ) -> Callable[[object, str | None], None]:
         """Wrap an answer so that it is dropped once the server restarted or changed term."""
         epoch = self.epoch
 
@@ -248,9 +255,12 @@ class SimServer:
     # -- dialling the primary ------------------------------------------------
 
     def _dial_primary(
-        self, what: str, handler: Callable[[Host, Respond], None], deadline: float,
+        self,
+        what: str,
+        handler: Handler,
+        deadline: float,
         done: Callable[[object, str | None], None],
-    ) -> object | None:
+    ) -> Call | None:
         assert self.locator is not None
         address = self.locator.pick(self.world.primary)
         if not address:
@@ -266,11 +276,11 @@ class SimServer:
         for action in actions:
             self._replication_action(action)
 
-    def _replication_feed(self, event: object) -> None:
+    def _replication_feed(self, event: ReplicationEvent[FederationState]) -> None:
         core = self.replication
         if core is not None:
             now = self.world.scheduler.now
-            self._replication_actions(core.feed(event, now))  # type: ignore[arg-type]
+            self._replication_actions(core.feed(event, now))
 
     def _replication_action(self, action: _ReplAction[FederationState]) -> None:
         world = self.world
@@ -282,19 +292,23 @@ class SimServer:
                 if error is not None:
                     self._replication_feed(FetchFailed(round=round_, error=error))
                 else:
-                    index, states = value  # type: ignore[misc]
-                    self._replication_feed(FetchSucceeded(round=round_, index=index, records=states))
+                    index, states = cast(tuple[int, list[FederationState]], value)
+                    self._replication_feed(
+                        FetchSucceeded(round=round_, index=index, records=states)
+                    )
 
             call = self._dial_primary(
-                "replication", world.list_handler(action.min_index),
-                now + BLOCKING_WAIT + RPC_SLACK, fetched,
+                "replication",
+                world.list_handler(action.min_index),
+                now + BLOCKING_WAIT * 17 / 16 + RPC_SLACK,
+                fetched,
             )
             if call is None:
                 self._replication_feed(FetchNotReady(round=round_, reason="no gateway known"))
             self._fetch = call
         elif isinstance(action, AbandonFetch):
             if self._fetch is not None:
-                self._fetch.abandon()  # type: ignore[attr-defined]
+                self._fetch.abandon()
         elif isinstance(action, ReadLocal):
             states = world.datacenters[self.datacenter].sorted_states()
             self._replication_feed(LocalRead(round=action.round, records=states))
@@ -354,8 +368,12 @@ class SimServer:
             return
         self._probe_epoch = self.epoch
         self.world.rpc.call(
-            self.host, self.world.primary, address, now + RPC_SLACK,
-            self.world.ping_handler, self._guard(self._probed),
+            self.host,
+            self.world.primary,
+            address,
+            now + RPC_SLACK,
+            self.world.ping_handler,
+            self._guard(self._probed),
         )
 
     def _probed(self, _: object, error: str | None) -> None:
@@ -410,8 +428,10 @@ class SimServer:
             world.primary_apply(state, self._guard(written))
             return
         call = self._dial_primary(
-            "anti-entropy", world.apply_handler(state),
-            world.scheduler.now + RPC_SLACK, written,
+            "anti-entropy",
+            world.apply_handler(state),
+            world.scheduler.now + RPC_SLACK,
+            written,
         )
         if call is None:
             self._ae_feed(SyncFailed(error="no route to the primary datacenter"))
@@ -442,7 +462,3 @@ class SimServer:
                 self._prune_feed(PruneFailed(error=error))
 
         self.world.primary_delete(action.datacenter, self._guard(pruned))
-
-
-def format_server_address(host: str, port: int) -> str:
-    return format_host_port(host, port)

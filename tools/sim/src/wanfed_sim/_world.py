@@ -18,7 +18,7 @@ from typing import Final
 from wanfed_fsm import FederationState
 
 from ._datacenter import APPLY_LATENCY, CHECK_TTL, DEREGISTER_AFTER, Datacenter, Gateway
-from ._invariants import SimulationViolation
+from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._network import Host, Network
 from ._rpc import Handler, Respond, RpcLayer
 from ._scheduler import Scheduler
@@ -40,6 +40,8 @@ class SimConfig:
     gateways: int = 2
     minutes: float = 10.0
     """Virtual minutes of faults; healing and the liveness phase come after."""
+    liveness_bound: float = LIVENESS_BOUND
+    """Virtual seconds after healing by which the federation must have converged."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.datacenters <= 250:
@@ -229,7 +231,9 @@ class World:
     def ping_handler(self, server: Host, respond: Respond) -> None:
         respond((), None)
 
-    def primary_apply(self, state: FederationState, done: Callable[[object, str | None], None]) -> None:
+    def primary_apply(
+        self, state: FederationState, done: Callable[[object, str | None], None]
+    ) -> None:
         primary = self.datacenters[self.primary]
         leader = primary.leader
         if leader is None:

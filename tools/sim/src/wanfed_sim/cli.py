@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from ._invariants import SimulationViolation
+from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._run import RunResult, run_schedule
 from ._world import SimConfig
 
@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=10.0, help="virtual minutes of faults")
+    parser.add_argument(
+        "--liveness-bound",
+        type=float,
+        default=LIVENESS_BOUND,
+        help=f"virtual seconds after healing to converge (default {LIVENESS_BOUND:.0f})",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     return parser
 
@@ -54,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             servers=options.servers,
             gateways=options.gateways,
             minutes=options.minutes,
+            liveness_bound=options.liveness_bound,
         )
     except ValueError as exc:
         print(f"wanfed-sim: {exc}", file=sys.stderr)

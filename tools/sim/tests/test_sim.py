@@ -1,0 +1,86 @@
+"""The simulator runs the real cores, replays a seed exactly, and catches broken cores."""
+
+from __future__ import annotations
+
+import pytest
+from wanfed_sim import SimConfig, SimulationViolation, run_schedule
+from wanfed_sim._run import trace_of
+
+import wanfed_gateway_locator._locator as locator_module
+import wanfed_replication._pruning_core as pruning_module
+from wanfed_gateway_locator import GatewayLocator
+
+SMALL = SimConfig(datacenters=5, servers=3, gateways=2, minutes=10)
+
+
+def _first_violation(seeds: range, config: SimConfig = SMALL) -> SimulationViolation:
+    for seed in seeds:
+        try:
+            run_schedule(seed, config)
+        except SimulationViolation as violation:
+            return violation
+    raise AssertionError(f"no seed in {seeds} broke an invariant")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_invariant_holds_on_a_small_budget_of_seeds(seed: int) -> None:
+    result = run_schedule(seed, SMALL)
+    assert result.virtual_seconds >= 30 + 600  # warm-up and ten minutes of faults
+    assert sum(result.faults.values()) > 10
+    assert result.dials["local"] > 0
+
+
+def test_the_same_seed_replays_the_same_trace() -> None:
+    first = run_schedule(3, SMALL)
+    again = run_schedule(3, SMALL)
+    assert first == again
+    assert trace_of(3, SMALL) == trace_of(3, SMALL)
+    assert run_schedule(4, SMALL).digest != first.digest
+
+
+def test_a_locator_that_lets_followers_go_direct_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = GatewayLocator.dial_primary_through_local_gateway
+
+    def broken(self: GatewayLocator) -> bool:
+        if not self.is_primary and not self._use_replication_signal:
+            return False  # a follower bypasses its local gateways
+        return original(self)
+
+    monkeypatch.setattr(GatewayLocator, "dial_primary_through_local_gateway", broken)
+    violation = _first_violation(range(100))
+    assert "follower" in violation.problem
+    assert f"--seed {violation.seed}" in str(violation)
+
+
+def test_a_leader_that_goes_direct_after_one_failure_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(locator_module, "FAILURES_BEFORE_DIRECT", 1)
+    violation = _first_violation(range(100))
+    assert "after only 1 consecutive replication failure" in violation.problem
+
+
+def test_pruning_a_datacenter_that_exists_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def everything_but_the_primary(states: object, known: object, primary: str) -> list[str]:
+        return [s.datacenter for s in states if s.datacenter != primary]  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(pruning_module, "stale_datacenters", everything_but_the_primary)
+    violation = _first_violation(range(20))
+    assert "pruned the federation state" in violation.problem
+
+
+def test_a_violation_carries_its_seed_and_trace() -> None:
+    violation = SimulationViolation(7, "something broke", ["  1.000 a", "  2.000 b"])
+    text = str(violation)
+    assert "seed 7: something broke" in text
+    assert "nox -s sim -- --seed 7" in text
+    assert text.endswith("  2.000 b")
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="datacenters"):
+        SimConfig(datacenters=0)
+    with pytest.raises(ValueError, match="minutes"):
+        SimConfig(minutes=0)
