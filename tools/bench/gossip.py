@@ -29,9 +29,9 @@ import math
 import time
 
 from _common import Column, Table, ratio
+from wanfed_sim import SimulatedNetwork
 
 from wanfed_agent.gossip import MemberState, suspicion_timeout
-from wanfed_sim import SimulatedNetwork
 
 SIZES = (10, 50, 200)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from wanfed_sim import SimulatedNetwork
+
 from wanfed_agent.gossip import (
     MemberEventKind,
     MemberState,
@@ -13,7 +15,6 @@ from wanfed_agent.gossip import (
     tcp_pings_allowed_within,
     wan_profile,
 )
-from wanfed_sim import SimulatedNetwork
 
 
 def _pool(size: int, *, seed: int = 1, loss: float = 0.0) -> SimulatedNetwork:
