@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from wanfed_sim import SimConfig, SimulationViolation, run_schedule
 from wanfed_sim._run import trace_of
@@ -84,3 +86,24 @@ def test_bad_shapes_are_refused() -> None:
         SimConfig(datacenters=0)
     with pytest.raises(ValueError, match="minutes"):
         SimConfig(minutes=0)
+
+
+def test_a_registry_that_forgets_failed_servers_gets_a_partitioned_datacenter_pruned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 236: dc2 is partitioned away while a new primary leader's first prune pass runs.
+
+    Its servers are dead to gossip and have dropped out of the member list, but
+    they are only *failed*: the server's registry keeps their datacenter.
+    """
+    run_schedule(236, SMALL)  # the real registry keeps dc2
+    import wanfed_sim._gossip as gossip_module
+
+    original = gossip_module.datacenters_kept
+
+    def forgetting(members: Any, failed_names: Any, local: str) -> list[str]:
+        return original(members, [], local)
+
+    monkeypatch.setattr(gossip_module, "datacenters_kept", forgetting)
+    with pytest.raises(SimulationViolation, match="pruned the federation state of dc2"):
+        run_schedule(236, SMALL)

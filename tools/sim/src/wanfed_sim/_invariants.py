@@ -92,6 +92,8 @@ def convergence_problems(world: World) -> list[str]:
             for address in _route_addresses(world, datacenter.name, target):
                 if not world.is_live_gateway(address):
                     problems.append(f"{datacenter.name}'s gateways route {target} to {address}")
+    if world.gossip is not None:
+        problems.extend(world.gossip.converged())
     for server in world.servers.values():
         if server.locator is None:
             problems.append(f"{server.name} is not running")

@@ -442,7 +442,7 @@ class SimServer:
         for action in actions:
             if isinstance(action, TakeInventory):
                 primary = self.world.datacenters[self.datacenter]
-                known = frozenset(self.world.known_datacenters())
+                known = frozenset(self.world.known_datacenters(self.name))
                 self._prune_feed(Inventory(states=primary.sorted_states(), known=known))
             else:
                 self._prune(action)

@@ -18,6 +18,7 @@ from typing import Final
 from wanfed_fsm import FederationState
 
 from ._datacenter import APPLY_LATENCY, CHECK_TTL, DEREGISTER_AFTER, Datacenter, Gateway
+from ._gossip import GossipPool
 from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._network import Host, Network
 from ._rpc import Handler, Respond, RpcLayer
@@ -40,6 +41,8 @@ class SimConfig:
     gateways: int = 2
     minutes: float = 10.0
     """Virtual minutes of faults; healing and the liveness phase come after."""
+    gossip: bool = True
+    """Run every server's SWIM membership core (the WAN pool); the pruner asks it."""
     liveness_bound: float = LIVENESS_BOUND
     """Virtual seconds after healing by which the federation must have converged."""
 
@@ -67,6 +70,7 @@ class World:
         self._gateway_serial: dict[str, int] = {}
         self._elections: set[str] = set()
         self.dials = {"local": 0, "direct": 0}
+        self.gossip = GossipPool(self) if config.gossip else None
         for number, name in enumerate(self.names, start=1):
             self._build(number, name)
         self.discovery = [g.wan for g in self.datacenters[self.primary].gateways]
@@ -77,6 +81,8 @@ class World:
         self.datacenters[name] = datacenter
         for i, host in enumerate(hosts):
             datacenter.addresses[f"10.{number}.0.{i + 1}:8300"] = host
+            if self.gossip is not None:
+                self.gossip.register(host, f"10.{number}.0.{i + 1}")
             server = SimServer(host, self)
             self.servers[host.name] = server
             datacenter.listeners.append(server.states_changed)
@@ -148,8 +154,11 @@ class World:
     # -- servers and leadership ----------------------------------------------
 
     def start(self) -> None:
+        seed = self.datacenters[self.primary].servers[0]
         for server in self.servers.values():
             server.start()
+            if self.gossip is not None:
+                self.gossip.start(server.host, [] if server.host is seed else [seed])
         for name in self.names:
             self.schedule_election(name)
         for server in self.servers.values():
@@ -159,6 +168,8 @@ class World:
         server.host.up = False
         server.host.gone = vanish
         server.stop()
+        if self.gossip is not None:
+            self.gossip.stop(server.host)
         datacenter = self.datacenters[server.datacenter]
         datacenter.directory_changed()
         self.note(f"{server.name} killed ({'vanished' if vanish else 'process died'})")
@@ -172,11 +183,19 @@ class World:
         server.host.up = True
         server.host.gone = False
         server.start()
+        if self.gossip is not None:
+            self.gossip.start(server.host, self._join_list(server.host))
         datacenter = self.datacenters[server.datacenter]
         datacenter.directory_changed()
         self.note(f"{server.name} restarted")
         if datacenter.leader is None:
             self.schedule_election(datacenter.name)
+
+    def _join_list(self, host: Host) -> list[Host]:
+        """A retry-join list: one server of each other datacenter."""
+        return [
+            self.datacenters[name].servers[0] for name in self.names if name != host.datacenter
+        ] or [s for s in self.datacenters[host.datacenter].servers if s is not host][:1]
 
     def step_down(self, name: str) -> None:
         datacenter = self.datacenters[name]
@@ -262,9 +281,11 @@ class World:
 
         self.scheduler.after(APPLY_LATENCY, commit)
 
-    def known_datacenters(self) -> list[str]:
-        """The WAN pool's datacenters: every one of them (none leaves in these runs)."""
-        return list(self.names)
+    def known_datacenters(self, observer: str) -> list[str]:
+        """The WAN pool's datacenters as ``observer`` knows them (all, without gossip)."""
+        if self.gossip is None:
+            return list(self.names)
+        return self.gossip.known_datacenters(observer)
 
     # -- forwarded client calls (followers dial too) ------------------------------
 
