@@ -99,7 +99,7 @@ def test_a_registry_that_forgets_failed_servers_gets_a_partitioned_datacenter_pr
     run_schedule(236, SMALL)  # the real registry keeps dc2
     import wanfed_sim._gossip as gossip_module
 
-    original = gossip_module.datacenters_kept
+    from wanfed_server.runtime._wan import datacenters_kept as original
 
     def forgetting(members: Any, failed_names: Any, local: str) -> list[str]:
         return original(members, [], local)
