@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from wanfed_sim import SimConfig, SimulationViolation, run_schedule
 from wanfed_sim._run import trace_of
+from wanfed_sim._scale import measure_scale
 
 import wanfed_gateway_locator._locator as locator_module
 import wanfed_replication._pruning_core as pruning_module
@@ -107,3 +108,12 @@ def test_a_registry_that_forgets_failed_servers_gets_a_partitioned_datacenter_pr
     monkeypatch.setattr(gossip_module, "datacenters_kept", forgetting)
     with pytest.raises(SimulationViolation, match="pruned the federation state of dc2"):
         run_schedule(236, SMALL)
+
+
+def test_the_scale_run_measures_propagation_and_the_primarys_work() -> None:
+    result = measure_scale(SimConfig(datacenters=4, gossip=False, minutes=4), seed=1)
+    assert result.changes == 4  # one every 60 s of the four minutes
+    assert result.changes - result.missed >= 1
+    assert 0 < result.propagation_p50 <= result.propagation_p99 < 60
+    assert result.answers_per_secondary_minute > 0
+    assert result.bytes_per_secondary_minute > 0

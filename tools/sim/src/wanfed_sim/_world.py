@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+import msgspec
+
 from wanfed_fsm import FederationState
 
 from ._datacenter import APPLY_LATENCY, CHECK_TTL, DEREGISTER_AFTER, Datacenter, Gateway
@@ -70,6 +72,8 @@ class World:
         self._gateway_serial: dict[str, int] = {}
         self._elections: set[str] = set()
         self.dials = {"local": 0, "direct": 0}
+        self.primary_work = {"answers": 0, "bytes": 0}
+        """Calls the primary's servers answered for the federation states, and their size."""
         self.gossip = GossipPool(self) if config.gossip else None
         for number, name in enumerate(self.names, start=1):
             self._build(number, name)
@@ -233,7 +237,10 @@ class World:
         def handle(server: Host, respond: Respond) -> None:
             def answer() -> None:
                 if server.up and not server.gone:
-                    respond((primary.index, primary.sorted_states()), None)
+                    states = primary.sorted_states()
+                    self.primary_work["answers"] += 1
+                    self.primary_work["bytes"] += len(msgspec.msgpack.encode(states))
+                    respond((primary.index, states), None)
 
             primary.watch(min_index, BLOCKING_WAIT, answer)
 
@@ -243,6 +250,8 @@ class World:
         """``FederationState.Apply``: forwarded to the primary's leader and committed."""
 
         def handle(server: Host, respond: Respond) -> None:
+            self.primary_work["answers"] += 1
+            self.primary_work["bytes"] += len(msgspec.msgpack.encode(state))
             self.primary_apply(state, respond)
 
         return handle

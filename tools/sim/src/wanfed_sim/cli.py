@@ -10,6 +10,7 @@ of the trace, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -19,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._run import RunResult, run_schedule
+from ._scale import measure_scale
 from ._world import SimConfig
 
 __all__ = ["main"]
@@ -39,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=LIVENESS_BOUND,
         help=f"virtual seconds after healing to converge (default {LIVENESS_BOUND:.0f})",
+    )
+    parser.add_argument(
+        "--no-gossip", action="store_true", help="leave the SWIM membership cores out (faster)"
+    )
+    parser.add_argument(
+        "--scale",
+        metavar="N,N,...",
+        help="instead of fault schedules: gateway changes in healthy federations of N "
+        "datacenters (no gossip); prints propagation times and the primary's work",
     )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     return parser
@@ -61,10 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             gateways=options.gateways,
             minutes=options.minutes,
             liveness_bound=options.liveness_bound,
+            gossip=not options.no_gossip,
         )
     except ValueError as exc:
         print(f"wanfed-sim: {exc}", file=sys.stderr)
         return 2
+    if options.scale:
+        return _scale(options.scale, config, seed=options.first_seed)
     if options.seed is not None:
         return _replay(options.seed, config, show_trace=options.trace)
     if options.seeds < 1 or options.jobs < 1:
@@ -80,6 +94,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes = list(pool.map(_one, work, chunksize=8))
     wall = time.perf_counter() - started
     return _summary(config, outcomes, wall, options.jobs)
+
+
+def _scale(sizes: str, config: SimConfig, *, seed: int) -> int:
+    try:
+        counts = [int(size) for size in sizes.split(",")]
+        configs = [dataclasses.replace(config, datacenters=count, gossip=False) for count in counts]
+    except ValueError as exc:
+        print(f"wanfed-sim: --scale wants datacenter counts like 10,30,100: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"gateway changes every 60 s, {config.minutes:g} virtual minutes, "
+        f"{config.servers} servers x {config.gateways} gateways per datacenter"
+    )
+    print(
+        "  DCs  changes  missed  listed everywhere p50/p99"
+        "   primary answers, bytes per secondary-minute"
+    )
+    for scale_config in configs:
+        started = time.perf_counter()
+        result = measure_scale(scale_config, seed)
+        wall = time.perf_counter() - started
+        print(
+            f"  {result.datacenters:>3}  {result.changes:>7}  {result.missed:>6}  "
+            f"{result.propagation_p50:>8.1f} s / {result.propagation_p99:>6.1f} s   "
+            f"{result.answers_per_secondary_minute:>10.2f}, "
+            f"{result.bytes_per_secondary_minute:>12,.0f}   ({wall:.1f} s wall)"
+        )
+    return 0
 
 
 def _replay(seed: int, config: SimConfig, *, show_trace: bool) -> int:
