@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -117,3 +120,19 @@ def test_the_scale_run_measures_propagation_and_the_primarys_work() -> None:
     assert 0 < result.propagation_p50 <= result.propagation_p99 < 60
     assert result.answers_per_secondary_minute > 0
     assert result.bytes_per_secondary_minute > 0
+
+
+def test_a_seed_replays_in_another_process_whatever_its_hash_seed() -> None:
+    """String hashing differs per process: nothing may depend on set or hash order."""
+    digests = set()
+    for hash_seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "wanfed_sim", "--seed", "5"],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        digests.add(done.stdout.split("trace digest ")[1].split()[0])
+    assert len(digests) == 1
