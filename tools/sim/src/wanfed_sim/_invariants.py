@@ -42,8 +42,7 @@ LIVENESS_BOUND: Final = 2400.0
 
 Not a tight bound, on purpose: it is what the cores as they are guarantee
 with overwhelming odds, and the simulator prints the measured distribution
-(p50 about 280 s, p99 about 1,060 s, max 2,070 s over seeds 0-999 of
-5 × 3 × 2). Two things stretch the tail. Failures during the faults leave
+(p50 272 s, p99 1,125 s, max 1,800 s over seeds 0-999 of 5 × 3 × 2). Two things stretch the tail. Failures during the faults leave
 replication at its 120 s backoff cap (anti-entropy at 256 s) when the
 faults end. And a secondary leader that went direct picks uniformly among
 the primary's *replicated* gateways and the discovered ones; when every
