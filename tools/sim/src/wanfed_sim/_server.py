@@ -13,8 +13,7 @@ previous life or term reaches a new core.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -30,49 +29,31 @@ from wanfed_replication import (
     FetchFailed,
     FetchNotReady,
     FetchSucceeded,
-    Inventory,
     LocalFailed,
     LocalRead,
-    Prune,
-    Pruned,
-    PruneFailed,
     PruningCore,
     ReadLocal,
-    ReadView,
     ReplicationCore,
     ReplicationEvent,
     ReplicationPolicy,
     ReportOutcome,
     RestartRequested,
-    StateWritten,
-    SyncFailed,
-    TakeInventory,
     Update,
-    ViewRead,
-    WriteState,
     diff_by_key,
 )
-from wanfed_replication import AntiEntropyAction as _AeAction
-from wanfed_replication import PruningAction as _PruneAction
 from wanfed_replication import ReplicationAction as _ReplAction
 
 from ._datacenter import APPLY_LATENCY
+from ._leader_drivers import AntiEntropyDriver, PruningDriver
 from ._locator_adapter import LocatorAdapter
 from ._network import Host
 from ._rpc import Call, Handler
+from ._timing import BLOCKING_WAIT, RPC_SLACK
 
 if TYPE_CHECKING:
     from ._world import World
 
 __all__ = ["SimServer"]
-
-EPOCH: Final = datetime(2026, 1, 1, tzinfo=UTC)
-BLOCKING_WAIT: Final = 300.0
-"""How long a blocking read waits for a change (the server's replication wait)."""
-RPC_SLACK: Final = 10.0
-"""A plain call's deadline; a blocking one gets the wait, a sixteenth of it, and this."""
-PRUNE_INTERVAL: Final = 120.0
-"""Hourly in production; every two minutes here so that runs see several passes."""
 
 
 def _diff(
@@ -111,8 +92,8 @@ class SimServer:
         self.epoch = 0
         self.locator: LocatorAdapter | None = None
         self.replication: ReplicationCore[FederationState] | None = None
-        self.anti_entropy: AntiEntropyCore | None = None
-        self.pruning: PruningCore | None = None
+        self.anti_entropy: AntiEntropyDriver | None = None
+        self.pruning: PruningDriver | None = None
         self.leading = False
         self.knows_local_gateway = False
         # The simulator's shadow of the failure rule (checked against the locator's choices).
@@ -175,11 +156,9 @@ class SimServer:
         self.replication = self.anti_entropy = self.pruning = None
         world.note(f"{self.name} {'leads' if leading else 'no longer leads'}")
         if leading:
-            self.anti_entropy = AntiEntropyCore(datacenter=self.datacenter, now=now)
+            self.anti_entropy = AntiEntropyDriver(self, now)
             if self.is_primary:
-                self.pruning = PruningCore(
-                    primary=self.datacenter, now=now, interval=PRUNE_INTERVAL
-                )
+                self.pruning = PruningDriver(self, now)
             else:
                 self.replication = ReplicationCore(
                     name="federation states",
@@ -196,8 +175,8 @@ class SimServer:
 
     def _arm_all(self) -> None:
         self._arm("replication", self.replication)
-        self._arm("anti-entropy", self.anti_entropy)
-        self._arm("pruning", self.pruning)
+        self._arm("anti-entropy", None if self.anti_entropy is None else self.anti_entropy.core)
+        self._arm("pruning", None if self.pruning is None else self.pruning.core)
         self._arm_probe()
 
     def _arm(
@@ -232,14 +211,14 @@ class SimServer:
         if name == "replication" and self.replication is not None:
             self._replication_actions(self.replication.handle_timer(now))
         elif name == "anti-entropy" and self.anti_entropy is not None:
-            self._ae_actions(self.anti_entropy.handle_timer(now))
+            self.anti_entropy.timer(now)
         elif name == "pruning" and self.pruning is not None:
-            self._prune_actions(self.pruning.handle_timer(now))
+            self.pruning.timer(now)
         elif name == "probe":
             self._probe()
         self._arm_all()
 
-    def _guard(
+    def guard(
         self, body: Callable[[object, str | None], None]
     ) -> Callable[[object, str | None], None]:
         """Wrap an answer so that it is dropped once the server restarted or changed term."""
@@ -254,7 +233,7 @@ class SimServer:
 
     # -- dialling the primary ------------------------------------------------
 
-    def _dial_primary(
+    def dial_primary(
         self,
         what: str,
         handler: Handler,
@@ -267,7 +246,7 @@ class SimServer:
             return None
         self.world.check_dial(self, address, what)
         return self.world.rpc.call(
-            self.host, self.world.primary, address, deadline, handler, self._guard(done)
+            self.host, self.world.primary, address, deadline, handler, self.guard(done)
         )
 
     # -- replication ------------------------------------------------------------
@@ -297,7 +276,7 @@ class SimServer:
                         FetchSucceeded(round=round_, index=index, records=states)
                     )
 
-            call = self._dial_primary(
+            call = self.dial_primary(
                 "replication",
                 world.list_handler(action.min_index),
                 now + BLOCKING_WAIT * 17 / 16 + RPC_SLACK,
@@ -335,7 +314,7 @@ class SimServer:
                 datacenter.delete_state(action.key)
             self._replication_feed(Applied(round=round_))
 
-        guarded = self._guard(land)
+        guarded = self.guard(land)
         self.world.scheduler.after(APPLY_LATENCY, lambda: guarded(None, None))
 
     def _report(self, error: str | None) -> None:
@@ -373,7 +352,7 @@ class SimServer:
             address,
             now + RPC_SLACK,
             self.world.ping_handler,
-            self._guard(self._probed),
+            self.guard(self._probed),
         )
 
     def _probed(self, _: object, error: str | None) -> None:
@@ -385,80 +364,3 @@ class SimServer:
             self.consecutive_failures = 0
         if self.locator.probe_result(error, self.world.scheduler.now):
             self._path_changed(f"probe of the local path {'failed' if error else 'worked'}")
-
-    # -- anti-entropy ------------------------------------------------------------
-
-    def _ae_actions(self, actions: list[_AeAction]) -> None:
-        for action in actions:
-            if isinstance(action, ReadView):
-                self._read_view(action.min_index)
-            else:
-                self._write_state(action)
-
-    def _ae_feed(self, event: ViewRead | StateWritten | SyncFailed) -> None:
-        if self.anti_entropy is not None:
-            now = self.world.scheduler.now
-            self._ae_actions(self.anti_entropy.feed(event, now))
-
-    def _read_view(self, min_index: int) -> None:
-        datacenter = self.world.datacenters[self.datacenter]
-
-        def answer(_: object, __: str | None) -> None:
-            now = self.world.scheduler.now
-            self._ae_feed(
-                ViewRead(
-                    index=datacenter.index,
-                    stored=datacenter.states.get(self.datacenter.lower()),
-                    gateways=datacenter.catalog(),
-                    wall=EPOCH + timedelta(seconds=now),
-                )
-            )
-
-        guarded = self._guard(answer)
-        datacenter.watch(min_index, BLOCKING_WAIT, lambda: guarded(None, None))
-
-    def _write_state(self, action: WriteState) -> None:
-        world = self.world
-        state = action.state
-
-        def written(_: object, error: str | None) -> None:
-            self._ae_feed(StateWritten() if error is None else SyncFailed(error=error))
-
-        if self.is_primary:
-            world.primary_apply(state, self._guard(written))
-            return
-        call = self._dial_primary(
-            "anti-entropy",
-            world.apply_handler(state),
-            world.scheduler.now + RPC_SLACK,
-            written,
-        )
-        if call is None:
-            self._ae_feed(SyncFailed(error="no route to the primary datacenter"))
-
-    # -- pruning -------------------------------------------------------------------
-
-    def _prune_actions(self, actions: list[_PruneAction]) -> None:
-        for action in actions:
-            if isinstance(action, TakeInventory):
-                primary = self.world.datacenters[self.datacenter]
-                known = frozenset(self.world.known_datacenters(self.name))
-                self._prune_feed(Inventory(states=primary.sorted_states(), known=known))
-            else:
-                self._prune(action)
-
-    def _prune_feed(self, event: Inventory | Pruned | PruneFailed) -> None:
-        if self.pruning is not None:
-            now = self.world.scheduler.now
-            self._prune_actions(self.pruning.feed(event, now))
-
-    def _prune(self, action: Prune) -> None:
-        self.world.check_prune(action.datacenter)
-
-        def pruned(_: object, error: str | None) -> None:
-            if error is None:
-                self._prune_feed(Pruned(datacenter=action.datacenter))
-            else:
-                self._prune_feed(PruneFailed(error=error))
-
-        self.world.primary_delete(action.datacenter, self._guard(pruned))

@@ -25,7 +25,8 @@ from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._network import Host, Network
 from ._rpc import Handler, Respond, RpcLayer
 from ._scheduler import Scheduler
-from ._server import BLOCKING_WAIT, EPOCH, RPC_SLACK, SimServer
+from ._server import SimServer
+from ._timing import BLOCKING_WAIT, EPOCH, RPC_SLACK
 
 __all__ = ["SimConfig", "World"]
 
