@@ -87,11 +87,11 @@ class AntiEntropyDriver:
             self._feed(StateWritten() if error is None else SyncFailed(error=error))
 
         if server.is_primary:
-            world.primary_apply(action.state, server.guard(written))
+            world.primary_side.apply(action.state, server.guard(written))
             return
         call = server.dial_primary(
             "anti-entropy",
-            world.apply_handler(action.state),
+            world.primary_side.apply_handler(action.state),
             world.scheduler.now + RPC_SLACK,
             written,
         )
@@ -132,4 +132,4 @@ class PruningDriver:
             else:
                 self._feed(PruneFailed(error=error))
 
-        world.primary_delete(action.datacenter, self.server.guard(pruned))
+        world.primary_side.delete(action.datacenter, self.server.guard(pruned))

@@ -47,7 +47,7 @@ def measure_scale(config: SimConfig, seed: int = 0) -> ScaleResult:
     with quiet_logging():
         world.start()
         scheduler.run_until(WARMUP * 4)
-        before = dict(world.primary_work)
+        before = dict(world.primary_side.work)
         started = scheduler.now
         end = started + config.minutes * 60.0
         secondaries = world.names[1:]
@@ -69,8 +69,8 @@ def measure_scale(config: SimConfig, seed: int = 0) -> ScaleResult:
             scheduler.run_until(deadline)
         elapsed = (scheduler.now - started) / 60.0
     secondaries_count = max(1, len(world.names) - 1)
-    answers = world.primary_work["answers"] - before["answers"]
-    size = world.primary_work["bytes"] - before["bytes"]
+    answers = world.primary_side.work["answers"] - before["answers"]
+    size = world.primary_side.work["bytes"] - before["bytes"]
     ordered = sorted(times)
     return ScaleResult(
         datacenters=config.datacenters,

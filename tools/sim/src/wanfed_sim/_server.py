@@ -47,6 +47,7 @@ from ._datacenter import APPLY_LATENCY
 from ._leader_drivers import AntiEntropyDriver, PruningDriver
 from ._locator_adapter import LocatorAdapter
 from ._network import Host
+from ._primary_side import ping_handler
 from ._rpc import Call, Handler
 from ._timing import BLOCKING_WAIT, RPC_SLACK
 
@@ -278,7 +279,7 @@ class SimServer:
 
             call = self.dial_primary(
                 "replication",
-                world.list_handler(action.min_index),
+                world.primary_side.list_handler(action.min_index),
                 now + BLOCKING_WAIT * 17 / 16 + RPC_SLACK,
                 fetched,
             )
@@ -351,7 +352,7 @@ class SimServer:
             self.world.primary,
             address,
             now + RPC_SLACK,
-            self.world.ping_handler,
+            ping_handler,
             self.guard(self._probed),
         )
 

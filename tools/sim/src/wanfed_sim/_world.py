@@ -10,23 +10,21 @@ so followers dial too and their path choice is checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-import msgspec
-
 from wanfed_fsm import FederationState
 
-from ._datacenter import APPLY_LATENCY, CHECK_TTL, DEREGISTER_AFTER, Datacenter, Gateway
+from ._datacenter import CHECK_TTL, DEREGISTER_AFTER, Datacenter, Gateway
 from ._gossip import GossipPool
 from ._invariants import LIVENESS_BOUND, SimulationViolation
 from ._network import Host, Network
-from ._rpc import Handler, Respond, RpcLayer
+from ._primary_side import PrimarySide, ping_handler
+from ._rpc import RpcLayer
 from ._scheduler import Scheduler
 from ._server import SimServer
-from ._timing import BLOCKING_WAIT, EPOCH, RPC_SLACK
+from ._timing import EPOCH, RPC_SLACK
 
 __all__ = ["SimConfig", "World"]
 
@@ -73,8 +71,7 @@ class World:
         self._gateway_serial: dict[str, int] = {}
         self._elections: set[str] = set()
         self.dials = {"local": 0, "direct": 0}
-        self.primary_work = {"answers": 0, "bytes": 0}
-        """Calls the primary's servers answered for the federation states, and their size."""
+        self.primary_side = PrimarySide(scheduler, self.datacenters, self.primary)
         self.gossip = GossipPool(self) if config.gossip else None
         for number, name in enumerate(self.names, start=1):
             self._build(number, name)
@@ -229,68 +226,6 @@ class World:
         datacenter.term += 1
         self.servers[host.name].set_leader(True)
 
-    # -- the primary's side of the calls ----------------------------------------
-
-    def list_handler(self, min_index: int) -> Handler:
-        """``FederationState.List`` as a blocking query on the primary's store."""
-        primary = self.datacenters[self.primary]
-
-        def handle(server: Host, respond: Respond) -> None:
-            def answer() -> None:
-                if server.up and not server.gone:
-                    states = primary.sorted_states()
-                    self.primary_work["answers"] += 1
-                    self.primary_work["bytes"] += len(msgspec.msgpack.encode(states))
-                    respond((primary.index, states), None)
-
-            primary.watch(min_index, BLOCKING_WAIT, answer)
-
-        return handle
-
-    def apply_handler(self, state: FederationState) -> Handler:
-        """``FederationState.Apply``: forwarded to the primary's leader and committed."""
-
-        def handle(server: Host, respond: Respond) -> None:
-            self.primary_work["answers"] += 1
-            self.primary_work["bytes"] += len(msgspec.msgpack.encode(state))
-            self.primary_apply(state, respond)
-
-        return handle
-
-    def ping_handler(self, server: Host, respond: Respond) -> None:
-        respond((), None)
-
-    def primary_apply(
-        self, state: FederationState, done: Callable[[object, str | None], None]
-    ) -> None:
-        primary = self.datacenters[self.primary]
-        leader = primary.leader
-        if leader is None:
-            self.scheduler.after(APPLY_LATENCY, lambda: done(None, "no cluster leader"))
-            return
-
-        def commit() -> None:
-            if primary.leader != leader:
-                done(None, "leadership lost while committing")
-                return
-            primary.write_state(state)
-            done(None, None)
-
-        self.scheduler.after(APPLY_LATENCY, commit)
-
-    def primary_delete(self, name: str, done: Callable[[object, str | None], None]) -> None:
-        primary = self.datacenters[self.primary]
-        leader = primary.leader
-
-        def commit() -> None:
-            if primary.leader != leader or leader is None:
-                done(None, "leadership lost while committing")
-                return
-            primary.delete_state(name)
-            done(None, None)
-
-        self.scheduler.after(APPLY_LATENCY, commit)
-
     def known_datacenters(self, observer: str) -> list[str]:
         """The WAN pool's datacenters as ``observer`` knows them (all, without gossip)."""
         if self.gossip is None:
@@ -315,7 +250,7 @@ class World:
         if target == self.primary:
             self.check_dial(server, address, "forwarded call")
         now = self.scheduler.now
-        self.rpc.call(server.host, target, address, now + RPC_SLACK, self.ping_handler, _ignore)
+        self.rpc.call(server.host, target, address, now + RPC_SLACK, ping_handler, _ignore)
 
     # -- safety invariants ----------------------------------------------------------
 
