@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from wanfed_sim._scale import measure_scale
 
 import wanfed_gateway_locator._locator as locator_module
 import wanfed_replication._pruning_core as pruning_module
+from wanfed_fsm import FederationState
 from wanfed_gateway_locator import GatewayLocator
 
 SMALL = SimConfig(datacenters=5, servers=3, gateways=2, minutes=10)
@@ -69,8 +71,10 @@ def test_a_leader_that_goes_direct_after_one_failure_is_caught(
 
 
 def test_pruning_a_datacenter_that_exists_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    def everything_but_the_primary(states: object, known: object, primary: str) -> list[str]:
-        return [s.datacenter for s in states if s.datacenter != primary]  # type: ignore[attr-defined]
+    def everything_but_the_primary(
+        states: Sequence[FederationState], known: object, primary: str
+    ) -> list[str]:
+        return [s.datacenter for s in states if s.datacenter != primary]
 
     monkeypatch.setattr(pruning_module, "stale_datacenters", everything_but_the_primary)
     violation = _first_violation(range(20))

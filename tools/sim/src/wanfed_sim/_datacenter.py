@@ -15,6 +15,7 @@ wakes the blocking reads waiting above the old index.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -183,7 +184,7 @@ class Datacenter:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done:
-                self._scheduler.after(0.0, lambda w=waiter: self._wake(w))  # type: ignore[misc]
+                self._scheduler.after(0.0, functools.partial(self._wake, waiter))
 
     # -- leadership --------------------------------------------------------
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from wanfed_proto import server_sni
 from wanfed_replication import federation_state_to_sync
+
+from ._datacenter import Datacenter
 
 if TYPE_CHECKING:
     from ._world import World
@@ -109,17 +112,15 @@ def convergence_problems(world: World) -> list[str]:
     return problems
 
 
-def _same_states(datacenter: object, primary: object) -> bool:
-    mine = datacenter.states  # type: ignore[attr-defined]
-    theirs = primary.states  # type: ignore[attr-defined]
+def _same_states(datacenter: Datacenter, primary: Datacenter) -> bool:
+    mine = datacenter.states
+    theirs = primary.states
     if mine.keys() != theirs.keys():
         return False
     return all(mine[key].is_same(theirs[key]) for key in theirs)
 
 
 def _route_addresses(world: World, at: str, target: str) -> list[str]:
-    from wanfed_proto import server_sni
-
     table = world.datacenters[at].route_table()
     route = table.lookup(server_sni(target, table.domain))
     return [] if route is None else [str(upstream) for upstream in route.upstreams]
