@@ -17,6 +17,7 @@ import wanfed_gateway_locator._locator as locator_module
 import wanfed_replication._pruning_core as pruning_module
 from wanfed_fsm import FederationState
 from wanfed_gateway_locator import GatewayLocator
+from wanfed_replication import ReplicationAction, ReplicationCore
 
 SMALL = SimConfig(datacenters=5, servers=3, gateways=2, minutes=10)
 
@@ -140,3 +141,22 @@ def test_a_seed_replays_in_another_process_whatever_its_hash_seed() -> None:
         )
         digests.add(done.stdout.split("trace digest ")[1].split()[0])
     assert len(digests) == 1
+
+
+def test_replication_that_writes_a_stale_answer_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core that applies its first answer again every other round writes old over new."""
+    original = ReplicationCore._fetched
+    answers: dict[int, list[tuple[int, Sequence[FederationState]]]] = {}
+
+    def first_answer_again(
+        self: ReplicationCore[FederationState], index: int, records: Sequence[FederationState]
+    ) -> list[ReplicationAction[FederationState]]:
+        seen = answers.setdefault(id(self), [])
+        seen.append((index, records))
+        if len(seen) % 2 == 0:
+            index, records = seen[0]
+        return original(self, index, records)
+
+    monkeypatch.setattr(ReplicationCore, "_fetched", first_answer_again)
+    violation = _first_violation(range(100))
+    assert "over one of index" in violation.problem
