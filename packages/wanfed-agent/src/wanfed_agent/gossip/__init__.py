@@ -1,11 +1,10 @@
 """WAN gossip: a SWIM membership core that speaks hashicorp/memberlist's wire protocol.
 
 The core (:class:`Membership`) does no I/O and reads no clock; an adapter feeds
-it packets, streams and the time, and carries out the actions it returns.
-:class:`GossipAgent` is that adapter on asyncio, over any
-:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port).
-The simulator (``wanfed_sim``, a test-support package) drives many cores in
-memory on a virtual clock::
+it packets, streams and the time, and carries out the actions it returns (the
+simulator, ``wanfed_sim``, a test-support package, drives many cores in memory
+on a virtual clock). :class:`GossipAgent` is that adapter on asyncio, over any
+:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port)::
 
     config = wan_profile("s1.dc1", "127.0.0.1", 0, meta=encode_tags({"dc": "dc1"}),
                          encrypt=base64_key)
