@@ -100,12 +100,12 @@ def test_bad_shapes_are_refused() -> None:
 def test_a_registry_that_forgets_failed_servers_gets_a_partitioned_datacenter_pruned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Seed 236: dc2 is partitioned away while a new primary leader's first prune pass runs.
+    """Seed 214: dc4 is partitioned away (with dc3) when the primary leader's prune pass runs.
 
     Its servers are dead to gossip and have dropped out of the member list, but
     they are only *failed*: the server's registry keeps their datacenter.
     """
-    run_schedule(236, SMALL)  # the real registry keeps dc2
+    run_schedule(214, SMALL)  # the real registry keeps dc4
     import wanfed_sim._gossip as gossip_module
 
     from wanfed_server.runtime._wan import datacenters_kept as original
@@ -114,8 +114,8 @@ def test_a_registry_that_forgets_failed_servers_gets_a_partitioned_datacenter_pr
         return original(members, [], local)
 
     monkeypatch.setattr(gossip_module, "datacenters_kept", forgetting)
-    with pytest.raises(SimulationViolation, match="pruned the federation state of dc2"):
-        run_schedule(236, SMALL)
+    with pytest.raises(SimulationViolation, match="pruned the federation state of dc4"):
+        run_schedule(214, SMALL)
 
 
 def test_the_scale_run_measures_propagation_and_the_primarys_work() -> None:

@@ -36,6 +36,7 @@ FAULT_KINDS: Final = (
     "discovery",
     "server-kill",
     "leader-change",
+    "clock-jump",
 )
 
 
@@ -205,6 +206,14 @@ class FaultInjector:
         name = self._pick_datacenter()
         self.world.note(f"change: {name}'s leader steps down")
         self.world.step_down(name)
+
+    def _clock_jump(self) -> None:
+        """A datacenter's wall clock jumps (an NTP step, a VM resumed): it stays off."""
+        name = self._pick_datacenter()
+        jump = self.rng.uniform(-7200.0, 7200.0)
+        offsets = self.world.clock_offsets
+        offsets[name] = offsets.get(name, 0.0) + jump
+        self.world.note(f"change: {name}'s wall clock jumps {jump:+.0f} s")
 
     # -- healing -------------------------------------------------------------------
 

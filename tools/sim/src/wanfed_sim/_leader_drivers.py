@@ -10,7 +10,6 @@ through :meth:`SimServer.guard`, so one from an older term is dropped.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 from wanfed_replication import (
@@ -30,7 +29,7 @@ from wanfed_replication import (
     WriteState,
 )
 
-from ._timing import BLOCKING_WAIT, EPOCH, RPC_SLACK
+from ._timing import BLOCKING_WAIT, RPC_SLACK
 
 if TYPE_CHECKING:
     from ._server import SimServer
@@ -66,13 +65,12 @@ class AntiEntropyDriver:
         datacenter = server.world.datacenters[server.datacenter]
 
         def answer(_: object, __: str | None) -> None:
-            now = server.world.scheduler.now
             self._feed(
                 ViewRead(
                     index=datacenter.index,
                     stored=datacenter.states.get(server.datacenter.lower()),
                     gateways=datacenter.catalog(),
-                    wall=EPOCH + timedelta(seconds=now),
+                    wall=server.world.wall(server.datacenter),
                 )
             )
 

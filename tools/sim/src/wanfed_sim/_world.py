@@ -71,6 +71,8 @@ class World:
         self._gateway_serial: dict[str, int] = {}
         self._elections: set[str] = set()
         self.dials = {"local": 0, "direct": 0}
+        self.clock_offsets: dict[str, float] = {}
+        """Seconds each datacenter's wall clock is off (clock-jump faults)."""
         self.primary_side = PrimarySide(scheduler, self.datacenters, self.primary)
         self.gossip = GossipPool(self) if config.gossip else None
         for number, name in enumerate(self.names, start=1):
@@ -294,8 +296,10 @@ class World:
     def note(self, text: str) -> None:
         self.scheduler.note(text)
 
-    def wall(self) -> datetime:
-        return EPOCH + timedelta(seconds=self.scheduler.now)
+    def wall(self, datacenter: str | None = None) -> datetime:
+        """The wall-clock time ``datacenter``'s servers read (its clock may have jumped)."""
+        offset = self.clock_offsets.get(datacenter, 0.0) if datacenter else 0.0
+        return EPOCH + timedelta(seconds=self.scheduler.now + offset)
 
 
 def _ignore(value: object, error: str | None) -> None:
