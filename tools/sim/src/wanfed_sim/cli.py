@@ -164,9 +164,11 @@ def _summary(
     if results:
         converged = sorted(r.converged_after for r in results)
         p99 = converged[min(len(converged) - 1, int(len(converged) * 0.99))]
+        slowest = sorted(results, key=lambda r: -r.converged_after)[:3]
         print(
             f"  convergence after healing: p50 {statistics.median(converged):.0f} s, "
-            f"p99 {p99:.0f} s, max {converged[-1]:.0f} s"
+            f"p99 {p99:.0f} s, max {converged[-1]:.0f} s; slowest seeds "
+            + ", ".join(f"{r.seed} ({r.converged_after:.0f} s)" for r in slowest)
         )
         local = sum(r.dials["local"] for r in results)
         direct = sum(r.dials["direct"] for r in results)
