@@ -23,7 +23,7 @@ PACKAGES = [
     "packages/wanfed-agent",
     "services/server",
 ]
-TOOL_PACKAGES = ["tools/topology"]
+TOOL_PACKAGES = ["tools/topology", "tools/sim"]
 IMPORT_NAMES = [
     "wanfed_proto",
     "wanfed_fsm",
@@ -149,7 +149,8 @@ def lint(session: nox.Session) -> None:
     _install_workspace(session, *TEST_DEPS, "ruff>=0.6", "mypy>=1.10", "nox")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    mypy_packages = [arg for name in [*IMPORT_NAMES, "wanfed_topology"] for arg in ("-p", name)]
+    tool_names = ["wanfed_topology", "wanfed_sim"]
+    mypy_packages = [arg for name in [*IMPORT_NAMES, *tool_names] for arg in ("-p", name)]
     session.run("mypy", *mypy_packages)
     # Each folder of tests or scripts is checked on its own: pytest imports test
     # files as separate top-level modules, so checking folders together would
@@ -170,6 +171,17 @@ def _python_folders() -> list[list[str]]:
             if files:
                 folders.append(files)
     return folders
+
+
+@nox.session
+def sim(session: nox.Session) -> None:
+    """The deterministic multi-datacenter simulator: 1,000 seeded fault schedules by default.
+
+    ``nox -s sim -- --seeds 100 --datacenters 10`` for another budget or shape;
+    ``nox -s sim -- --seed 42`` replays one seed exactly (``--trace`` prints it).
+    """
+    _install_workspace(session)
+    session.run("python", "-m", "wanfed_sim", *session.posargs)
 
 
 @nox.session

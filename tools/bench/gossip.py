@@ -29,8 +29,9 @@ import math
 import time
 
 from _common import Column, Table, ratio
+from wanfed_sim import SimulatedNetwork
 
-from wanfed_agent.gossip import MemberState, SimulatedNetwork, suspicion_timeout
+from wanfed_agent.gossip import MemberState, suspicion_timeout
 
 SIZES = (10, 50, 200)
 

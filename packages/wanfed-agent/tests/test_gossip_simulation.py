@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+from wanfed_sim import SimulatedNetwork
+
 from wanfed_agent.gossip import (
     MemberEventKind,
     MemberState,
-    SimulatedNetwork,
     encode_tags,
     fast_profile,
     suspicion_timeout,

@@ -1,10 +1,10 @@
 """WAN gossip: a SWIM membership core that speaks hashicorp/memberlist's wire protocol.
 
 The core (:class:`Membership`) does no I/O and reads no clock; an adapter feeds
-it packets, streams and the time, and carries out the actions it returns.
-:class:`GossipAgent` is that adapter on asyncio, over any
-:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port);
-:class:`SimulatedNetwork` is one in memory, with a virtual clock::
+it packets, streams and the time, and carries out the actions it returns (the
+simulator, ``wanfed_sim``, a test-support package, drives many cores in memory
+on a virtual clock). :class:`GossipAgent` is that adapter on asyncio, over any
+:class:`GossipTransport` (:class:`PlainTransport` is UDP + TCP on one port)::
 
     config = wan_profile("s1.dc1", "127.0.0.1", 0, meta=encode_tags({"dc": "dc1"}),
                          encrypt=base64_key)
@@ -60,7 +60,6 @@ from ._messages import (
 )
 from ._naming import tcp_pings_allowed_within
 from ._refusals import RefusalCounts
-from ._simulation import SimulatedNetwork
 from ._suspicion import suspicion_timeout
 from ._tags import decode_tags, encode_tags
 
@@ -93,7 +92,6 @@ __all__ = [
     "PushPull",
     "RefusalCounts",
     "SendPacket",
-    "SimulatedNetwork",
     "StreamExchange",
     "StreamMessageReader",
     "Suspect",

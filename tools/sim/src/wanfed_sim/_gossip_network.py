@@ -1,5 +1,7 @@
 """An in-memory network with a virtual clock for gossip tests and benchmarks.
 
+It lives in the simulator, not in ``wanfed_agent``: the product never needs it.
+
 Members are real :class:`Membership` cores; the network only moves their
 packets and streams, with a fixed latency, optional random packet loss,
 partitions and "silenced" members (a ``kill -9``: nothing in, nothing out).
@@ -15,9 +17,16 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from ._config import GossipConfig, fast_profile
-from ._events import HostPort, MemberEvent, MemberState, SendPacket, StreamExchange
-from ._membership import Membership
+from wanfed_agent.gossip import (
+    GossipConfig,
+    HostPort,
+    MemberEvent,
+    Membership,
+    MemberState,
+    SendPacket,
+    StreamExchange,
+    fast_profile,
+)
 
 __all__ = ["SimulatedNetwork"]
 
