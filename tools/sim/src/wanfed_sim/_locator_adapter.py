@@ -1,10 +1,10 @@
 """The one place the simulator touches the gateway locator's API.
 
-The locator is driven through its public methods only. How it announces a
-change of path to the primary is changing (a callback today; a returned
-change or an epoch next), so that detail is confined here: every input
-method returns whether primary-bound traffic changed path, which is what the
-server acts on (it restarts the replication round in flight).
+The locator is driven through its public methods only. It announces a change
+of path to the primary by moving the epoch :meth:`GatewayLocator.path_to`
+reports (pooled connections on an older epoch retire), so every input method
+here returns whether that epoch moved, which is what the server acts on (it
+restarts the replication round in flight).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 
 from wanfed_fsm import FederationState
-from wanfed_gateway_locator import GatewayLocator, Path
+from wanfed_gateway_locator import GatewayLocator
 
 __all__ = ["LocatorAdapter"]
 
@@ -25,14 +25,15 @@ class LocatorAdapter:
         self.locator = GatewayLocator(
             datacenter=datacenter, primary_datacenter=primary, now=now, rng=rng
         )
-        self._changed = False
-        self.locator.on_primary_path_change = self._note_change
+        self._primary = primary
+        self._epoch = self._primary_epoch()
 
-    def _note_change(self, path: Path) -> None:
-        self._changed = True
+    def _primary_epoch(self) -> int:
+        return self.locator.path_to(self._primary)[1]
 
     def _take_change(self) -> bool:
-        changed, self._changed = self._changed, False
+        epoch = self._primary_epoch()
+        changed, self._epoch = epoch != self._epoch, epoch
         return changed
 
     def states(self, states: Sequence[FederationState]) -> bool:
