@@ -177,9 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
             "servers forgotten by gossip, not yet reaped) loses its federation state"
         ),
         file=f"{_SERVER}/_wan.py",
-        original=(
-            'kept.update(name.rsplit(".", 1)[1].lower() for name in failed_names if "." in name)'
-        ),
+        original="kept.add(split_node_name(name)[1].lower())",
         replacement="pass",
         tests=(
             f"{_SERVER_TESTS}/test_pruning_registry.py"
