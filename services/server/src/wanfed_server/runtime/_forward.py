@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -66,6 +66,8 @@ from ._messages import ServerInfo
 from ._router import NO_SERVER_REACHABLE, NoPathToDatacenterError, Router
 
 __all__ = ["NO_CLUSTER_LEADER", "Dispatcher"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("wanfed_server.runtime.forward")
 
@@ -135,6 +137,23 @@ class Dispatcher:
             return handle
 
         return {method: handler_for(endpoint) for method, endpoint in self._endpoints.items()}
+
+    async def call(
+        self, method: str, args: msgspec.Struct, reply_type: type[T], caller: Caller | None
+    ) -> T:
+        """``method`` with ``args`` in any Struct of the right shape, the reply as
+        ``reply_type``: how the server's own code (and the HTTP API) calls an endpoint."""
+        endpoint = self.endpoint(method)
+        request: Any = args
+        if endpoint.request_type is not msgspec.Raw and not isinstance(args, endpoint.request_type):
+            try:
+                request = msgspec.convert(msgspec.to_builtins(args), endpoint.request_type)
+            except msgspec.ValidationError as exc:
+                raise RemoteError(f"rpc {method}: invalid request: {exc}") from None
+        reply = await self.dispatch(endpoint, request, caller)
+        if reply_type is endpoint.reply_type:
+            return cast(T, reply)
+        return msgspec.convert(msgspec.to_builtins(reply), reply_type)
 
     async def dispatch(
         self, endpoint: Endpoint[Any, Any], request: Any, caller: Caller | None = None

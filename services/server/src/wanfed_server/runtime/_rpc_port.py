@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from wanfed_agent.config import AgentConfig
 from wanfed_agent.gateway_transport import GatewayTransport
-from wanfed_agent.rpc import GatewayPicker, PlainDialer, ServerDialer, TlsDialer
+from wanfed_agent.rpc import (
+    GatewayPicker,
+    PlainDialer,
+    RouteTable,
+    RpcPool,
+    ServerDialer,
+    TlsDialer,
+)
 from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import RaftLink
 from wanfed_proto import (
@@ -31,8 +38,9 @@ from wanfed_proto import (
 )
 
 from ._forward import Dispatcher
+from ._wanfed import WanFederation
 
-__all__ = ["plain_allowed", "raft_link", "rpc_dialer", "serve_server_port"]
+__all__ = ["plain_allowed", "raft_link", "rpc_dialer", "rpc_pool", "serve_server_port"]
 
 
 def plain_allowed(config: AgentConfig, tls: ServerTls | None) -> bool:
@@ -52,6 +60,19 @@ def rpc_dialer(
             )
         return PlainDialer()
     return TlsDialer(tls.client(Alpn.RPC_MULTI), config.domain, gateways=picker)
+
+
+def rpc_pool(
+    config: AgentConfig, tls: ServerTls | None, federation: WanFederation | None
+) -> RpcPool:
+    """The server's one RPC client: routes from the federation's locator when there is one."""
+    paths = None if federation is None else federation.locator
+    return RpcPool(
+        rpc_dialer(config, tls, federation),
+        RouteTable(config.datacenter, paths),
+        # Retire pooled connections well before a peer's idle timeout closes them.
+        max_idle=config.limits.rpc_idle_timeout / 2,
+    )
 
 
 def raft_link(config: AgentConfig, tls: ServerTls) -> RaftLink:

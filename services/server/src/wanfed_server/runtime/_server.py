@@ -33,12 +33,12 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar, cast
+from typing import Final, TypeVar
 
 import msgspec
 
 from wanfed_agent.config import AgentConfig
-from wanfed_agent.rpc import RouteTable, RpcPool
+from wanfed_agent.rpc import RpcPool
 from wanfed_agent.tls import ServerCertificatePolicy, ServerTls
 from wanfed_fsm import (
     Consensus,
@@ -71,7 +71,7 @@ from ._membership import RaftMembership
 from ._messages import ClusterInfo, ServerInfo
 from ._reaper import DEREGISTER_CRITICAL_MINIMUM
 from ._router import RemoteServer, Router, StaticRouter
-from ._rpc_port import plain_allowed, raft_link, rpc_dialer, serve_server_port
+from ._rpc_port import plain_allowed, raft_link, rpc_pool, serve_server_port
 from ._self_report import lan_members, member, self_info
 from ._wan import WanPool
 from ._wan_gossip import WanGossip
@@ -200,35 +200,10 @@ class Server:
         config = self._config
         self._background.start()
         if config.wan_federation and not config.dev_mode:
-            federation_host = ServerFederationHost(
-                datacenter=config.datacenter,
-                store=self.store,
-                leadership=self._leadership,
-                rpc=self.rpc,
-                pool=self._require_pool,
-                router=lambda: self._router,
-                wan_pool=lambda: self.wan_pool,
-                router_injected=self._injected_router,
-            )
-            self._federation = WanFederation(
-                federation_host,
-                datacenter=config.datacenter,
-                primary_datacenter=self.primary_datacenter,
-                primary_gateways=config.primary_gateways,
-                primary_gateways_interval=config.primary_gateways_interval,
-                registry=federation_host,
-                options=self._options.federation,
-                clock_now=time.monotonic(),
-            )
+            self._federation = self._make_federation()
         if self._tls is not None and not config.dev_mode:
             self._tls.check_own_certificate(config.datacenter, config.node_name)
-        # Retire pooled connections well before a peer's idle timeout closes them.
-        paths = None if self._federation is None else self._federation.locator
-        self._pool = RpcPool(
-            rpc_dialer(config, self._tls, self._federation),
-            RouteTable(config.datacenter, paths),
-            max_idle=config.limits.rpc_idle_timeout / 2,
-        )
+        self._pool = rpc_pool(config, self._tls, self._federation)
         if self._federation is not None and not self._federation.is_primary:
             self._federation.locator_service.probe = PrimaryPingProbe(
                 primary=self.primary_datacenter, client=self._pool
@@ -296,6 +271,29 @@ class Server:
                 self._fsm, self._raft_link, self._use_consensus
             )
             self._background.essential(formation, "cluster-formation")
+
+    def _make_federation(self) -> WanFederation:
+        config = self._config
+        host = ServerFederationHost(
+            datacenter=config.datacenter,
+            store=self.store,
+            leadership=self._leadership,
+            rpc=self.rpc,
+            pool=self._require_pool,
+            router=lambda: self._router,
+            wan_pool=lambda: self.wan_pool,
+            router_injected=self._injected_router,
+        )
+        return WanFederation(
+            host,
+            datacenter=config.datacenter,
+            primary_datacenter=self.primary_datacenter,
+            primary_gateways=config.primary_gateways,
+            primary_gateways_interval=config.primary_gateways_interval,
+            registry=host,
+            options=self._options.federation,
+            clock_now=time.monotonic(),
+        )
 
     def _make_dispatcher(self, pool: RpcPool) -> Dispatcher:
         config, policy = self._config, self._policy
@@ -444,17 +442,7 @@ class Server:
         """Run ``method`` as this server's own code, unless ``caller`` says who asks."""
         if self._dispatcher is None:
             raise RemoteError(NO_CLUSTER_LEADER)
-        endpoint = self._dispatcher.endpoint(method)
-        request: Any = args
-        if endpoint.request_type is not msgspec.Raw and not isinstance(args, endpoint.request_type):
-            try:
-                request = msgspec.convert(msgspec.to_builtins(args), endpoint.request_type)
-            except msgspec.ValidationError as exc:
-                raise RemoteError(f"rpc {method}: invalid request: {exc}") from None
-        reply = await self._dispatcher.dispatch(endpoint, request, caller)
-        if reply_type is endpoint.reply_type:
-            return cast(T, reply)
-        return msgspec.convert(msgspec.to_builtins(reply), reply_type)
+        return await self._dispatcher.call(method, args, reply_type, caller)
 
     @property
     def acl(self) -> TokenResolver:
