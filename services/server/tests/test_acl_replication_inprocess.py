@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,8 @@ from wanfed_proto import RemoteError
 from wanfed_server.http import start_http_api
 from wanfed_server.runtime import (
     ACLPolicySetRequest,
-    ACLTokenSetRequest,
     AclReplicationStatus,
+    ACLTokenSetRequest,
     Server,
 )
 
@@ -149,9 +150,7 @@ async def test_acl_replication_staleness_and_status(federation: Federation) -> N
 
     # Secondaries replicate the built-ins and the primary's global tokens.
     for server in (dc2, dc3):
-        await until(
-            lambda server=server: _replicated(server), 60, f"{server.datacenter} replicates"
-        )
+        await until(functools.partial(_replicated, server), 60, f"{server.datacenter} replicates")
         status = await status_of(server)
         assert (status.enabled, status.running) == (True, True)
         assert status.replication_type == "tokens"
@@ -178,7 +177,7 @@ async def test_acl_replication_staleness_and_status(federation: Federation) -> N
     )
     for server in (dc2, dc3):
         await until(
-            lambda server=server: _known(server, web.secret_id),
+            functools.partial(_known, server, web.secret_id),
             30,
             f"the web token reaches {server.datacenter}",
         )
@@ -213,9 +212,7 @@ async def test_acl_replication_staleness_and_status(federation: Federation) -> N
         ACLTokenSetRequest(datacenter="dc1", acl_token=ACLToken(), create=True, token=ROOT),
         ACLToken,
     )
-    await until(
-        lambda: _token_index_above(dc2, before), 30, "dc2 replicates the next token write"
-    )
+    await until(lambda: _token_index_above(dc2, before), 30, "dc2 replicates the next token write")
     assert knows_secret(dc2, local.secret_id)
     assert not knows_secret(dc1, local.secret_id)
 
