@@ -5,7 +5,9 @@ secondary's bootstrap."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from wanfed_agent.config import ACLConfig, ACLTokens
@@ -20,13 +22,17 @@ from wanfed_fsm import (
     ACLTokenSet,
     LocalConsensus,
 )
+from wanfed_replication import IndexReplicator, ReplicationRoundError
 from wanfed_server.runtime import AclNotFoundError, TokenResolver
+from wanfed_server.runtime._acl_replication import _PolicyReplication, _TokenReplication
 from wanfed_server.runtime._acl_replication_status import (
     POLICIES,
     TOKENS,
     AclReplicationTracker,
 )
 
+R = TypeVar("R")
+D = TypeVar("D", _PolicyReplication, _TokenReplication)
 WALL = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -156,3 +162,86 @@ async def test_down_policy_decides_when_stale(down_policy: str, web_may_write: b
     assert resolver.resolve("root").is_management
     resolver.set_stale(False)
     assert resolver.resolve(WEB).authorizer.service_write("web")
+
+
+# --- the delegates, against a fake primary ---------------------------------------------
+
+
+class _FakePrimary:
+    """``ACL.PolicyList`` / ``ACL.TokenList`` answers of a primary, from fixed lists."""
+
+    def __init__(self, policies: list[ACLPolicy], tokens: list[ACLToken], index: int) -> None:
+        self.policies = policies
+        self.tokens = tokens
+        self.index = index
+        self.requests: list[Any] = []
+
+    async def rpc(self, method: str, args: msgspec.Struct, reply_type: type[R]) -> R:
+        self.requests.append(args)
+        if method == "ACL.PolicyList":
+            return reply_type(index=self.index, policies=self.policies)  # type: ignore[call-arg]
+        return reply_type(index=self.index, tokens=self.tokens)  # type: ignore[call-arg]
+
+
+def _delegate(kind: type[D], primary: _FakePrimary, consensus: LocalConsensus) -> D:
+    return kind(
+        primary="dc1",
+        rpc=primary,
+        consensus=consensus,
+        token="replication-secret",
+        wait=1.0,
+        tracker=AclReplicationTracker(source_datacenter="dc1", enabled=True, ttl=30.0),
+        changed=lambda: None,
+        clock=lambda: 0.0,
+    )
+
+
+async def test_policies_that_swapped_names_in_the_primary_replicate() -> None:
+    consensus = LocalConsensus()
+    await consensus.apply(
+        ACLPolicySet(policies=[ACLPolicy(id="p1", name="a"), ACLPolicy(id="p2", name="b")])
+    )
+    remote = [
+        ACLPolicy(id="p1", name="b", modify_index=20),
+        ACLPolicy(id="p2", name="a", modify_index=20),
+    ]
+    primary = _FakePrimary(remote, [], index=20)
+    replicator = IndexReplicator(_delegate(_PolicyReplication, primary, consensus))
+    await replicator.replicate_once()
+    with consensus.store.read() as txn:
+        names = {policy.id: policy.name for policy in txn.acl_policies()[1]}
+    assert names == {"p1": "b", "p2": "a"}
+    assert replicator.last_remote_index == 20
+    assert primary.requests[0].token == "replication-secret"
+    assert primary.requests[0].datacenter == "dc1"
+
+
+async def test_tokens_with_hidden_secrets_fail_the_round_and_say_why() -> None:
+    consensus = LocalConsensus()
+    hidden = ACLToken(accessor_id="a1", secret_id="<hidden>", modify_index=5)
+    primary = _FakePrimary([], [hidden], index=5)
+    delegate = _delegate(_TokenReplication, primary, consensus)
+    with pytest.raises(ReplicationRoundError, match="acl:write"):
+        await IndexReplicator(delegate).replicate_once()
+    with consensus.store.read() as txn:
+        assert txn.acl_tokens()[1] == []
+    assert "acl:write" in delegate._tracker.status().last_error_message
+    assert primary.requests[0].include_local is False
+
+
+async def test_token_replication_leaves_local_tokens_alone() -> None:
+    consensus = LocalConsensus()
+    await consensus.apply(
+        ACLTokenSet(
+            tokens=[
+                ACLToken(accessor_id="local", secret_id="s-local", local=True),
+                ACLToken(accessor_id="gone", secret_id="s-gone"),
+            ]
+        )
+    )
+    remote = [ACLToken(accessor_id="new", secret_id="s-new", modify_index=3)]
+    delegate = _delegate(_TokenReplication, _FakePrimary([], remote, index=3), consensus)
+    await IndexReplicator(delegate).replicate_once()
+    with consensus.store.read() as txn:
+        assert sorted(token.accessor_id for token in txn.acl_tokens()[1]) == ["local", "new"]
+    assert delegate._tracker.status().replicated_token_index == 3
