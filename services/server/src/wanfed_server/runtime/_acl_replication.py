@@ -293,6 +293,7 @@ class AclReplication:
         self._options = options or AclReplicationOptions()
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self._reaping: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
     def on_leadership(self, leader: bool) -> None:
@@ -333,18 +334,17 @@ class AclReplication:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
         self._tracker.stopped()
         # A follower does not replicate: it answers from its tables as they are.
         self._resolver.set_stale(False)
         logger.info("leadership lost: acl replication stopped; the new leader replicates")
 
     async def stop(self) -> None:
-        tasks = self._tasks
-        if tasks:
+        if self._tasks:
             self._release()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*self._reaping, return_exceptions=True)
 
     async def _follow_staleness(self) -> None:
         """Tell the resolver whenever the tracker's staleness changes."""
