@@ -12,6 +12,7 @@ import pytest
 
 from wanfed_agent.config import ACLConfig, ACLTokens
 from wanfed_fsm import (
+    ANONYMOUS_TOKEN_ID,
     MANAGEMENT_POLICY_ID,
     ZERO_TIME,
     ACLInitialize,
@@ -21,6 +22,7 @@ from wanfed_fsm import (
     ACLTokenPolicyLink,
     ACLTokenSet,
     LocalConsensus,
+    anonymous_token,
 )
 from wanfed_replication import IndexReplicator, ReplicationRoundError
 from wanfed_server.runtime import AclNotFoundError, TokenResolver
@@ -245,3 +247,14 @@ async def test_token_replication_leaves_local_tokens_alone() -> None:
     with consensus.store.read() as txn:
         assert sorted(token.accessor_id for token in txn.acl_tokens()[1]) == ["local", "new"]
     assert delegate._tracker.status().replicated_token_index == 3
+
+
+def test_the_anonymous_token_is_written_last_so_the_bootstrap_ends_with_the_round() -> None:
+    remote = [
+        anonymous_token(WALL),
+        ACLToken(accessor_id="ffff", secret_id="s-agent", modify_index=3),
+        ACLToken(accessor_id="0000", secret_id="s-other", modify_index=3),
+    ]
+    delegate = _delegate(_TokenReplication, _FakePrimary([], [], index=3), LocalConsensus())
+    updates = delegate.diff([], remote, 0).updates
+    assert [token.accessor_id for token in updates] == ["0000", "ffff", ANONYMOUS_TOKEN_ID]

@@ -41,6 +41,7 @@ from typing import Final, Generic, Protocol, TypeVar
 import msgspec
 
 from wanfed_fsm import (
+    ANONYMOUS_TOKEN_ID,
     ACLPolicy,
     ACLPolicyDelete,
     ACLPolicySet,
@@ -239,15 +240,18 @@ class _TokenReplication(_TableReplication[ACLToken]):
     def diff(
         self, local: Sequence[ACLToken], remote: Sequence[ACLToken], last_remote_index: int
     ) -> Diff[ACLToken]:
-        return self._counted(
-            diff_by_key(
-                local,
-                remote,
-                last_remote_index,
-                key=lambda token: token.accessor_id,
-                modify_index=lambda token: token.modify_index,
-            )
+        diff = diff_by_key(
+            local,
+            remote,
+            last_remote_index,
+            key=lambda token: token.accessor_id,
+            modify_index=lambda token: token.modify_index,
         )
+        # The replicated anonymous token ends a secondary's bootstrap identity
+        # (see ``_acl``): written last, it lands only after every other token of
+        # the round, the agent token's own record among them.
+        updates = sorted(diff.updates, key=lambda token: token.accessor_id == ANONYMOUS_TOKEN_ID)
+        return self._counted(Diff(deletions=diff.deletions, updates=updates))
 
     async def delete(self, key: str) -> None:
         try:
