@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -247,17 +248,17 @@ async def test_acl_replication_staleness_and_status(federation: Federation) -> N
         assert not await allowed(dc2, web.secret_id)
         assert await allowed(dc3, web.secret_id)
         assert await allowed(dc2, ROOT)  # management keeps working under deny
-        status = await status_of(dc2)
-        assert status.running
-        assert status.last_error > status.last_success
-        assert status.last_error_message
+        outage = await status_of(dc2)
+        assert outage.running
+        assert outage.last_error > outage.last_success
+        assert outage.last_error_message
     await federation.replace_gateway("dc1", new_address=False)
 
-    # The primary is back: fresh again, and the token works in dc2 again.
-    await until(lambda: _fresh(dc2), 60, "dc2 replicates again")
+    # The primary is back: fresh again, and the token works in dc2 again. (Right
+    # after the heal one table may still fail a round on a path not yet re-learnt:
+    # the status says so, so only the success after the outage is asserted.)
+    await until(lambda: _fresh_since(dc2, outage.last_error), 60, "dc2 replicates again")
     assert await allowed(dc2, web.secret_id)
-    status = await status_of(dc2)
-    assert status.last_success > status.last_error
 
 
 async def _replicated(server: Server) -> bool:
@@ -277,9 +278,9 @@ async def _stale(server: Server) -> bool:
     return server.acl.stale
 
 
-async def _fresh(server: Server) -> bool:
+async def _fresh_since(server: Server, moment: datetime) -> bool:
     status = await status_of(server)
-    return not server.acl.stale and status.last_success > status.last_error
+    return not server.acl.stale and status.last_success > moment
 
 
 async def _get_json(url: str) -> Any:
