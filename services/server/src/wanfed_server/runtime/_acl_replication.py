@@ -321,6 +321,12 @@ class AclReplication:
             loop.create_task(self._follow_staleness(), name="acl-staleness"),
         ]
         logger.info("leadership gained: replicating acl policies and tokens from %s", self._primary)
+        if not self._token:
+            logger.warning(
+                "acl.tokens.replication is not set: replication presents acl.tokens.agent "
+                "(or none); the primary refuses it unless it has acl:read, and acl:write "
+                "for tokens. Set a replication token on every server of this datacenter"
+            )
 
     def _delegate(self, kind: type[_D]) -> _D:
         return kind(
