@@ -6,6 +6,13 @@ gateway, every process a real ``wanfed agent`` or ``wanfed gateway`` on its own
 ``wanfed keygen``. dc2 knows nothing of dc1 but ``primary_gateways``: it
 federates through the gateways alone.
 
+ACLs are on with ``default_policy = "deny"``: dc1 creates a management token
+from ``acl.tokens.initial_management`` (a fresh secret each run, printed at the
+end), dc2 replicates policies and tokens from dc1. For brevity every server
+and gateway presents that management token (``acl.tokens.agent``,
+``acl.tokens.replication``, the gateways' ``WANFED_HTTP_TOKEN``); a real
+deployment gives each its own token with only the rights it needs.
+
     python tools/dev/devfed.py                 # start, wait until federated, run until Ctrl-C
     python tools/dev/devfed.py --servers 3     # three servers per datacenter
     python tools/dev/devfed.py --check         # start, verify, run the sample commands, stop
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,22 @@ from wanfed_topology import (
 )
 
 DATACENTERS = ("dc1", "dc2")
+MANAGEMENT_TOKEN = str(uuid.uuid4())
+"""The secret of this run's management token (``acl.tokens.initial_management``)."""
+
+
+def acl_config(datacenter: str) -> dict[str, object]:
+    """ACLs on, default deny; the primary makes the management token, dc2 replicates."""
+    tokens = {"agent": MANAGEMENT_TOKEN}
+    if datacenter == "dc1":
+        tokens["initial_management"] = MANAGEMENT_TOKEN
+    else:
+        tokens["replication"] = MANAGEMENT_TOKEN
+    return {"enabled": True, "default_policy": "deny", "tokens": tokens}
+
+
+def token_env() -> dict[str, str]:
+    return {**os.environ, "WANFED_HTTP_TOKEN": MANAGEMENT_TOKEN}
 
 
 def server_ip(dc_index: int, server: int) -> str:
@@ -68,7 +92,11 @@ class Federation:
     def spawn(self, name: str, argv: Sequence[str]) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=token_env(),
         )
         log.close()
         self.processes.append((name, process))
@@ -94,6 +122,7 @@ class Federation:
                     bootstrap_expect=self.servers,
                     primary_gateways=[f"{gateway_ip(1)}:{GATEWAY_PORT}"] if dc != "dc1" else (),
                 )
+                config["acl"] = acl_config(dc)
                 path = write_config(self.workdir / "config" / f"{dc}-{node}.json", config)
                 self.spawn(
                     f"{dc}-{node}", [wanfed_executable(), "agent", "-config-file", str(path)]
@@ -134,8 +163,11 @@ class Federation:
                     step = "waiting for federation states in both datacenters"
                     states = get_json(f"{dc2}/v1/internal/federation-states")
                     if {s["Datacenter"] for s in states} >= set(DATACENTERS):
-                        get_json(f"{dc2}/v1/catalog/services?dc=dc1")
-                        return time.monotonic() - started
+                        step = "waiting for dc2 to replicate dc1's ACL tokens"
+                        replication = get_json(f"{dc2}/v1/acl/replication")
+                        if replication["ReplicatedTokenIndex"] > 0:
+                            get_json(f"{dc2}/v1/catalog/services?dc=dc1")
+                            return time.monotonic() - started
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             print(f"  ... {step} ({time.monotonic() - started:.0f} s)", flush=True)
@@ -157,7 +189,8 @@ class Federation:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    request = urllib.request.Request(url, headers={"X-Consul-Token": MANAGEMENT_TOKEN})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -165,9 +198,23 @@ def sample_commands() -> list[list[str]]:
     http = f"{server_ip(2, 1)}:{HTTP_PORT}"
     return [
         [wanfed_executable(), "members", "-wan", "-http-addr", http],
-        ["curl", "-s", f"http://{http}/v1/catalog/services?dc=dc1"],
+        [
+            "curl",
+            "-s",
+            "-H",
+            "X-Consul-Token: $WANFED_HTTP_TOKEN",
+            f"http://{http}/v1/catalog/services?dc=dc1",
+        ],
+        ["curl", "-s", f"http://{http}/v1/acl/replication"],
         [wanfed_executable(), "federation", "routes", "-http-addr", http],
     ]
+
+
+def _shown(word: str) -> str:
+    """One word of a sample command as an operator would type it into a shell."""
+    if word == wanfed_executable():
+        return Path(word).name
+    return f'"{word}"' if " " in word else word
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,16 +243,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ip = server_ip(dc_index, i)
                 print(f"  server s{i}  http {ip}:{HTTP_PORT}  rpc {ip}:8300  wan {ip}:8302")
             print(f"  gateway     {gateway_ip(dc_index)}:{GATEWAY_PORT}")
+        print(
+            f"\nACLs are on (default deny). The management token of this run:\n"
+            f"  export WANFED_HTTP_TOKEN={MANAGEMENT_TOKEN}\n"
+            "then every command below (and `wanfed acl ...`) presents it; "
+            "curl needs -H 'X-Consul-Token: ...'"
+        )
         print(f"logs: {federation.logs}\n\ntry:")
         for command in sample_commands():
-            print("  " + " ".join(Path(c).name if c == wanfed_executable() else c for c in command))
+            print("  " + " ".join(_shown(c) for c in command))
         if args.check:
             for command in sample_commands():
                 print(f"\n$ {' '.join(command)}", flush=True)
                 if command[0] == "curl":  # the same request, without needing curl installed
                     print(json.dumps(get_json(command[-1])), flush=True)
                 else:
-                    subprocess.run(command, check=True, timeout=30)
+                    subprocess.run(command, check=True, timeout=30, env=token_env())
             return 0
         print("\nCtrl-C stops everything.")
         while True:

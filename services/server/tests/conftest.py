@@ -749,6 +749,10 @@ def fed_fast_options(
     )
 
 
+def name_is_primary(datacenter: str) -> bool:
+    return datacenter == FED_PRIMARY
+
+
 def _free_port_on(host: str) -> int:
     import socket
 
@@ -850,9 +854,13 @@ class Federation:
         options: ServerOptions,
         *,
         agent_timings: Mapping[str, str] | None = None,
+        acl: Callable[[str], Mapping[str, object]] | None = None,
     ) -> None:
         """``agent_timings`` replaces the short agent intervals (``retry_interval_wan``,
-        ``primary_gateways_interval``: 1 s) with the given values, e.g. the defaults."""
+        ``primary_gateways_interval``: 1 s) with the given values, e.g. the defaults.
+        ``acl(datacenter)`` is the ``acl`` block of that datacenter's servers; the
+        gateways are then registered with its ``acl.tokens.agent``."""
+        self.acl = acl
         from wanfed_agent.keygen import generate_gossip_key
         from wanfed_agent.tls import create_ca
 
@@ -895,6 +903,8 @@ class Federation:
             await fed_eventually(dc.has_leader, 30, f"{dc.name} elects a leader")
             leader = dc.leader()
             assert leader is not None
+            if self.acl is not None and name_is_primary(dc.name) and leader.acl_leader:
+                await asyncio.wait_for(leader.acl_leader.initialized.wait(), 30)
             self.start_feeder(dc.name, leader)
             await self.register_gateway(dc.name)
 
@@ -934,6 +944,8 @@ class Federation:
             overrides["retry_join"] = peers
         else:
             overrides["bootstrap"] = True
+        if self.acl is not None:
+            overrides["acl"] = dict(self.acl(dc.name))
         if dc.name != FED_PRIMARY:
             overrides["primary_gateways"] = [f"provider=file path={self.listing}"]
         return load_config(overrides=overrides)
@@ -1038,13 +1050,16 @@ async def make_federation(
         replication_wait: float = 1.0,
         options: ServerOptions | None = None,
         agent_timings: Mapping[str, str] | None = None,
+        acl: Callable[[str], Mapping[str, object]] | None = None,
     ) -> Federation:
-        """``options`` replaces the short server timings (``fed_fast_options``)."""
+        """``options`` replaces the short server timings (``fed_fast_options``);
+        ``acl(datacenter)``: that datacenter's ``acl`` block."""
         federation = Federation(
             tmp_path,
             options
             or fed_fast_options(prune_interval=prune_interval, replication_wait=replication_wait),
             agent_timings=agent_timings,
+            acl=acl,
         )
         made.append(federation)
         await federation.start(layout)

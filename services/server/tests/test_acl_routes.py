@@ -38,6 +38,7 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, str, Any]]] = {
     ("GET", "/v1/status/leader"): (OPEN, "/v1/status/leader", None),
     ("GET", "/v1/status/peers"): (OPEN, "/v1/status/peers", None),
     ("GET", "/v1/catalog/datacenters"): (OPEN, "/v1/catalog/datacenters", None),
+    ("GET", "/v1/acl/replication"): (OPEN, "/v1/acl/replication", None),
     ("GET", "/v1/catalog/nodes"): (FILTERED, "/v1/catalog/nodes", None),
     ("GET", "/v1/catalog/services"): (FILTERED, "/v1/catalog/services", None),
     ("GET", "/v1/catalog/service/{name}"): (FILTERED, "/v1/catalog/service/consul", None),

@@ -39,7 +39,9 @@ from wanfed_server.runtime import (
     TokenResolver,
 )
 from wanfed_server.runtime import _endpoint as endpoint_module
+from wanfed_server.runtime._acl_replication_status import AclReplicationTracker
 from wanfed_server.runtime._endpoints_acl import acl_endpoints
+from wanfed_server.runtime._endpoints_acl_replication import acl_replication_endpoints
 from wanfed_server.runtime._endpoints_catalog import catalog_endpoints
 from wanfed_server.runtime._endpoints_federation import federation_state_endpoints
 from wanfed_server.runtime._endpoints_status import status_endpoints
@@ -94,6 +96,10 @@ def _endpoints(context: _Context) -> list[Endpoint[Any, Any]]:
         *catalog_endpoints(context, context),
         *federation_state_endpoints(context, policy),
         *acl_endpoints(context, _acl(context)),
+        *acl_replication_endpoints(
+            AclReplicationTracker(source_datacenter="dc1", enabled=False, ttl=30.0).status,
+            enabled=True,
+        ),
     ]
 
 

@@ -24,6 +24,7 @@ from wanfed_server.local_agent import LocalAgent
 from wanfed_server.runtime import Server, TokenResolver
 
 from ._acl import register_acl_routes
+from ._acl_replication import register_acl_replication_routes
 from ._agent import register_agent_routes
 from ._catalog import register_catalog_routes
 from ._context import CONTEXT, ApiContext
@@ -59,6 +60,7 @@ def build_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=4 * 1024 * 1024)
     app[CONTEXT] = ApiContext(dispatcher=dispatcher, view=view, agent=agent, acl=acl)
     register_acl_routes(app)
+    register_acl_replication_routes(app)
     register_status_routes(app)
     register_catalog_routes(app)
     register_health_routes(app)

@@ -21,6 +21,7 @@ from ._acl_messages import (
     ACLTokenResponse,
     ACLTokenSetRequest,
 )
+from ._acl_replication_status import AclReplicationStatus
 from ._caller import Caller, PermissionDeniedError
 from ._checks import CheckRunner, CheckSchedule, Expire, StatusChange
 from ._cluster import (
@@ -80,6 +81,7 @@ __all__ = [
     "ACLTokenSetRequest",
     "AclDisabledError",
     "AclNotFoundError",
+    "AclReplicationStatus",
     "AclSubject",
     "Caller",
     "CheckRunner",

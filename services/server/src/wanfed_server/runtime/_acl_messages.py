@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from wanfed_fsm import ACLPolicy, ACLToken, QueryMeta, QueryOptions
+from wanfed_fsm import ACLPolicy, ACLToken, DCSpecificRequest, QueryMeta, QueryOptions
 
 __all__ = [
     "ACLBootstrapRequest",
@@ -21,6 +21,7 @@ __all__ = [
     "ACLTokenDeleteRequest",
     "ACLTokenGetRequest",
     "ACLTokenList",
+    "ACLTokenListRequest",
     "ACLTokenResponse",
     "ACLTokenSetRequest",
 ]
@@ -51,6 +52,15 @@ class ACLTokenGetRequest(QueryOptions, frozen=True, kw_only=True, rename="pascal
 
 class ACLTokenResponse(QueryMeta, frozen=True, kw_only=True, rename="pascal"):
     acl_token: ACLToken | None = msgspec.field(default=None, name="ACLToken")
+
+
+class ACLTokenListRequest(DCSpecificRequest, frozen=True, kw_only=True, rename="pascal"):
+    """``ACL.TokenList``; a secondary's replication asks for global tokens only
+    (``IncludeLocal`` false, Consul's fields): a ``Local`` token never leaves the
+    datacenter that made it."""
+
+    include_local: bool = True
+    include_global: bool = True
 
 
 class ACLTokenList(QueryMeta, frozen=True, kw_only=True, rename="pascal"):

@@ -47,6 +47,7 @@ from ._acl_messages import (
     ACLTokenDeleteRequest,
     ACLTokenGetRequest,
     ACLTokenList,
+    ACLTokenListRequest,
     ACLTokenResponse,
     ACLTokenSetRequest,
 )
@@ -198,10 +199,15 @@ def acl_endpoints(context: EndpointContext, resolver: TokenResolver) -> list[End
             raise AclNotFoundError
         return ACLTokenResponse(**meta_fields(meta), acl_token=token)
 
-    async def token_list(request: DCSpecificRequest) -> ACLTokenList:
+    async def token_list(request: ACLTokenListRequest) -> ACLTokenList:
         require_enabled()
         meta, tokens = await run_query(context, request, lambda txn: txn.acl_tokens())
-        return ACLTokenList(**meta_fields(meta), tokens=tokens)
+        wanted = [
+            token
+            for token in tokens
+            if (request.include_local if token.local else request.include_global)
+        ]
+        return ACLTokenList(**meta_fields(meta), tokens=wanted)
 
     async def token_delete(request: ACLTokenDeleteRequest) -> bool:
         require_enabled()
@@ -282,7 +288,7 @@ def acl_endpoints(context: EndpointContext, resolver: TokenResolver) -> list[End
         ),
         Endpoint(
             "ACL.TokenList",
-            DCSpecificRequest,
+            ACLTokenListRequest,
             ACLTokenList,
             read,
             token_list,

@@ -56,10 +56,13 @@ from wanfed_server.interfaces import Member
 
 from ._acl import TokenResolver
 from ._acl_leader import AclLeader
+from ._acl_replication import AclReplication, AclReplicationOptions
+from ._acl_replication_status import AclReplicationStatus, AclReplicationTracker
 from ._background import Background
 from ._caller import Caller
 from ._cluster import ServerDirectory
 from ._endpoints_acl import acl_endpoints
+from ._endpoints_acl_replication import acl_replication_endpoints
 from ._endpoints_catalog import catalog_endpoints
 from ._endpoints_federation import federation_state_endpoints
 from ._endpoints_status import status_endpoints
@@ -181,8 +184,15 @@ class Server:
         self._federation: WanFederation | None = None
         self._fsm = Fsm()
         self._leadership = Leadership(self._fsm.store)
-        self._acl = TokenResolver(self._fsm.store, config.acl, config.datacenter)
+        primary = config.datacenter.lower() == self.primary_datacenter.lower()
+        self._acl = TokenResolver(self._fsm.store, config.acl, config.datacenter, primary=primary)
         self._acl_leader: AclLeader | None = None
+        self._acl_tracker = AclReplicationTracker(
+            source_datacenter=self.primary_datacenter,
+            enabled=config.acl.enabled and not primary,
+            ttl=config.acl.token_ttl,
+        )
+        self._acl_replication: AclReplication | None = None
         self._port: RpcPortServer | None = None
         self._pool: RpcPool | None = None
         self._dispatcher: Dispatcher | None = None
@@ -302,6 +312,7 @@ class Server:
             *catalog_endpoints(self, self),
             *federation_state_endpoints(self, policy),
             *acl_endpoints(self, self._acl),
+            *acl_replication_endpoints(self._acl_tracker.status, enabled=config.acl.enabled),
         ]
         tokens = config.acl.tokens
         return Dispatcher(
@@ -339,6 +350,8 @@ class Server:
             await self._leader_routines.stop()
         if self._acl_leader is not None:
             await self._acl_leader.stop()
+        if self._acl_replication is not None:
+            await self._acl_replication.stop()
         if self._federation is not None:
             await self._federation.stop()
         if self._wan is not None:
@@ -369,6 +382,25 @@ class Server:
         primary = self._config.datacenter.lower() == self.primary_datacenter.lower()
         self._acl_leader = AclLeader(consensus, self._config.acl, primary=primary)
         self._unsubscribe.append(consensus.on_leadership_change(self._acl_leader.on_leadership))
+        if self._config.acl.enabled and not primary:
+            federation = self._options.federation
+            self._acl_replication = AclReplication(
+                primary=self.primary_datacenter,
+                rpc=self,
+                consensus=consensus,
+                resolver=self._acl,
+                tracker=self._acl_tracker,
+                token=self._config.acl.tokens.replication or "",
+                options=AclReplicationOptions(
+                    wait=federation.replication_wait,
+                    rate=federation.replication_rate,
+                    burst=federation.replication_burst,
+                    max_retry_wait=federation.replication_max_retry_wait,
+                ),
+            )
+            self._unsubscribe.append(
+                consensus.on_leadership_change(self._acl_replication.on_leadership)
+            )
         if self._federation is not None:
             self._unsubscribe.append(consensus.on_leadership_change(self._federation.on_leadership))
         self._ready.set()
@@ -453,6 +485,10 @@ class Server:
     def acl_leader(self) -> AclLeader | None:
         """What this server writes for ACLs when it leads the primary (``None`` before Raft)."""
         return self._acl_leader
+
+    def acl_replication_status(self) -> AclReplicationStatus:
+        """This server's view of ACL replication (only a secondary's leader replicates)."""
+        return self._acl_tracker.status()
 
     @property
     def http_dispatcher(self) -> HttpDispatcher:
