@@ -160,9 +160,11 @@ class ACLConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     default_policy: Literal["allow", "deny"] = "allow"
     down_policy: Literal["extend-cache", "deny", "allow", "async-cache"] = "extend-cache"
     enable_token_persistence: bool = False
-    """Tokens set through the agent API are written under ``data_dir`` and survive restarts."""
+    """Tokens set through the agent API are written under ``data_dir`` and survive restarts
+    (accepted; not implemented yet: such tokens do not survive a restart)."""
     token_ttl: float = 30.0
-    """Seconds a resolved token is cached in a datacenter that asks the primary about it."""
+    """Seconds a secondary keeps trusting its replicated ACL tables after replication
+    from the primary last succeeded; past it, ``down_policy`` decides."""
     policy_ttl: float = 30.0
     """Seconds a resolved policy is cached likewise."""
     tokens: ACLTokens = msgspec.field(default_factory=ACLTokens)
