@@ -109,3 +109,16 @@ def test_refusals_are_logged_at_most_once_per_interval_per_door(
     assert len(lines) == 3
     assert lines[0].startswith("refused raft connection peer=127.0.0.1:1 reason=no; closed it")
     assert lines[2].endswith("(4 more refused since the last report)")
+
+
+def test_a_request_for_a_datacenter_that_cannot_exist_is_refused_not_crashed() -> None:
+    """Found by fuzzing the RPC bodies: the refusal's text once built the expected
+    name with the validating SNI builder and raised on the bad name instead."""
+    policy = ServerCertificatePolicy("consul")
+    client = policy.identity(CLIENT)
+    with pytest.raises(NotAServerError, match=r"server\.'d!2'\.consul"):
+        policy.require_server(client, what="FederationState.Apply", datacenter="d!2")
+    with pytest.raises(NotAServerError, match=r"\(server\.'D 1'\.consul\)"):
+        policy.require_server(
+            policy.identity(SERVER_S1), what="Raft.Join", datacenter="D 1", node="s1"
+        )

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wanfed_proto import Connection, ConnectionHandler, server_sni
+from wanfed_proto import Connection, ConnectionHandler, InvalidNameError, server_sni
 
 __all__ = [
     "REFUSAL_LOG_INTERVAL",
@@ -91,7 +91,13 @@ class ServerCertificatePolicy:
         """The certificate name a call needs; ``server.<any dc>`` without a datacenter."""
         if not datacenter:
             return f"server.<dc>.{self._domain}"
-        return server_sni(datacenter, self._domain, node)
+        try:
+            return server_sni(datacenter, self._domain, node)
+        except InvalidNameError:
+            # A request may name a datacenter that cannot exist: its refusal must
+            # still say what it asked for, not fail on the name.
+            prefix = f"{node}." if node else ""
+            return f"{prefix}server.{datacenter!r}.{self._domain}"
 
     def identity(self, peer_cert: Mapping[str, Any] | None) -> PeerIdentity:
         """What ``peer_cert`` (as :meth:`ssl.SSLSocket.getpeercert` gives it) names."""
