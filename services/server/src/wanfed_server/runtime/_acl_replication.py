@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Generic, Protocol, TypeVar
@@ -90,7 +91,7 @@ class AclReplicationOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_retry_wait: float = 120.0
 
 
-class _TableReplication(Generic[T]):
+class _TableReplication(ABC, Generic[T]):
     """What both tables share: the fetch's error handling and the tracker's reports."""
 
     name = ""
@@ -128,8 +129,9 @@ class _TableReplication(Generic[T]):
             token=self._token,
         )
 
+    @abstractmethod
     async def _fetch(self, min_index: int) -> tuple[int, Sequence[T]]:
-        raise NotImplementedError
+        """One blocking list of the table in the primary: its index and records."""
 
     async def fetch_remote(self, last_remote_index: int) -> tuple[int, Sequence[T]]:
         try:
